@@ -1,0 +1,193 @@
+"""Composition root: builds the objects from the settings, binds every socket, runs until a signal.
+
+Start-up is all or nothing: SIP sockets, the HTTP socket and the database are opened before anything
+serves, and any failure is reported in one line naming what failed (a port in use, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from callcenter import __version__
+from callcenter.api.http import create_http_app
+from callcenter.calls.manager import CallManager
+from callcenter.calls.session import CallDeps
+from callcenter.core.config import Settings
+from callcenter.core.errors import CallcenterError
+from callcenter.core.logging import log_event, setup_logging
+from callcenter.media.engine import MediaEngine
+from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
+from callcenter.sip.registration import RegistrationService
+from callcenter.store import CallRecordWriter, Store
+
+log = logging.getLogger("callcenter.app")
+
+
+class StartupError(CallcenterError):
+    """A resource the server needs could not be had; the message is the one line to print."""
+
+
+def _listen_addresses(settings: Settings) -> list[tuple[str, str, int]]:
+    sip = settings.sip
+    hosts = [sip.host] + ([sip.host_v6] if sip.host_v6 else [])
+    return [(transport, host, sip.port) for host in hosts for transport in sip.transports]
+
+
+def _describe_bind_error(exc: OSError, what: str, key: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{key}: {what} is already in use"
+    if exc.errno == errno.EACCES:
+        return f"{key}: no permission to bind {what} (ports below 1024 need root)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{key}: {what} is not an address of this machine"
+    return f"{key}: cannot bind {what}: {exc.strerror or exc}"
+
+
+class Application:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self.writer = CallRecordWriter(self.store)
+        listen = _listen_addresses(settings)
+        self.endpoint = SipEndpoint(
+            EndpointConfig(
+                listen=listen,
+                public_host=settings.sip.public_host,
+                user_agent=settings.sip.user_agent,
+                max_message_bytes=settings.sip.max_message_bytes,
+            )
+        )
+        self.media = MediaEngine(settings.media)
+        self.calls = CallManager(CallDeps(settings=settings, media=self.media, writer=self.writer,
+                                          endpoint=self.endpoint))
+        self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
+        self.endpoint.on_invite = self.calls.on_invite
+        self.endpoint.on_register = self.registration.on_register
+        self.http_socket: socket.socket | None = None
+        self.db_ok = False
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "sip": "up" if self.endpoint.bound_port else "down",
+            "http": "up",
+            "db": "up" if self.store.ping() else "down",
+            "version": __version__,
+            "active_calls": self.calls.active,
+        }
+
+    async def start(self) -> None:
+        """Open the database, bind SIP and HTTP; on any failure undo everything and raise StartupError."""
+        try:
+            await asyncio.to_thread(self.store.create_all)
+        except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure
+            raise StartupError(f"database_url: cannot open the database: {exc}") from None
+        await self._start_sip()
+        try:
+            self.http_socket = self._bind_http()
+        except StartupError:
+            await self.endpoint.close()
+            raise
+        self.writer.start()
+        await self.registration.start()
+        self.media.start()
+
+    async def _start_sip(self) -> None:
+        sip = self.settings.sip
+        listen = _listen_addresses(self.settings)
+        try:
+            await self.endpoint.start()
+            return
+        except OSError as exc:
+            failing = getattr(exc, "sip_listen", None)
+            v6_missing = exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) and sip.host_v6 == "::"
+            if not v6_missing:
+                what = f"{failing[0].upper()} {failing[1]}:{failing[2]}" if failing else f"port {sip.port}"
+                raise StartupError(_describe_bind_error(exc, what, "sip.port")) from None
+        # The default IPv6 listener failed because this machine has no IPv6: carry on with IPv4.
+        log_event(log, "sip_ipv6_unavailable", level=logging.WARNING)
+        self.endpoint.config.listen = [entry for entry in listen if ":" not in entry[1]]
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            failing = getattr(exc, "sip_listen", None)
+            what = f"{failing[0].upper()} {failing[1]}:{failing[2]}" if failing else f"port {sip.port}"
+            raise StartupError(_describe_bind_error(exc, what, "sip.port")) from None
+
+    def _bind_http(self) -> socket.socket:
+        http = self.settings.http
+        family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((http.host, http.port))
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(_describe_bind_error(exc, f"TCP {http.host}:{http.port}", "http.port")) from None
+        sock.setblocking(False)
+        return sock
+
+    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+        assert self.http_socket is not None
+        http_app = create_http_app(self.health)
+        config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        http_task = asyncio.create_task(server.serve(sockets=[self.http_socket]))
+        log_event(
+            log,
+            "server_started",
+            sip=[f"{t}:{h}:{p}" for t, h, p in self.endpoint.config.listen],
+            http=f"{self.settings.http.host}:{self.settings.http.port}",
+            version=__version__,
+        )
+        try:
+            await stop.wait()
+        finally:
+            log_event(log, "server_stopping", active_calls=self.calls.active)
+            await self.calls.shutdown(grace_s=self.settings.calls.shutdown_grace_s)
+            server.should_exit = True
+            await asyncio.wait([http_task], timeout=5.0)
+            await self.stop()
+
+    async def stop(self) -> None:
+        await self.registration.stop()
+        await self.endpoint.close()
+        await self.media.stop()
+        await asyncio.to_thread(self.writer.stop)
+
+
+async def _main(settings: Settings) -> int:
+    app = Application(settings)
+    try:
+        await app.start()
+    except StartupError as exc:
+        print(f"callcenter: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.run_until_stopped(stop)
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    """Run the server on uvloop until SIGINT/SIGTERM; exit code 2 when start-up fails."""
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+
+        code = uvloop.run(_main(settings))
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        code = asyncio.run(_main(settings))
+    if code:
+        raise SystemExit(code)

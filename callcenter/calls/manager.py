@@ -1,0 +1,59 @@
+"""Live calls: one CallSession task per call, each with its own TaskGroup inside."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from callcenter.calls.session import CallDeps, CallSession
+from callcenter.core.logging import log_event
+from callcenter.sip.invite import IncomingCall
+
+log = logging.getLogger("callcenter.calls")
+
+
+class CallManager:
+    def __init__(self, deps: CallDeps) -> None:
+        self.deps = deps
+        self.sessions: dict[str, CallSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.accepting = True
+
+    def on_invite(self, call: IncomingCall) -> None:
+        """Called by the SIP endpoint for every new INVITE; never blocks."""
+        if not self.accepting:
+            call.reject(503, extra=[("Retry-After", "30")])
+            return
+        session = CallSession(call, self.deps)
+        key = f"{call.call_id}\x00{call.remote_tag}"
+        self.sessions[key] = session
+        task = asyncio.get_running_loop().create_task(session.run(), name=f"call {call.call_id}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if self.sessions.get(key) is session:
+                del self.sessions[key]
+            if not t.cancelled() and t.exception() is not None:
+                log_event(log, "call_crashed", call_id=call.call_id, error=repr(t.exception()))
+
+        task.add_done_callback(done)
+
+    @property
+    def active(self) -> int:
+        return len(self.sessions)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop taking calls; let live ones end up to `grace_s`, then hang them up cleanly."""
+        self.accepting = False
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        for session in list(self.sessions.values()):
+            session.request_hangup("server shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)

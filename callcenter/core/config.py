@@ -1,0 +1,489 @@
+"""Settings: pydantic models (``extra="forbid"`` everywhere) loaded from YAML, flags and environment.
+
+Precedence, highest first: ``CALLCENTER_*`` environment variables > flags (``overrides``, dotted keys)
+> the YAML file > the defaults below. Every wrong value becomes a :class:`ConfigError` whose message is
+one line naming the key and what was expected, e.g. ``sip.port: expected an integer 1-65535, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from callcenter import __version__
+from callcenter.core.errors import ConfigError
+
+__all__ = [
+    "CallsSettings",
+    "ConfigError",
+    "HttpSettings",
+    "LogSettings",
+    "MediaSettings",
+    "Settings",
+    "SipSettings",
+    "ENV_PREFIX",
+    "DEFAULT_CONFIG_PATH",
+    "load_settings",
+]
+
+Transport = Literal["udp", "tcp"]
+TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")
+
+ENV_PREFIX = "CALLCENTER_"
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+
+def _custom(expected: str) -> PydanticCustomError:
+    """An error whose text is exactly ``expected ...`` (the formatter appends the key and input)."""
+    return PydanticCustomError("config", "{expected}", {"expected": expected})
+
+
+def _related(key: str, expected: str, got: Any) -> PydanticCustomError:
+    """An error about one field found by a model validator (loc would otherwise be the section)."""
+    return PydanticCustomError("config_key", "{expected}", {"key": key, "expected": expected, "got": got})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode turns true/false into 1/0; a boolean where a number belongs is a mistake.
+        if isinstance(value, bool) and info.field_name is not None:
+            if _base_type(cls.model_fields[info.field_name].annotation) in (int, float):
+                raise ValueError("bool given for a number")
+        return value
+
+
+class SipSettings(_Section):
+    host: str = Field("0.0.0.0", description="IPv4 address SIP listens on (0.0.0.0 = all)")
+    host_v6: str | None = Field("::", description="IPv6 address SIP listens on (:: = all, null = no IPv6)")
+    port: int = Field(5060, ge=1, le=65535, description="SIP port, for every transport")
+    transports: list[Transport] = Field(
+        default_factory=lambda: list(TRANSPORTS), min_length=1, description="transports to listen on"
+    )
+    public_host: str | None = Field(
+        None, description="address advertised in Contact and SDP (null = derive from the bind address)"
+    )
+    realm: str = Field("callcenter", min_length=1, description="digest authentication realm")
+    nonce_ttl_s: int = Field(300, ge=1, le=86400, description="seconds a digest nonce stays valid")
+    register_min_expires: int = Field(60, ge=1, description="shortest registration accepted (423 below)")
+    register_max_expires: int = Field(3600, ge=1, description="longest registration granted")
+    register_default_expires: int = Field(3600, ge=1, description="expiry when the REGISTER gives none")
+    max_message_bytes: int = Field(65536, ge=1024, le=1048576, description="larger SIP messages are refused")
+    user_agent: str = Field(
+        f"callcenter/{__version__}", min_length=1, description="User-Agent / Server header value"
+    )
+    allow_unauthenticated_calls: bool = Field(
+        True, description="answer INVITEs from anyone (a hotline); false = callers must authenticate"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise _custom("expected an IPv4 address such as 0.0.0.0") from None
+        return value
+
+    @field_validator("host_v6")
+    @classmethod
+    def _ipv6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise _custom("expected an IPv6 address such as :: or null") from None
+        return value
+
+    @field_validator("public_host")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", value):
+            raise _custom("expected a host name or IP address, or null")
+        return value
+
+    @field_validator("transports")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise _custom("expected a list of distinct transports (udp, tcp)")
+        return value
+
+    @model_validator(mode="after")
+    def _expires_order(self) -> SipSettings:
+        if self.register_min_expires > self.register_max_expires:
+            raise _related(
+                "register_min_expires",
+                f"expected at most sip.register_max_expires ({self.register_max_expires})",
+                self.register_min_expires,
+            )
+        if not self.register_min_expires <= self.register_default_expires <= self.register_max_expires:
+            raise _related(
+                "register_default_expires",
+                f"expected a value between sip.register_min_expires ({self.register_min_expires}) "
+                f"and sip.register_max_expires ({self.register_max_expires})",
+                self.register_default_expires,
+            )
+        return self
+
+
+class MediaSettings(_Section):
+    rtp_port_min: int = Field(10000, ge=2, le=65534, description="lowest RTP port (even)")
+    rtp_port_max: int = Field(20000, ge=2, le=65534, description="highest RTP port (even)")
+    rtp_timeout_s: float = Field(30, gt=0, description="no RTP for this long ends the call with a BYE")
+    ptime_ms: int = Field(20, ge=10, le=60, description="packet time of the audio the server sends")
+
+    @field_validator("rtp_port_min", "rtp_port_max")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        # RFC 3550 §11: RTP on an even port, RTCP on the next odd one.
+        if value % 2:
+            raise _custom("expected an even integer 2-65534")
+        return value
+
+    @field_validator("ptime_ms")
+    @classmethod
+    def _ptime(cls, value: int) -> int:
+        if value % 10:
+            raise _custom("expected one of 10, 20, 30, 40, 50, 60")
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaSettings:
+        if self.rtp_port_min >= self.rtp_port_max:
+            raise _related(
+                "rtp_port_min",
+                f"expected less than media.rtp_port_max ({self.rtp_port_max})",
+                self.rtp_port_min,
+            )
+        return self
+
+
+class CallsSettings(_Section):
+    demo_tone_hz: int = Field(440, ge=20, le=3999, description="tone an answered call hears (until the IVR)")
+    demo_hangup_after_s: float = Field(
+        10, ge=0, description="the server hangs up answered calls after this many seconds (0 = never)"
+    )
+    shutdown_grace_s: float = Field(
+        5, ge=0, description="on shutdown, seconds active calls get before the server hangs them up"
+    )
+
+
+class HttpSettings(_Section):
+    host: str = Field("0.0.0.0", min_length=1, description="address the HTTP API listens on")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP API port")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    data_dir: Path = Field(Path("data"), description="directory for the database and recordings")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL (null = sqlite:///{data_dir}/callcenter.db)"
+    )
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    calls: CallsSettings = Field(default_factory=CallsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _nonempty_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise _custom("expected a directory path")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value):
+            raise _custom("expected a database URL such as sqlite:///data/callcenter.db, or null")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force: ``database_url`` or the SQLite file under ``data_dir``."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'callcenter.db'}"
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    name: f.annotation
+    for name, f in Settings.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, _Section)
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults < YAML file < ``overrides`` (dotted keys) < ``CALLCENTER_*`` env.
+
+    ``config_path`` None means ``./config.yaml`` if it exists (else defaults only); an explicit path
+    must exist. ``env`` defaults to ``os.environ``. Raises :class:`ConfigError` (one-line message).
+    """
+    sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
+    data: dict[str, Any] = {}
+    if config_path is None and DEFAULT_CONFIG_PATH.is_file():
+        config_path = DEFAULT_CONFIG_PATH
+    if config_path is not None:
+        data = _read_yaml(config_path, sources)
+    for key, value in (overrides or {}).items():
+        _check_key(key, "command line")
+        _set(data, key, value)
+        sources[key] = "command line"
+    for key, value in _env_values(os.environ if env is None else env).items():
+        _set(data, key, value[0])
+        sources[key] = value[1]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path, sources: dict[str, str]) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: expected UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got a {kind}")
+    _record_lines(root, (), path, sources)
+    return data
+
+
+def _record_lines(
+    node: yaml.Node | None, prefix: tuple[str, ...], path: Path, sources: dict[str, str]
+) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key = (*prefix, str(key_node.value))
+        sources[".".join(key)] = f"{path}:{key_node.start_mark.line + 1}"
+        if len(key) == 1:
+            _record_lines(value_node, key, path, sources)
+
+
+def _check_key(dotted: str, origin: str) -> None:
+    parts = dotted.split(".")
+    if len(parts) == 1 and parts[0] in Settings.model_fields:
+        return
+    if len(parts) == 2 and parts[0] in _SECTIONS and parts[1] in _SECTIONS[parts[0]].model_fields:
+        return
+    raise ConfigError(f"{dotted}: unknown key{_suggest(dotted)} (from {origin})")
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return  # the file has a scalar where a section belongs: validation reports it
+        node = child
+    current = node.get(parts[-1])
+    if isinstance(value, Mapping) and isinstance(current, dict):
+        current.update(value)  # a whole section given: merged key by key, not replaced
+    else:
+        node[parts[-1]] = value
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """``CALLCENTER_<SECTION>_<KEY>`` (or ``CALLCENTER_<KEY>`` for top-level keys) → dotted key.
+
+    Variables whose section part is not one of ours (e.g. ``CALLCENTER_E2E``) are left alone; an unknown
+    key inside a known section is an error, so a typo does not go unnoticed.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if rest in Settings.model_fields and rest not in _SECTIONS:
+            key, field = rest, Settings.model_fields[rest]
+        else:
+            section, _, sub = rest.partition("_")
+            if section not in _SECTIONS or not sub:
+                continue
+            key = f"{section}.{sub}"
+            if sub not in _SECTIONS[section].model_fields:
+                raise ConfigError(f"{key}: unknown key{_suggest(key)} (from {name})")
+            field = _SECTIONS[section].model_fields[sub]
+        out[key] = (_env_value(raw, field), name)
+    return out
+
+
+def _env_value(raw: str, field: FieldInfo) -> Any:
+    if _is_optional(field.annotation) and raw.strip().lower() in ("", "null", "none"):
+        return None
+    if get_origin(_base_type(field.annotation)) is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _suggest(dotted: str) -> str:
+    known = [*(k for k in Settings.model_fields if k not in _SECTIONS)]
+    known += [f"{s}.{k}" for s, model in _SECTIONS.items() for k in model.model_fields]
+    close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
+    """One line for the first error: ``key: expected ..., got ...`` plus where the value came from."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if isinstance(p, str)]
+    ctx = err.get("ctx") or {}
+    if err["type"] == "config_key":
+        loc.append(ctx["key"])
+    key = ".".join(loc) or "(top level)"
+    origin = sources.get(key) or (sources.get(loc[0]) if loc else None)
+    suffix = f" (from {origin})" if origin else ""
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key{_suggest(key)}{suffix}"
+    if err["type"] == "config_key":
+        return f"{key}: {ctx['expected']}, got {ctx['got']!r}{suffix}"
+    if err["type"] == "config":
+        expected = ctx["expected"]
+    else:
+        field = _field_at(loc)
+        expected = "expected " + (_expected(field) if field is not None else "a mapping of settings")
+    return f"{key}: {expected}, got {_show(err['input'])}{suffix}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_at(loc: list[str]) -> FieldInfo | None:
+    model: type[BaseModel] = Settings
+    field: FieldInfo | None = None
+    for part in loc:
+        if part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        base = _base_type(field.annotation)
+        if isinstance(base, type) and issubclass(base, BaseModel):
+            model, field = base, None
+    return field
+
+
+def _is_optional(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+
+
+def _base_type(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _expected(field: FieldInfo) -> str:
+    base = _base_type(field.annotation)
+    bounds = {type(m).__name__: m for m in field.metadata}
+    lo = getattr(bounds.get("Ge"), "ge", None)
+    hi = getattr(bounds.get("Le"), "le", None)
+    gt = getattr(bounds.get("Gt"), "gt", None)
+    if base is int:
+        text = f"an integer {lo}-{hi}" if lo is not None and hi is not None else "an integer"
+        if hi is None and lo is not None:
+            text = f"an integer >= {lo}"
+    elif base is float:
+        text = "a number"
+        if lo is not None:
+            text = f"a number >= {lo}" if hi is None else f"a number {lo}-{hi}"
+        elif gt is not None:
+            text = f"a number > {gt}"
+    elif base is bool:
+        text = "true or false"
+    elif get_origin(base) is Literal:
+        text = "one of " + ", ".join(str(a) for a in get_args(base))
+    elif get_origin(base) is list:
+        (item,) = get_args(base)
+        choices = ", ".join(str(a) for a in get_args(item)) if get_origin(item) is Literal else "values"
+        text = f"a list of {choices}"
+        if isinstance(bounds.get("MinLen"), annotated_types.MinLen):
+            text = "a non-empty " + text[2:]
+    elif base is Path:
+        text = "a directory path"
+    else:
+        text = "a non-empty string" if "MinLen" in bounds else "a string"
+    return text + (" or null" if _is_optional(field.annotation) else "")

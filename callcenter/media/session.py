@@ -1,0 +1,510 @@
+"""RTP sessions on asyncio UDP sockets, and the one scheduler that sends for all of them.
+
+The only sockets of ``callcenter.media`` live here. Protocol work is delegated to the sans-I/O
+parts: ``rtp``/``rtcp`` parsing, ``stats.ReceiveStats``, ``pacer.RtpSender``.
+
+* ``MediaScheduler``: one asyncio task; every ``tick`` (20 ms, absolute deadlines on the monotonic
+  clock) it calls ``on_tick(now)`` of every registered stream in a fixed order (insertion order).
+* ``RtpSession``: an RTP socket on an even port and RTCP on the next odd one (from
+  ``RtpPortAllocator``); sends the current source's pre-encoded frames, receives, keeps
+  loss/jitter, exchanges RTCP SR/RR every ~5 s, and does symmetric RTP: it sends to where the
+  peer's packets actually come from (phones behind NAT), and to the SDP address until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from callcenter.core.clock import Clock, MonotonicClock
+from callcenter.media import g711, rtcp, rtp
+from callcenter.media.pacer import Pacer, RtpSender
+from callcenter.media.ports import RtpPortAllocator, RtpPortsExhausted
+from callcenter.media.sdp import NegotiatedMedia
+from callcenter.media.stats import ReceiveStats
+
+log = logging.getLogger(__name__)
+
+# Seconds the latched peer address must stay silent before packets from another address may take
+# over (a NAT rebinding); until then other sources are received but not answered.
+RELATCH_AFTER = 1.0
+RTCP_INTERVAL = 5.0  # RFC 3550 §6.2 minimum, randomised ×[0.5, 1.5] (§6.3.1)
+DSCP_EF_TOS = 0xB8  # DSCP 46 "expedited forwarding" for voice (RFC 4594)
+STATIC_PT = {"PCMU": 0, "PCMA": 8}
+
+Address = tuple[Any, ...]  # (host, port) or (host, port, flowinfo, scope_id)
+PacketHandler = Callable[[rtp.RtpPacket, float], None]
+RtcpHandler = Callable[[list[rtcp.RtcpPacket], float], None]
+
+
+class Ticking(Protocol):
+    def on_tick(self, now: float) -> None: ...
+
+
+class MediaScheduler:
+    """Serves every active stream from one periodic tick, in a fixed order."""
+
+    def __init__(self, tick: float = 0.02, clock: Clock | None = None) -> None:
+        self.tick_interval = tick
+        self.clock: Clock = clock or MonotonicClock()
+        self._streams: dict[Ticking, None] = {}  # insertion order is the send order
+        self._order: tuple[Ticking, ...] = ()
+        self._pacer: Pacer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, stream: Ticking) -> float:
+        """Serve ``stream`` from the next tick on. Returns that tick's time: schedules that start
+        there and whose interval is a multiple of the tick fall exactly on ticks."""
+        if not self._order or self._pacer is None:
+            self._pacer = Pacer(self.tick_interval, self.clock.now())
+        self._streams[stream] = None
+        self._order = tuple(self._streams)
+        self._ensure_task()
+        self._wake.set()
+        return self._pacer.next_deadline()
+
+    def remove(self, stream: Ticking) -> None:
+        if self._streams.pop(stream, 0) is None:
+            self._order = tuple(self._streams)
+
+    def tick(self, now: float) -> float:
+        """Serve all streams once at ``now``; return the time of the next tick."""
+        pacer = self._pacer
+        if pacer is None:
+            pacer = self._pacer = Pacer(self.tick_interval, now)
+        pacer.due(now)  # advance the grid; after a stall it skips (no burst of ticks)
+        for stream in self._order:
+            try:
+                stream.on_tick(now)
+            except Exception:
+                # One broken stream must not silence every call.
+                log.exception("media stream failed in the scheduler; dropping it")
+                self.remove(stream)
+        return pacer.next_deadline()
+
+    def _ensure_task(self) -> None:
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (sans-I/O use, tests calling tick() by hand)
+        self._task = loop.create_task(self._run(), name="media-scheduler")
+
+    async def _run(self) -> None:
+        clock = self.clock
+        while not self._closed:
+            if not self._order:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            next_at = self.tick(clock.now())
+            delay = next_at - clock.now()
+            await asyncio.sleep(delay if delay > 0 else 0)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    packets_sent: int
+    octets_sent: int
+    packets_received: int
+    packets_lost: int  # from sequence gaps (RFC 3550 A.3); negative with duplicates
+    jitter_ms: float  # interarrival jitter of what we receive (A.8)
+    malformed: int  # datagrams on the RTP/RTCP ports that did not parse
+    skipped_slots: int  # send slots skipped after stalls of our own
+    send_address: Address | None
+    last_received_at: float | None
+    # What the peer reported about our stream in its last RTCP report block, if any.
+    remote_fraction_lost: float | None
+    remote_cumulative_lost: int | None
+    remote_jitter_ms: float | None
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, handler: Callable[[bytes, Address], None]) -> None:
+        self._handler = handler
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._handler(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the peer is not there (yet); keep going.
+        log.debug("RTP socket error: %s", exc)
+
+
+def _bind_udp(family: socket.AddressFamily, ip: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        raise
+    with contextlib.suppress(OSError, AttributeError):
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, DSCP_EF_TOS)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, DSCP_EF_TOS)
+    return sock
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+
+
+class RtpSession:
+    """One call leg's RTP + RTCP. Create with ``await RtpSession.open(...)``; ``close()`` in ``finally``."""
+
+    def __init__(self, *, allocator: RtpPortAllocator, scheduler: MediaScheduler, local_ip: str,
+                 codec: str, payload_type: int, ptime_ms: int, on_packet: PacketHandler | None,
+                 clock: Clock, cname: str, idle_silence: bool,
+                 wallclock: Callable[[], float], on_rtcp: RtcpHandler | None,
+                 rtcp_interval: float) -> None:
+        self.allocator = allocator
+        self.scheduler = scheduler
+        self.local_ip = local_ip
+        self.family = _family(local_ip)
+        self.local_port = 0
+        self.codec = codec.upper()
+        self.telephone_event_pt: int | None = None
+        self.on_packet = on_packet
+        self.on_rtcp = on_rtcp
+        self.rtcp_interval = rtcp_interval
+        self.cname = cname
+        self._clock = clock
+        self._wallclock = wallclock
+        self._idle_silence = idle_silence
+        self._loop = asyncio.get_running_loop()
+        spp = 8 * ptime_ms
+        self.sender = RtpSender(
+            ssrc=random.getrandbits(32), payload_type=payload_type, sequence=random.getrandbits(16),
+            timestamp=random.getrandbits(32), ptime=ptime_ms / 1000.0,
+            idle_frame=g711.silence(self.codec, spp) if idle_silence else None,
+        )
+        self.receive_stats = ReceiveStats(8000)
+        self.last_received_at: float | None = None
+        self.malformed = 0
+        self.remote_report: rtcp.ReportBlock | None = None  # the peer's last report on our stream
+        self.remote_bye = False
+        self._wants_send = True  # the negotiated direction lets us send
+        self._sdp_addr: Address | None = None
+        self._send_addr: Address | None = None
+        self._latched: Address | None = None
+        self._latched_seen = 0.0
+        self._sdp_rtcp_addr: Address | None = None
+        self._rtcp_addr: Address | None = None
+        # RFC 3550 §6.2: the first report may go after half the interval.
+        self._next_rtcp = clock.now() + rtcp_interval * random.uniform(0.25, 0.75)
+        self._packets_at_last_rtcp = 0
+        self._last_sr_mid = 0
+        self._last_sr_at: float | None = None
+        self._rtp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        allocator: RtpPortAllocator,
+        scheduler: MediaScheduler,
+        local_ip: str,
+        codec: str = "PCMU",
+        payload_type: int | None = None,
+        ptime_ms: int = 20,
+        on_packet: PacketHandler | None = None,
+        clock: Clock | None = None,
+        cname: str | None = None,
+        idle_silence: bool = True,
+        wallclock: Callable[[], float] = time.time,
+        on_rtcp: RtcpHandler | None = None,
+        rtcp_interval: float = RTCP_INTERVAL,
+    ) -> RtpSession:
+        """Bind an RTP/RTCP port pair on ``local_ip`` (an IP literal; "0.0.0.0"/"::" for all).
+
+        Nothing is sent until ``apply``/``set_remote`` says where to. ``idle_silence``: send
+        silence while no source plays (keeps NAT bindings and the peer's RTP timeout happy).
+        Raises ``RtpPortsExhausted`` when no pair can be allocated and bound.
+        """
+        if codec.upper() not in STATIC_PT:
+            raise ValueError(f"unsupported codec {codec!r}")
+        self = cls(allocator=allocator, scheduler=scheduler, local_ip=local_ip, codec=codec,
+                   payload_type=STATIC_PT[codec.upper()] if payload_type is None else payload_type,
+                   ptime_ms=ptime_ms, on_packet=on_packet, clock=clock or scheduler.clock,
+                   cname=cname or secrets.token_hex(8), idle_silence=idle_silence, wallclock=wallclock,
+                   on_rtcp=on_rtcp, rtcp_interval=rtcp_interval)
+        rtp_sock = rtcp_sock = None
+        for _ in range(allocator.capacity):
+            port = allocator.allocate()
+            try:
+                rtp_sock = _bind_udp(self.family, local_ip, port)
+                try:
+                    rtcp_sock = _bind_udp(self.family, local_ip, port + 1)
+                except OSError:
+                    rtp_sock.close()
+                    raise
+            except OSError as e:
+                allocator.release(port)
+                if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue  # someone else holds it; the allocator moves on round-robin
+                raise
+            self.local_port = port
+            break
+        else:
+            raise RtpPortsExhausted(f"no bindable RTP port pair on {local_ip} in "
+                                    f"{allocator.min_port}-{allocator.max_port}")
+        assert rtp_sock is not None and rtcp_sock is not None
+        try:
+            t1, _ = await self._loop.create_datagram_endpoint(lambda: _Datagrams(self._on_rtp),
+                                                              sock=rtp_sock)
+            self._rtp_transport = t1
+            t2, _ = await self._loop.create_datagram_endpoint(lambda: _Datagrams(self._on_rtcp),
+                                                              sock=rtcp_sock)
+            self._rtcp_transport = t2
+        except BaseException:
+            self.close()
+            rtp_sock.close()
+            rtcp_sock.close()
+            raise
+        return self
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @property
+    def local_rtcp_port(self) -> int:
+        return self.local_port + 1
+
+    @property
+    def send_address(self) -> Address | None:
+        return self._send_addr
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _literal(self, host: str, port: int) -> Address | None:
+        # Only IP literals of our family: sendto() with a host name would resolve it, blocking
+        # the loop. Without a usable address we wait for the peer's packets (symmetric RTP).
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if port <= 0 or ip.is_unspecified or _family(host) != self.family:
+            return None
+        return (str(ip), port)
+
+    def set_remote(self, host: str, port: int, rtcp_host: str | None = None,
+                   rtcp_port: int | None = None) -> None:
+        """The peer's RTP (and RTCP) address from SDP. A changed address forgets the latched one."""
+        addr = self._literal(host, port)
+        if addr != self._sdp_addr:
+            self._sdp_addr = addr
+            self._latched = None
+            self._send_addr = addr
+        rtcp_addr = self._literal(rtcp_host or host, rtcp_port if rtcp_port is not None else port + 1)
+        if rtcp_addr != self._sdp_rtcp_addr:
+            self._sdp_rtcp_addr = rtcp_addr
+            self._rtcp_addr = rtcp_addr
+        self._update_enabled()
+        self._start()
+
+    def apply(self, media: NegotiatedMedia) -> None:
+        """Use a negotiated SDP result (answer sent or answer received; also after re-INVITEs)."""
+        codec = media.codec.upper()
+        if codec not in STATIC_PT:
+            raise ValueError(f"unsupported codec {media.codec!r}")
+        self.codec = codec
+        if self._idle_silence:
+            self.sender.idle_frame = g711.silence(codec, 8 * media.ptime)
+        self.sender.payload_type = media.payload_type
+        self.telephone_event_pt = media.telephone_event_pt
+        self._wants_send = media.sends
+        self.sender.set_ptime(media.ptime / 1000.0, self._clock.now())
+        self.set_remote(media.remote_address, media.remote_port, media.remote_rtcp_address,
+                        media.remote_rtcp_port)
+
+    def _update_enabled(self) -> None:
+        self.sender.enabled = self._wants_send and self._send_addr is not None
+
+    def _start(self) -> None:
+        if not self.sender.started and not self._closed:
+            self.sender.start(self.scheduler.add(self))
+
+    # --- playback ------------------------------------------------------------------------------
+
+    def play(self, frames: Iterable[bytes]) -> asyncio.Future[bool]:
+        """Play pre-encoded frames (``pacer.encode_frames`` in ``self.codec``, one per ptime) from the
+        next send slot on, replacing what played. The future is True when the frames ran out, False
+        when stopped, replaced or closed first."""
+        fut: asyncio.Future[bool] = self._loop.create_future()
+
+        def done(finished: bool) -> None:
+            if not fut.done():
+                fut.set_result(finished)
+
+        self.sender.play(frames, done)
+        return fut
+
+    def stop_playback(self) -> None:
+        """Barge-in: the next packet (within one ptime) is idle again."""
+        self.sender.stop()
+
+    # --- the scheduler's tick -------------------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        self.sender.poll(now, self._send_rtp)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+
+    def _send_rtp(self, packet: bytes) -> None:
+        assert self._rtp_transport is not None
+        self._rtp_transport.sendto(packet, self._send_addr)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, addr: Address) -> None:
+        try:
+            packet = rtp.parse(data)
+        except rtp.RtpParseError:
+            self.malformed += 1
+            return
+        if 72 <= packet.payload_type <= 76:
+            return  # RTCP sent to the RTP port (RFC 5761 §4); we did not offer rtcp-mux
+        now = self._clock.now()
+        self.last_received_at = now
+        self.receive_stats.update(packet.ssrc, packet.sequence, packet.timestamp, now)
+        if addr == self._latched:
+            self._latched_seen = now
+        elif self._latched is None or now - self._latched_seen >= RELATCH_AFTER:
+            # Symmetric RTP (RFC 4961): answer where the peer's packets come from.
+            self._latched = addr
+            self._latched_seen = now
+            self._send_addr = addr
+            self._update_enabled()
+        if self.on_packet is not None:
+            try:
+                self.on_packet(packet, now)
+            except Exception:
+                log.exception("RTP packet handler failed")
+
+    def _on_rtcp(self, data: bytes, addr: Address) -> None:
+        try:
+            packets = rtcp.parse_compound(data)
+        except rtcp.RtcpParseError:
+            self.malformed += 1
+            return
+        now = self._clock.now()
+        self._rtcp_addr = addr  # symmetric RTCP
+        ours = self.sender.ssrc
+        for p in packets:
+            blocks: tuple[rtcp.ReportBlock, ...] = ()
+            if isinstance(p, rtcp.SenderReport):
+                self._last_sr_mid = rtcp.ntp_middle32(p.ntp_timestamp)
+                self._last_sr_at = now
+                blocks = p.reports
+            elif isinstance(p, rtcp.ReceiverReport):
+                blocks = p.reports
+            elif isinstance(p, rtcp.Bye):
+                self.remote_bye = True
+            for b in blocks:
+                if b.ssrc == ours:
+                    self.remote_report = b
+        if self.on_rtcp is not None:
+            try:
+                self.on_rtcp(packets, now)
+            except Exception:
+                log.exception("RTCP packet handler failed")
+
+    def _rtcp_compound(self, now: float, bye: bool = False) -> bytes:
+        ssrc = self.sender.ssrc
+        lsr = dlsr = 0
+        if self._last_sr_at is not None:
+            lsr = self._last_sr_mid
+            dlsr = min(round((now - self._last_sr_at) * 65536), 0xFFFFFFFF)
+        block = self.receive_stats.report_block(lsr, dlsr)
+        blocks = (block,) if block is not None else ()
+        report: rtcp.RtcpPacket
+        if self.sender.packets_sent != self._packets_at_last_rtcp:
+            # We sent since the last report: a sender report (RFC 3550 §6.4).
+            report = rtcp.SenderReport(
+                ssrc=ssrc, ntp_timestamp=rtcp.ntp_timestamp(self._wallclock()),
+                rtp_timestamp=self.sender.rtp_timestamp_at(now),
+                packet_count=self.sender.packets_sent & 0xFFFFFFFF,
+                octet_count=self.sender.octets_sent & 0xFFFFFFFF, reports=blocks)
+        else:
+            report = rtcp.ReceiverReport(ssrc=ssrc, reports=blocks)
+        self._packets_at_last_rtcp = self.sender.packets_sent
+        parts: list[rtcp.RtcpPacket] = [
+            report,
+            rtcp.SourceDescription((rtcp.SdesChunk(ssrc, ((rtcp.SDES_CNAME, self.cname.encode()),)),)),
+        ]
+        if bye:
+            parts.append(rtcp.Bye((ssrc,)))
+        return rtcp.serialize_compound(parts)
+
+    def _send_rtcp(self, now: float) -> None:
+        self._next_rtcp = now + self.rtcp_interval * random.uniform(0.5, 1.5)
+        if self._rtcp_addr is None or self._rtcp_transport is None:
+            return
+        self._rtcp_transport.sendto(self._rtcp_compound(now), self._rtcp_addr)
+
+    # --- stats and teardown --------------------------------------------------------------------
+
+    def stats(self) -> SessionStats:
+        rx = self.receive_stats.snapshot()
+        rr = self.remote_report
+        return SessionStats(
+            packets_sent=self.sender.packets_sent,
+            octets_sent=self.sender.octets_sent,
+            packets_received=rx.packets_received,
+            packets_lost=rx.packets_lost,
+            jitter_ms=rx.jitter_ms,
+            malformed=self.malformed,
+            skipped_slots=self.sender.skipped_slots,
+            send_address=self._send_addr,
+            last_received_at=self.last_received_at,
+            remote_fraction_lost=None if rr is None else rr.fraction_lost / 256.0,
+            remote_cumulative_lost=None if rr is None else rr.cumulative_lost,
+            remote_jitter_ms=None if rr is None else rr.jitter * 1000.0 / 8000,
+        )
+
+    def close(self) -> None:
+        """Stop sending, say RTCP BYE, close both sockets, give the ports back. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.scheduler.remove(self)
+        self.sender.stop()
+        if self._rtcp_transport is not None and self._rtcp_addr is not None:
+            with contextlib.suppress(Exception):
+                self._rtcp_transport.sendto(self._rtcp_compound(self._clock.now(), bye=True),
+                                            self._rtcp_addr)
+        for t in (self._rtp_transport, self._rtcp_transport):
+            if t is not None:
+                t.close()
+        if self.local_port:
+            self.allocator.release(self.local_port)

@@ -1,0 +1,485 @@
+"""The SIP endpoint: the transaction user that glues transports, the transaction layer and calls.
+
+Everything here runs on the event loop and stays lean: no per-message logging above debug, no I/O
+but socket sends. Time is the loop's monotonic clock, passed as ``now`` to the sans-I/O cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from callcenter.sip.dialog import Dialog
+from callcenter.sip.invite import IncomingCall
+from callcenter.sip.message import (
+    SipMessage,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+    split_list,
+)
+from callcenter.sip.parser import ParseErrorWithHead, parse_message
+from callcenter.sip.transaction import (
+    Addr,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    StrayResponse,
+    TransactionLayer,
+    TransactionTimeout,
+)
+from callcenter.sip.transport.tcp import TcpTransport
+from callcenter.sip.transport.udp import UdpTransport, open_udp
+from callcenter.sip.uri import format_host, parse_name_addr, parse_uri, parse_via
+
+log = logging.getLogger("callcenter.sip")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO"
+ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
+SUPPORTED = "path"
+_SUPPORTED_SET = frozenset({"path"})
+# Methods we know but do not serve here: 405 with Allow. Anything else: 501 (§8.2.1).
+_KNOWN_UNSERVED = frozenset({"SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH", "UPDATE", "PRACK", "REFER"})
+_URI_SCHEMES = frozenset({"sip", "sips", "tel"})
+
+
+@dataclass
+class EndpointConfig:
+    listen: list[tuple[str, str, int]] = field(default_factory=lambda: [("udp", "127.0.0.1", 5060)])
+    public_host: str | None = None
+    user_agent: str = "callcenter"
+    max_message_bytes: int = 65536
+
+
+RegisterHandler = Callable[[ServerTransaction, SipRequest, Addr], None]
+InviteHandler = Callable[[IncomingCall], None]
+
+
+class SipEndpoint:
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.layer = TransactionLayer()
+        self.udp: dict[int, UdpTransport] = {}  # by address family
+        self.tcp = TcpTransport(self.receive_message, self._bad_request, config.max_message_bytes)
+        self.dialogs: dict[tuple[str, str, str], IncomingCall] = {}
+        self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
+        self.on_invite: InviteHandler | None = None
+        self.on_register: RegisterHandler | None = None
+        self.bound_port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._local_ip_cache: dict[str, str] = {}
+        self.stats = {"received": 0, "parse_errors": 0, "bad_requests": 0}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind every configured transport; raises OSError naming what failed (port in use...)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            for transport, host, port in self.config.listen:
+                try:
+                    if transport == "udp":
+                        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                        self.udp[family] = await open_udp(self, host, port)
+                    elif transport == "tcp":
+                        await self.tcp.listen(host, port)
+                    else:
+                        raise ValueError(f"unknown SIP transport {transport!r}")
+                except OSError as exc:
+                    exc.sip_listen = (transport, host, port)  # type: ignore[attr-defined]
+                    raise
+                self.bound_port = port
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for udp in self.udp.values():
+            udp.close()
+        self.udp.clear()
+        await self.tcp.close()
+        self.tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes)
+        self.bound_port = 0
+        for task in list(self._tasks):
+            task.cancel()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Endpoint-level background work (a BYE after a missed ACK); kept referenced."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # --- inbound -------------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, source: Addr) -> None:
+        if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
+            return  # keep-alive (RFC 5626 §4.4.1 CRLF or NAT pinholes)
+        try:
+            message = parse_message(data, self.config.max_message_bytes)
+        except ParseErrorWithHead as exc:
+            self._bad_request(exc, source)
+            return
+        except SipParseError:
+            self.stats["parse_errors"] += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug('{"event":"sip_parse_error","source":"%s"}', source)
+            return
+        self.receive_message(message, source)
+
+    def _bad_request(self, exc: ParseErrorWithHead, source: Addr) -> None:
+        """400 for a request we could frame but not read (when it can be answered at all)."""
+        self.stats["bad_requests"] += 1
+        if exc.method is None or exc.method == "ACK":
+            return
+        h = exc.headers
+        if not all(h.get(name) for name in ("Via", "From", "To", "Call-ID", "CSeq")):
+            return
+        fake = SipRequest(exc.method, "sip:invalid", h)
+        self._send_stateless_response(fake, source, 400, _reason_text(exc.reason))
+
+    def receive_message(self, message: SipMessage, source: Addr) -> None:
+        self.stats["received"] += 1
+        now = self.now
+        if isinstance(message, SipRequest):
+            error = self._check_request(message, source)
+            if error is not None:
+                if message.method != "ACK":
+                    self._send_stateless_response(message, source, *error)
+                self._flush()
+                return
+            try:
+                self.layer.receive_request(message, source, now)
+            except SipParseError as exc:
+                if message.method != "ACK":
+                    self._send_stateless_response(message, source, 400, _reason_text(str(exc)))
+        elif isinstance(message, SipResponse):
+            self.layer.receive_response(message, source, now)
+        self._process()
+
+    def _check_request(self, request: SipRequest, source: Addr) -> tuple[int, str] | None:
+        """Checks of §8.2 before a transaction exists; returns (status, reason) to refuse."""
+        h = request.headers
+        vias = h.get_all("Via")
+        if not vias:
+            return 400, "Missing Via"
+        try:
+            top = parse_via(vias[0])
+        except SipParseError:
+            return 400, "Bad Via"
+        # §18.2.1 received + RFC 3581 rport: remember where the request really came from.
+        top.params["received"] = source.host
+        if "rport" in top.params:
+            top.params["rport"] = str(source.port)
+        _replace_top_via(request, str(top))
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            if not h.get(name):
+                return 400, f"Missing {name}"
+            if name != "Call-ID" and h.count(name) > 1:
+                return 400, f"Multiple {name}"
+        if h.count("Call-ID") > 1:
+            return 400, "Multiple Call-ID"
+        if request.version.upper() != "SIP/2.0":
+            return 505, "Version Not Supported"
+        try:
+            _, method = request.cseq()
+            parse_name_addr(h.get("From") or "")
+            parse_name_addr(h.get("To") or "")
+        except SipParseError as exc:
+            return 400, _reason_text(str(exc))
+        if method != request.method:
+            return 400, "CSeq method does not match"
+        try:
+            uri = parse_uri(request.uri)
+        except SipParseError:
+            return 400, "Bad Request-URI"
+        if uri.scheme not in _URI_SCHEMES:
+            return 416, "Unsupported URI Scheme"
+        max_forwards = h.get("Max-Forwards")
+        if max_forwards is not None:
+            mf = max_forwards.strip()
+            if not mf.isdigit() or len(mf) > 3:
+                return 400, "Bad Max-Forwards"
+            if int(mf) == 0 and request.method == "INVITE":
+                return 483, "Too Many Hops"
+        if request.method not in ("ACK", "CANCEL"):
+            required = {r.lower() for r in h.get_all("Require")}
+            if required - _SUPPORTED_SET:
+                return 420, "Bad Extension"
+        return None
+
+    # --- events from the transaction layer ----------------------------------------------------
+    def _process(self) -> None:
+        events = self.layer.events
+        while events:
+            event = events.popleft()
+            try:
+                if isinstance(event, RequestReceived):
+                    self._on_request(event.request, event.source, event.transaction)
+                elif isinstance(event, ResponseReceived):
+                    self._on_response(event.response, event.transaction)
+                elif isinstance(event, TransactionTimeout):
+                    self._on_timeout(event.transaction)
+                elif isinstance(event, StrayResponse):
+                    pass  # retransmitted 2xx of a UAC INVITE long done; nothing of ours
+            except SipParseError as exc:  # a header the checks let through but a handler can't use
+                if isinstance(event, RequestReceived) and event.transaction is not None:
+                    self.respond(event.transaction, make_response(event.request, 400, _reason_text(str(exc))))
+        self._flush()
+
+    def _on_request(self, request: SipRequest, source: Addr, txn: ServerTransaction | None) -> None:
+        method = request.method
+        if txn is None:  # ACK outside any transaction: for a 2xx of ours
+            call = self._find_dialog(request)
+            if call is not None:
+                call.ack_received(request, self.now)
+            return
+        if method == "INVITE":
+            self._on_invite(request, source, txn)
+        elif method == "BYE":
+            call = self._find_dialog(request)
+            if call is None:
+                self.respond(txn, make_response(request, 481))
+            else:
+                self.respond(txn, make_response(request, 200))
+                call.bye_received()
+        elif method == "CANCEL":
+            invite_txn = self.layer.find_invite_server(request)
+            target = invite_txn.user_data if invite_txn is not None else None
+            if not isinstance(target, IncomingCall):
+                self.respond(txn, make_response(request, 481))
+                return
+            self.respond(txn, make_response(request, 200, to_tag=target.local_tag))
+            target.cancelled()
+        elif method == "OPTIONS":
+            self.respond(txn, make_response(request, 200, extra=self.capability_headers(accept=True)))
+        elif method == "REGISTER":
+            if self.on_register is None:
+                self.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]))
+            else:
+                self.on_register(txn, request, source)
+        elif method == "INFO":
+            call = self._find_dialog(request)
+            if call is None:
+                self.respond(txn, make_response(request, 481))
+                return
+            self.respond(txn, make_response(request, 200))
+            if call.on_info is not None:
+                call.on_info(request)
+        elif method in _KNOWN_UNSERVED:
+            self.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]))
+        else:
+            self.respond(txn, make_response(request, 501, extra=[("Allow", ALLOW)]))
+
+    def _on_invite(self, request: SipRequest, source: Addr, txn: ServerTransaction) -> None:
+        to = parse_name_addr(request.headers.get("To") or "")
+        if to.tag:  # re-INVITE within a dialog
+            call = self._find_dialog(request)
+            if call is None:
+                self.respond(txn, make_response(request, 481))
+                return
+            status, body = call.reinvite(request)
+            extra: list[tuple[str, str]] = [("Contact", self.contact_for(source))]
+            if body:
+                extra.append(("Content-Type", "application/sdp"))
+            self.respond(txn, make_response(request, status, extra=extra, body=body if status < 300 else b""))
+            if status < 300 and call.dialog is not None:
+                call.dialog.invite_cseq = request.cseq()[0]
+                call.txn = txn
+            return
+        from_tag = parse_name_addr(request.headers.get("From") or "").tag or ""
+        existing = self.calls.get((request.call_id, from_tag))
+        if existing is not None:
+            # §8.2.2.2 merged request: same Call-ID/From tag/CSeq on another branch → 482.
+            if existing.invite.cseq()[0] == request.cseq()[0]:
+                self.respond(txn, make_response(request, 482))
+            else:
+                self.respond(txn, make_response(request, 491))
+            return
+        if request.body and (request.headers.get("Content-Type") or "").split(";")[0].strip().lower() not in (
+            "application/sdp",
+            "",
+        ):
+            self.respond(txn, make_response(request, 415, extra=[("Accept", "application/sdp")]))
+            return
+        # Send 100 Trying at once: it stops the caller's retransmissions (and sloppy phones wait for it).
+        self.respond(txn, make_response(request, 100))
+        call = IncomingCall(self, txn, request, source)
+        self.calls[(request.call_id, from_tag)] = call
+        if self.on_invite is None:
+            call.reject(480)
+        else:
+            self.on_invite(call)
+
+    def _on_response(self, response: SipResponse, txn: ClientTransaction) -> None:
+        future = txn.user_data
+        if response.status >= 200 and isinstance(future, asyncio.Future) and not future.done():
+            future.set_result(response)
+
+    def _on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
+        if isinstance(txn, ClientTransaction):
+            future = txn.user_data
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_result(None)
+        elif txn.state == State.TERMINATED and txn.is_invite and isinstance(txn.user_data, IncomingCall):
+            call = txn.user_data
+            if txn.last_status < 300 and call.txn is txn:
+                call.no_ack()
+
+    def _find_dialog(self, request: SipRequest) -> IncomingCall | None:
+        h = request.headers
+        to_tag = parse_name_addr(h.get("To") or "").tag or ""
+        from_tag = parse_name_addr(h.get("From") or "").tag or ""
+        return self.dialogs.get((request.call_id, to_tag, from_tag))
+
+    # --- outbound ------------------------------------------------------------------------------
+    def respond(self, txn: ServerTransaction, response: SipResponse) -> None:
+        if self.config.user_agent and response.status > 100:
+            response.headers.add("Server", self.config.user_agent)
+        txn.respond(response, self.now)
+        self._flush()
+
+    def _send_stateless_response(self, request: SipRequest, source: Addr, status: int, reason: str) -> None:
+        response = make_response(request, status, reason)
+        if status == 405 or status == 501:
+            response.headers.add("Allow", ALLOW)
+        if status == 420:
+            response.headers.add(
+                "Unsupported",
+                ", ".join(r for r in request.headers.get_all("Require") if r.lower() not in _SUPPORTED_SET),
+            )
+        self.send(response.serialize(), source)
+
+    async def request_in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        timeout: float = 40.0,
+    ) -> SipResponse | None:
+        """Send a request within `dialog` and wait for its final response (None on timeout)."""
+        assert dialog.peer is not None
+        host, port = self.local_addr_for(dialog.peer)
+        request = dialog.create_request(method, host, port, dialog.peer.transport, extra, body)
+        if self.config.user_agent:
+            request.headers.add("User-Agent", self.config.user_agent)
+        future: asyncio.Future[SipResponse | None] = asyncio.get_running_loop().create_future()
+        txn = self.layer.send_request(request, dialog.peer, self.now)
+        txn.user_data = future
+        self._flush()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+
+    def send(self, data: bytes, dest: Addr) -> None:
+        if dest.transport == "udp":
+            udp = self.udp.get(socket.AF_INET6 if ":" in dest.host else socket.AF_INET)
+            if udp is not None:
+                udp.send(data, dest)
+        else:
+            self.tcp.send(data, dest)
+
+    def _flush(self) -> None:
+        outgoing = self.layer.outgoing
+        if outgoing:
+            for data, dest in outgoing:
+                self.send(data, dest)
+            outgoing.clear()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        at = self.layer.get_timer()
+        if at is None or at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.layer.handle_timer(self.now)
+        self._process()
+
+    # --- dialogs and calls ---------------------------------------------------------------------
+    def register_dialog(self, key: tuple[str, str, str], call: IncomingCall) -> None:
+        self.dialogs[key] = call
+
+    def unregister_dialog(self, key: tuple[str, str, str]) -> None:
+        self.dialogs.pop(key, None)
+
+    def forget_call(self, call: IncomingCall) -> None:
+        key = (call.call_id, call.remote_tag)
+        if self.calls.get(key) is call:
+            del self.calls[key]
+
+    # --- addresses -----------------------------------------------------------------------------
+    def local_ip_for(self, remote_host: str) -> str:
+        """The address of ours a peer can reach: configured public host, or the route's source IP."""
+        if self.config.public_host:
+            return self.config.public_host
+        cached = self._local_ip_cache.get(remote_host)
+        if cached is not None:
+            return cached
+        for _, host, _ in self.config.listen:
+            if host not in ("0.0.0.0", "::") and (":" in host) == (":" in remote_host):
+                self._local_ip_cache[remote_host] = host
+                return host
+        family = socket.AF_INET6 if ":" in remote_host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((remote_host, 9))  # no packet is sent: this only asks the routing table
+                ip = str(probe.getsockname()[0])
+        except OSError:
+            ip = "127.0.0.1" if family == socket.AF_INET else "::1"
+        if len(self._local_ip_cache) > 10000:
+            self._local_ip_cache.clear()
+        self._local_ip_cache[remote_host] = ip
+        return ip
+
+    def local_addr_for(self, peer: Addr) -> tuple[str, int]:
+        return self.local_ip_for(peer.host), self.bound_port
+
+    def contact_for(self, peer: Addr, user: str = "callcenter") -> str:
+        host, port = self.local_addr_for(peer)
+        transport = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        return f"<sip:{user}@{format_host(host)}:{port}{transport}>"
+
+    def capability_headers(self, accept: bool = False) -> list[tuple[str, str]]:
+        headers = [("Allow", ALLOW), ("Supported", SUPPORTED)]
+        if accept:
+            headers.append(("Accept", ACCEPT))
+        return headers
+
+
+def _replace_top_via(request: SipRequest, top: str) -> None:
+    items = request.headers._items
+    for i, (name, value) in enumerate(items):
+        if name == "Via":
+            items[i] = (name, ", ".join([top, *split_list(value)[1:]]))
+            return
+
+
+def _reason_text(text: str) -> str:
+    """A reason phrase must be one line of printable text."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)[:80]
+    return cleaned or "Bad Request"

@@ -1,0 +1,78 @@
+"""Tables. Agents keep digest HA1 hashes only (RFC 7616 §3.4.2), never the password."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import JSON
+from sqlmodel import Field, SQLModel
+
+from callcenter.store.db import UTCDateTime, utcnow
+
+__all__ = ["Agent", "AgentPublic", "CallRecord", "HangupBy", "agent_public", "call_public"]
+
+HangupBy = Literal["caller", "server", "agent"]
+
+
+class AgentPublic(SQLModel):
+    """What may be shown of an agent (no hashes)."""
+
+    username: str
+    realm: str
+    skills: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class Agent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True, max_length=64, description="the agent's SIP username")
+    realm: str = Field(max_length=128)
+    ha1_md5: str = Field(max_length=32)
+    ha1_sha256: str = Field(max_length=64)
+    skills: dict[str, int] = Field(default_factory=dict, sa_type=JSON, description="skill name -> level 1-5")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CallRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    sip_call_id: str = Field(index=True, max_length=255)
+    from_uri: str
+    to_uri: str
+    started_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    hangup_by: str | None = Field(default=None, max_length=16, description="caller, server or agent")
+    disposition: str | None = Field(default=None, max_length=64)
+    extra: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, description="fields added later")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def agent_public(agent: Agent) -> dict[str, Any]:
+    """JSON-ready view of an agent, without hashes."""
+    return {
+        "username": agent.username,
+        "realm": agent.realm,
+        "skills": dict(agent.skills),
+        "created_at": _iso(agent.created_at),
+    }
+
+
+def call_public(record: CallRecord) -> dict[str, Any]:
+    """JSON-ready view of a call as ``calls list --json`` prints it (ISO 8601 times, UTC)."""
+    out: dict[str, Any] = {
+        "sip_call_id": record.sip_call_id,
+        "from": record.from_uri,
+        "to": record.to_uri,
+        "started_at": _iso(record.started_at),
+        "answered_at": _iso(record.answered_at),
+        "ended_at": _iso(record.ended_at),
+        "hangup_by": record.hangup_by,
+        "disposition": record.disposition,
+    }
+    for key, value in (record.extra or {}).items():
+        out.setdefault(key, value)
+    return out

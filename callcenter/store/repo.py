@@ -1,0 +1,190 @@
+"""Synchronous repository used by the CLI and, from a worker thread, by the server."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from callcenter.core.errors import CallcenterError
+from callcenter.store.db import make_engine
+from callcenter.store.models import Agent, CallRecord
+
+if TYPE_CHECKING:
+    from callcenter.core.config import Settings
+
+__all__ = [
+    "AgentExistsError",
+    "InvalidAgentError",
+    "SKILL_LEVELS",
+    "Store",
+    "StoreError",
+    "compute_ha1",
+    "validate_skills",
+]
+
+SKILL_LEVELS = range(1, 6)
+
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); escapes are not accepted here.
+_USERNAME = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]{1,64}")
+_SKILL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class StoreError(CallcenterError):
+    """A storage operation failed or was refused."""
+
+
+class AgentExistsError(StoreError):
+    """An agent with that username already exists."""
+
+
+class InvalidAgentError(StoreError, ValueError):
+    """The agent's username, password, realm or skills are not acceptable."""
+
+
+try:
+    from callcenter.sip.auth import compute_ha1
+except ModuleNotFoundError as exc:  # pragma: no cover - until callcenter.sip.auth lands
+    if exc.name != "callcenter.sip.auth":
+        raise
+
+    def compute_ha1(username: str, realm: str, password: str, algorithm: str) -> str:
+        """Digest HA1 = H(username ":" realm ":" password) (RFC 7616 §3.4.2); MD5 or SHA-256."""
+        names = {"MD5": "md5", "SHA-256": "sha256"}
+        if algorithm not in names:
+            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+        return hashlib.new(names[algorithm], f"{username}:{realm}:{password}".encode()).hexdigest()
+
+
+def validate_skills(skills: Mapping[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, level in skills.items():
+        if not isinstance(name, str) or not _SKILL.fullmatch(name):
+            raise InvalidAgentError(f"skill name {name!r}: expected letters, digits, '_', '.' or '-'")
+        if isinstance(level, bool) or not isinstance(level, int) or level not in SKILL_LEVELS:
+            raise InvalidAgentError(f"skill {name}: expected a level 1-5, got {level!r}")
+        out[name] = level
+    return out
+
+
+class Store:
+    """Agents and call records in one SQL database (SQLite by default)."""
+
+    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+        self.database_url = database_url
+        self.engine = make_engine(database_url, echo=echo)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store for ``settings`` (creates ``data_dir``), tables created."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = cls(settings.db_url)
+        store.create_all()
+        return store
+
+    def create_all(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- agents --------------------------------------------------------------------------------------
+
+    def add_agent(
+        self, username: str, password: str, realm: str, skills: Mapping[str, int] | None = None
+    ) -> Agent:
+        """Create an agent; keeps HA1 hashes (MD5 and SHA-256) of the password, never the password."""
+        if not _USERNAME.fullmatch(username):
+            raise InvalidAgentError(
+                f"username {username!r}: expected 1-64 characters of letters, digits and -_.!~*'()&=+$,;?/"
+            )
+        if not password:
+            raise InvalidAgentError("password: expected a non-empty password")
+        if not realm:
+            raise InvalidAgentError("realm: expected a non-empty realm")
+        agent = Agent(
+            username=username,
+            realm=realm,
+            ha1_md5=compute_ha1(username, realm, password, "MD5"),
+            ha1_sha256=compute_ha1(username, realm, password, "SHA-256"),
+            skills=validate_skills(skills or {}),
+        )
+        with self._session() as session:
+            if session.exec(select(Agent.id).where(Agent.username == username)).first() is not None:
+                raise AgentExistsError(f"agent {username!r} already exists")
+            session.add(agent)
+            try:
+                session.commit()
+            except IntegrityError:  # lost a race with another writer
+                raise AgentExistsError(f"agent {username!r} already exists") from None
+            return agent
+
+    def get_agent(self, username: str) -> Agent | None:
+        with self._session() as session:
+            return session.exec(select(Agent).where(Agent.username == username)).first()
+
+    def list_agents(self) -> list[Agent]:
+        with self._session() as session:
+            return list(session.exec(select(Agent).order_by(col(Agent.username))))
+
+    def remove_agent(self, username: str) -> bool:
+        """Delete the agent; False when there was none."""
+        with self._session() as session:
+            agent = session.exec(select(Agent).where(Agent.username == username)).first()
+            if agent is None:
+                return False
+            session.delete(agent)
+            session.commit()
+            return True
+
+    def get_agent_credentials(self, username: str) -> tuple[str, str] | None:
+        """``(ha1_md5, ha1_sha256)`` for the registrar, or None for an unknown user.
+
+        The hashes were computed with the agent's ``realm`` (the ``sip.realm`` in force when it was added).
+        """
+        with self._session() as session:
+            row = session.exec(
+                select(Agent.ha1_md5, Agent.ha1_sha256).where(Agent.username == username)
+            ).first()
+            return (row[0], row[1]) if row is not None else None
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def list_calls(self, limit: int = 50) -> list[CallRecord]:
+        """Latest first."""
+        with self._session() as session:
+            query = (
+                select(CallRecord)
+                .order_by(col(CallRecord.started_at).desc(), col(CallRecord.id).desc())
+                .limit(limit)
+            )
+            return list(session.exec(query))
+
+    def get_call(self, sip_call_id: str) -> CallRecord | None:
+        """The latest record with that Call-ID."""
+        with self._session() as session:
+            query = (
+                select(CallRecord)
+                .where(CallRecord.sip_call_id == sip_call_id)
+                .order_by(col(CallRecord.id).desc())
+            )
+            return session.exec(query).first()
+
+    # -- health --------------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure means "down" to a health check
+            return False
