@@ -705,6 +705,8 @@ def negotiate_answer(
     why = "no audio stream offered"
     for index, m in enumerate(sd.media):
         section: MediaDescription | None = None
+        if chosen is None and m.media == "audio" and m.port == 0 and why == "no audio stream offered":
+            why = "the audio stream is disabled (port 0)"
         if chosen is None and m.media == "audio" and m.port != 0:
             conn = sd.media_connection(m)
             pick = _pick(m, supported) if m.proto.upper() in ("RTP/AVP", "RTP/AVPF") else None

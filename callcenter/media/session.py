@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # over (a NAT rebinding); until then other sources are received but not answered.
 RELATCH_AFTER = 1.0
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2 minimum, randomised ×[0.5, 1.5] (§6.3.1)
+EARLY_TOLERANCE = 0.001  # s; a scheduler wake-up this early still serves the tick
 DSCP_EF_TOS = 0xB8  # DSCP 46 "expedited forwarding" for voice (RFC 4594)
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
 
@@ -109,11 +110,18 @@ class MediaScheduler:
     async def _run(self) -> None:
         clock = self.clock
         while not self._closed:
-            if not self._order:
+            if not self._order or self._pacer is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            next_at = self.tick(clock.now())
+            now = clock.now()
+            due_at = self._pacer.next_deadline()
+            if now < due_at - EARLY_TOLERANCE:
+                await asyncio.sleep(due_at - now)
+                continue
+            # Timers may fire a little early (uvloop counts whole milliseconds on a cached clock):
+            # within the tolerance, serve the tick as if on time rather than spin until it.
+            next_at = self.tick(now if now > due_at else due_at)
             delay = next_at - clock.now()
             await asyncio.sleep(delay if delay > 0 else 0)
 
@@ -399,8 +407,9 @@ class RtpSession:
         self.receive_stats.update(packet.ssrc, packet.sequence, packet.timestamp, now)
         if addr == self._latched:
             self._latched_seen = now
-        elif self._latched is None or now - self._latched_seen >= RELATCH_AFTER:
-            # Symmetric RTP (RFC 4961): answer where the peer's packets come from.
+        elif self._latched is None or addr == self._sdp_addr or now - self._latched_seen >= RELATCH_AFTER:
+            # Symmetric RTP (RFC 4961): answer where the peer's packets come from. The address the
+            # SDP names is always believed (media moved by a re-INVITE).
             self._latched = addr
             self._latched_seen = now
             self._send_addr = addr

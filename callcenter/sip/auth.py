@@ -32,6 +32,7 @@ __all__ = [
     "DigestAuthenticator",
     "DigestCredentials",
     "HA1Pair",
+    "NonceState",
     "compute_ha1",
     "parse_auth_params",
 ]
@@ -179,7 +180,7 @@ class AuthResult:
 _CHALLENGE = AuthResult(AuthStatus.CHALLENGE, reason="no credentials for this realm")
 
 
-class _Nonce(enum.Enum):
+class NonceState(enum.Enum):
     VALID = "valid"
     EXPIRED = "expired"
     UNKNOWN = "unknown"  # not issued with our secret (forged, or issued before a restart)
@@ -199,7 +200,7 @@ class DigestCredentials:
     qop: str | None  # "auth", or None for the RFC 2069 form
     nc: str | None
     cnonce: str | None
-    nonce_state: _Nonce
+    nonce_state: NonceState
     nonce_issued_ms: int | None
 
 
@@ -209,7 +210,7 @@ _NONCE_TS = 8
 _NONCE_SALT = 4
 _NONCE_MAC = 16
 _NONCE_RAW = _NONCE_TS + _NONCE_SALT + _NONCE_MAC
-_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{%d}" % ((_NONCE_RAW * 8 + 5) // 6))
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{" + str((_NONCE_RAW * 8 + 5) // 6) + "}")
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _MAX_CNONCE = 256
@@ -272,23 +273,23 @@ class DigestAuthenticator:
         body = issued + (next(self._salt) & 0xFFFFFFFF).to_bytes(_NONCE_SALT, "big")
         return base64.urlsafe_b64encode(body + self._mac(body)).rstrip(b"=").decode("ascii")
 
-    def _check_nonce(self, nonce: str, now: float) -> tuple[_Nonce, int | None]:
+    def _check_nonce(self, nonce: str, now: float) -> tuple[NonceState, int | None]:
         if not _NONCE_RE.fullmatch(nonce):
-            return _Nonce.UNKNOWN, None
+            return NonceState.UNKNOWN, None
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (binascii.Error, ValueError):
-            return _Nonce.UNKNOWN, None
+            return NonceState.UNKNOWN, None
         if len(raw) != _NONCE_RAW:
-            return _Nonce.UNKNOWN, None
+            return NonceState.UNKNOWN, None
         body, mac = raw[: _NONCE_TS + _NONCE_SALT], raw[_NONCE_TS + _NONCE_SALT :]
         if not hmac.compare_digest(mac, self._mac(body)):
-            return _Nonce.UNKNOWN, None
+            return NonceState.UNKNOWN, None
         issued_ms = int.from_bytes(body[:_NONCE_TS], "big", signed=True)
         # A nonce from the "future" can come from another node whose clock runs ahead.
         if abs(now * 1000 - issued_ms) > self.nonce_ttl_s * 1000:
-            return _Nonce.EXPIRED, issued_ms
-        return _Nonce.VALID, issued_ms
+            return NonceState.EXPIRED, issued_ms
+        return NonceState.VALID, issued_ms
 
     # -- challenges --
 
@@ -388,7 +389,7 @@ class DigestAuthenticator:
         if not (hmac.compare_digest(expected.encode("ascii"), creds.response.encode("ascii")) and known):
             return AuthResult(AuthStatus.FAILED, username=username, reason="wrong credentials")
         # The digest is right, so the peer knows the password: a bad nonce is "stale" (RFC 2617 §3.2.1).
-        if creds.nonce_state is not _Nonce.VALID:
+        if creds.nonce_state is not NonceState.VALID:
             return AuthResult(AuthStatus.STALE, username=username, reason=f"nonce {creds.nonce_state.value}")
         if creds.qop is not None and not self._accept_nc(creds):
             return AuthResult(AuthStatus.STALE, username=username, reason="nonce count not increasing")
@@ -402,7 +403,7 @@ class DigestAuthenticator:
         now: float,
         ha1_lookup: Callable[[str], HA1Pair | None],
     ) -> AuthResult:
-        """inspect + lookup + verify in one call; ``ha1_lookup`` must be fast (it runs on the caller's thread)."""
+        """inspect + lookup + verify in one call; ``ha1_lookup`` runs right here, so it must be fast."""
         step = self.inspect(method, request_uri, header_values, now)
         if isinstance(step, AuthResult):
             return step

@@ -26,7 +26,7 @@ _TOKEN_RE = re.compile(_TOKEN)
 # Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each, §7.1)
 _REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ([^\s]+) (SIP/\d+\.\d+)")
 # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF (§7.2)
-_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d{3}) ?(.*)")
+_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d{3})(?: (.*))?")
 
 
 class ParseErrorWithHead(SipParseError):
@@ -121,7 +121,9 @@ def _build(start: str, headers: Headers, body: bytes) -> SipMessage:
         return SipRequest(m.group(1), m.group(2), headers, body, m.group(3))
     m = _STATUS_LINE_RE.fullmatch(start)
     if m is not None:
-        return SipResponse(int(m.group(2)), m.group(3), headers, body, m.group(1))
+        if not 100 <= int(m.group(2)) <= 699:
+            raise SipParseError(f"status code out of range in {start[:60]!r}")
+        return SipResponse(int(m.group(2)), m.group(3) or "", headers, body, m.group(1))
     raise ParseErrorWithHead(f"bad start line {start[:60]!r}", start, headers)
 
 

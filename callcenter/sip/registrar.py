@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -25,7 +25,7 @@ _ONE_HOUR = 3600
 
 
 def normalize_aor(aor: str) -> str:
-    """``<SIP:Alice@Example.COM;transport=tcp>`` -> ``alice@example.com``'s canonical ``Alice@example.com``.
+    """``<SIP:Alice@Example.COM;transport=tcp>`` -> ``Alice@example.com``.
 
     Drops angle brackets, the ``sip:`` scheme, URI parameters and headers; lower-cases the host (the
     user part stays case-sensitive, RFC 3261 §19.1.4). ``sips:`` is kept: it is a different AOR.
@@ -49,9 +49,9 @@ def contact_key(uri: str, params: Mapping[str, str | None] | None = None) -> str
     """
     if params:
         lowered = {k.lower(): v for k, v in params.items()}
-        instance = lowered.get("+sip.instance")
+        instance = (lowered.get("+sip.instance") or "").strip('"<>')
         if instance:
-            return f"instance:{instance.strip('<>\"')}:{lowered.get('reg-id') or ''}"
+            return f"instance:{instance}:{lowered.get('reg-id') or ''}"
     text = uri.strip().strip("<>").strip()
     headers = ""
     if "?" in text.rpartition("@")[2]:
@@ -154,9 +154,7 @@ class Registrar:
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """Unexpired bindings, highest q first (no q counts as 1.0), then most recently registered."""
         bindings = self._table.get(normalize_aor(aor), {})
-        live = [b for b in bindings.values() if b.expires_at > now]
-        live.sort(key=lambda b: (-(1.0 if b.q is None else b.q), -b.registered_at))
-        return live
+        return list(self._sorted(b for b in bindings.values() if b.expires_at > now))
 
     def aors(self) -> list[str]:
         return list(self._table)
@@ -181,11 +179,11 @@ class Registrar:
         heap = self._heap
         while heap and heap[0][0] <= now:
             expires_at, aor, key = heapq.heappop(heap)
-            bindings = self._table.get(aor)
-            binding = bindings.get(key) if bindings else None
+            bindings = self._table.get(aor, {})
+            binding = bindings.get(key)
             if binding is None or binding.expires_at != expires_at:
                 continue  # refreshed or removed since
-            del bindings[key]  # type: ignore[union-attr]  # bindings is set when binding is
+            del bindings[key]
             if not bindings:
                 del self._table[aor]
             out.append((aor, binding))
@@ -215,8 +213,17 @@ class Registrar:
         aor = normalize_aor(aor)
         current = {k: b for k, b in self._table.get(aor, {}).items() if b.expires_at > now}
 
-        def result(status: int, reason: str, **kw: object) -> RegisterResult:
-            return RegisterResult(status, reason, aor, now=now, **kw)  # type: ignore[arg-type]
+        def result(
+            status: int,
+            reason: str,
+            bindings: Iterable[Binding] = (),
+            min_expires: int | None = None,
+            added: Iterable[Binding] = (),
+            removed: Iterable[Binding] = (),
+        ) -> RegisterResult:
+            return RegisterResult(
+                status, reason, aor, self._sorted(bindings), min_expires, tuple(added), tuple(removed), now
+            )
 
         if header_expires is not None and header_expires < 0:
             return result(400, "Invalid Expires")
@@ -227,14 +234,14 @@ class Registrar:
                 return result(400, "Wildcard Contact needs Expires: 0 and no other Contact")
             if any(b.call_id == call_id and cseq <= b.cseq for b in current.values()):
                 return result(500, "Out of order CSeq")
-            removed = tuple(self._table.pop(aor, {}).values())
-            return result(200, "OK", removed=removed)
+            return result(200, "OK", removed=self._table.pop(aor, {}).values())
 
         if not contacts:  # a query: list the current bindings
-            return result(200, "OK", bindings=tuple(self._sorted(current)))
+            return result(200, "OK", bindings=current.values())
 
-        # Step 7, first pass: validate everything before changing anything.
-        plan: list[tuple[str, ContactRequest, int]] = []
+        # Step 7, first pass: validate everything before changing anything. A contact listed twice
+        # counts once, with its last expiry.
+        plan: dict[str, tuple[ContactRequest, int]] = {}
         for contact in contacts:
             expires = contact.expires if contact.expires is not None else header_expires
             if expires is None:
@@ -249,21 +256,20 @@ class Registrar:
             existing = current.get(key)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return result(500, "Out of order CSeq")
-            plan.append((key, contact, min(expires, self.max_expires)))
-        if len({key for key, _, _ in plan}) > self.max_contacts_per_aor:
+            plan[key] = (contact, min(expires, self.max_expires))
+        if sum(1 for _, expires in plan.values() if expires) > self.max_contacts_per_aor:
             return result(403, "Too many contacts")
 
-        # Second pass: apply.
+        # Second pass: apply. Expired bindings not yet swept stay for expire() to report, unless this
+        # request replaces them, in which case they are reported as removed here.
         bindings = self._table.setdefault(aor, {})
-        for key in [k for k, b in bindings.items() if b.expires_at <= now]:
-            del bindings[key]  # expired but not yet swept: gone for every purpose but expire()'s report
         added: list[Binding] = []
         removed: list[Binding] = []
-        for key, contact, expires in plan:
+        for key, (contact, expires) in plan.items():
             old = bindings.pop(key, None)
+            if old is not None and (old.expires_at <= now or expires == 0):
+                removed.append(old)
             if expires == 0:
-                if old is not None:
-                    removed.append(old)
                 continue
             binding = Binding(
                 aor=aor,
@@ -280,32 +286,28 @@ class Registrar:
             )
             bindings[key] = binding
             heapq.heappush(self._heap, (binding.expires_at, aor, key))
-            if old is None:
+            if old is None or old.expires_at <= now:
                 added.append(binding)
         # Phones that reboot without unregistering leave bindings behind: evict the oldest.
-        while len(bindings) > self.max_contacts_per_aor:
-            oldest = min(bindings.values(), key=lambda b: b.registered_at)
-            removed.append(bindings.pop(oldest.key))
+        live = [b for b in bindings.values() if b.expires_at > now]
+        while len(live) > self.max_contacts_per_aor:
+            oldest = min(live, key=lambda b: b.registered_at)
+            live.remove(oldest)
+            del bindings[oldest.key]
             if oldest in added:
                 added.remove(oldest)
+            else:
+                removed.append(oldest)
         if not bindings:
             del self._table[aor]
         self._compact_heap()
-        return result(
-            200,
-            "OK",
-            bindings=tuple(self._sorted(bindings.values())),
-            added=tuple(added),
-            removed=tuple(removed),
-        )
+        return result(200, "OK", bindings=live, added=added, removed=removed)
 
     # -- internals --
 
     @staticmethod
-    def _sorted(bindings: object) -> list[Binding]:
-        items = list(bindings)  # type: ignore[call-overload]
-        items.sort(key=lambda b: (-(1.0 if b.q is None else b.q), -b.registered_at))
-        return items
+    def _sorted(bindings: Iterable[Binding]) -> tuple[Binding, ...]:
+        return tuple(sorted(bindings, key=lambda b: (-(1.0 if b.q is None else b.q), -b.registered_at)))
 
     def _compact_heap(self) -> None:
         """Refreshes leave stale heap entries behind; rebuild when they dominate, so memory stays O(n)."""

@@ -236,7 +236,7 @@ REJECTED = [
     ("m=audio 4000 RTP/AVP 18 9\r\n", "none of the offered audio formats"),
     ("m=audio 4000 RTP/SAVP 0\r\n", "unsupported transport"),
     ("m=video 4000 RTP/AVP 31\r\n", "no audio stream"),
-    ("m=audio 0 RTP/AVP 0\r\n", "no audio stream"),
+    ("m=audio 0 RTP/AVP 0\r\n", "disabled"),
     ("m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n", "none of the offered"),
 ]
 

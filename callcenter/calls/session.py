@@ -1,0 +1,238 @@
+"""One CallSession per incoming call: SDP, RTP, what the caller hears, the call record.
+
+Every task of a call lives in the call's TaskGroup; the RTP ports are released as soon as the call
+ends, in ``finally``. Until the IVR lands, an answered call hears a tone and the server hangs up
+after ``calls.demo_hangup_after_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from callcenter.core.config import Settings
+from callcenter.core.logging import log_event
+from callcenter.media import sdp, tones
+from callcenter.media.engine import MediaEngine
+from callcenter.media.pacer import encode_frames, looping
+from callcenter.media.ports import RtpPortsExhausted
+from callcenter.media.session import RtpSession
+from callcenter.sip.endpoint import SipEndpoint
+from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
+from callcenter.sip.message import SipRequest
+from callcenter.store import CallRecordWriter
+
+log = logging.getLogger("callcenter.calls")
+
+# Dispositions on the call record.
+ANSWERED = "answered"
+ABANDONED = "abandoned"  # the caller gave up before the answer
+REJECTED = "rejected"  # we refused the call (no common codec, no RTP port, shutting down)
+FAILED = "failed"  # something broke before the answer
+
+
+@dataclass
+class CallDeps:
+    settings: Settings
+    media: MediaEngine
+    writer: CallRecordWriter
+    endpoint: SipEndpoint
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallSession:
+    def __init__(self, call: IncomingCall, deps: CallDeps) -> None:
+        self.call = call
+        self.deps = deps
+        self.rtp: RtpSession | None = None
+        self.end_reason: str | None = None
+        self._hangup_requested = asyncio.Event()
+        self._sdp_session_id = secrets.randbelow(2**31)
+        self._sdp_version = 0
+        self._local_ip = ""
+        self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    def request_hangup(self, reason: str) -> None:
+        """Ask the call to end from our side (shutdown, media timeout, demo timer)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._hangup_requested.set()
+
+    async def run(self) -> None:
+        call, writer = self.call, self.deps.writer
+        writer.call_started(self.call_id, call.from_header, call.to_header, _utcnow())
+        log_event(log, "call_offered", call_id=self.call_id, source=f"{call.source.host}:{call.source.port}")
+        disposition = FAILED
+        try:
+            disposition = await self._answer_and_serve()
+        except Exception as exc:  # noqa: BLE001 - a bug in one call must not take the server down
+            log_event(log, "call_error", call_id=self.call_id, level=logging.ERROR, error=repr(exc))
+            if call.state == "early":
+                call.reject(500)
+            elif call.state == "confirmed":
+                await call.hangup("server error")
+        finally:
+            if self.rtp is not None:
+                self._record_media_stats()
+                self.rtp.close()
+                self.rtp = None
+            if call.state != "terminated":
+                call.reject(500)
+            ended = call.ended.result() if call.ended.done() else None
+            reason = self.end_reason or ended or "unknown"
+            writer.call_extra(self.call_id, {"end_reason": reason})
+            writer.call_ended(self.call_id, _utcnow(), call.hangup_by, disposition)  # type: ignore[arg-type]
+            log_event(log, "call_ended", call_id=self.call_id, disposition=disposition, reason=reason,
+                      hangup_by=call.hangup_by)
+
+    async def _answer_and_serve(self) -> str:
+        call, settings = self.call, self.deps.settings
+        self._local_ip = self.deps.endpoint.local_ip_for(call.source.host)
+        bind_ip = "::" if ":" in self._local_ip else "0.0.0.0"
+        try:
+            self.rtp = await RtpSession.open(
+                allocator=self.deps.media.ports,
+                scheduler=self.deps.media.scheduler,
+                local_ip=bind_ip,
+                ptime_ms=settings.media.ptime_ms,
+            )
+        except RtpPortsExhausted:
+            call.reject(503, extra=[("Retry-After", "10")])
+            self.end_reason = "no-rtp-port"
+            return REJECTED
+        offer: sdp.SessionDescription | None = None
+        if call.invite.body:
+            answer = self._negotiate(call.invite)
+            if isinstance(answer, int):
+                reason = "Incompatible media format" if answer == 488 else "Malformed SDP"
+                call.reject(answer, extra=[("Warning", f'399 callcenter "{reason}"')])
+                self.end_reason = "sdp-rejected"
+                return REJECTED
+            body = answer
+        else:  # RFC 3264 §5 late offer: we offer in the 200, the answer comes in the ACK
+            offer = sdp.make_offer(self._local_ip, self.rtp.local_port, session_id=self._sdp_session_id,
+                                   version=self._next_version())
+            body = offer.to_bytes()
+        if call.state != "early":
+            return ABANDONED  # CANCEL arrived while we were setting up
+        call.on_reinvite = self._on_reinvite
+        if not call.answer(body):
+            return ABANDONED
+        self.deps.writer.call_answered(self.call_id, _utcnow())
+        log_event(log, "call_answered", call_id=self.call_id, codec=self.rtp.codec)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._media_timeout_watch())]
+            if offer is not None:
+                tasks.append(tg.create_task(self._apply_ack_answer(offer)))
+            demo_s = settings.calls.demo_hangup_after_s
+            if demo_s > 0:
+                tasks.append(tg.create_task(self._hangup_after(demo_s)))
+            self.rtp.play(looping(encode_frames(tones.sine(settings.calls.demo_tone_hz, 1.0), self.rtp.codec)))
+            ended = asyncio.ensure_future(call.ended)
+            hangup = tg.create_task(self._hangup_requested.wait())
+            await asyncio.wait([ended, hangup], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            if not ended.done():
+                # Release media now; the BYE transaction may take up to 32 s against a vanished phone.
+                self._record_media_stats()
+                self.rtp.close()
+                await call.hangup(self.end_reason)
+            else:
+                hangup.cancel()
+        outcome = call.ended.result()
+        if outcome in (END_BYE, END_NO_ACK) and self.end_reason is None:
+            self.end_reason = outcome
+        return ANSWERED if outcome != END_CANCEL else ABANDONED
+
+    def _negotiate(self, request: SipRequest) -> bytes | int:
+        """Our SDP answer to the offer in `request`, or the status to refuse it with."""
+        assert self.rtp is not None
+        try:
+            offer = sdp.parse(request.body)
+        except sdp.SdpParseError:
+            return 400
+        result = sdp.negotiate_answer(offer, self._local_ip, self.rtp.local_port,
+                                      session_id=self._sdp_session_id, version=self._next_version(),
+                                      ptime=self.deps.settings.media.ptime_ms)
+        if not result.ok:
+            return 488
+        self.rtp.apply(result.media)
+        self._expect_rtp = result.media.receives
+        return result.answer.to_bytes()
+
+    def _on_reinvite(self, request: SipRequest) -> tuple[int, bytes]:
+        """Hold/resume and address changes (RFC 3264 §8); a refused re-offer keeps the old media."""
+        if self.rtp is None or self.rtp.closed:
+            return 481, b""
+        if not request.body:
+            offer = sdp.make_offer(self._local_ip, self.rtp.local_port, session_id=self._sdp_session_id,
+                                   version=self._next_version())
+            return 200, offer.to_bytes()
+        answer = self._negotiate(request)
+        if isinstance(answer, int):
+            return answer, b""
+        return 200, answer
+
+    def _next_version(self) -> int:
+        self._sdp_version += 1
+        return self._sdp_version
+
+    async def _apply_ack_answer(self, offer: sdp.SessionDescription) -> None:
+        await self.call.acked.wait()
+        assert self.rtp is not None
+        try:
+            media = sdp.process_answer(offer, self.call.ack_body)
+            self.rtp.apply(media)
+            self._expect_rtp = media.receives
+        except (sdp.SdpParseError, sdp.SdpNegotiationError):
+            self.request_hangup("bad-sdp-in-ack")
+
+    async def _media_timeout_watch(self) -> None:
+        """No RTP for `rtp_timeout_s` while the peer should be sending → hang up (BYE)."""
+        assert self.rtp is not None
+        timeout = self.deps.settings.media.rtp_timeout_s
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            if self.rtp.last_received_at is not None:
+                last_seen = max(last_seen, self.rtp.last_received_at)
+            if not self._expect_rtp:
+                last_seen = now  # a held peer sends nothing, legitimately (RFC 3264 §8.4)
+            if now - last_seen >= timeout:
+                self.request_hangup("rtp-timeout")
+                return
+
+    async def _hangup_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.request_hangup("demo-timeout")
+
+    def _record_media_stats(self) -> None:
+        if self.rtp is None:
+            return
+        s = self.rtp.stats()
+        media: dict[str, Any] = {
+            "codec": self.rtp.codec,
+            "packets_sent": s.packets_sent,
+            "packets_received": s.packets_received,
+            "packets_lost": s.packets_lost,
+            "jitter_ms": round(s.jitter_ms, 2),
+            "malformed": s.malformed,
+        }
+        if s.remote_fraction_lost is not None:
+            media["remote_fraction_lost"] = s.remote_fraction_lost
+            media["remote_jitter_ms"] = s.remote_jitter_ms
+        self.deps.writer.call_extra(self.call_id, {"rtp": media})
