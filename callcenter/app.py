@@ -7,11 +7,13 @@ serves, and any failure is reported in one line naming what failed (a port in us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -51,6 +53,14 @@ def _describe_bind_error(exc: OSError, what: str, key: str) -> str:
     return f"{key}: cannot bind {what}: {exc.strerror or exc}"
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the application owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,8 +76,9 @@ class Application:
             )
         )
         self.media = MediaEngine(settings.media)
-        self.calls = CallManager(CallDeps(settings=settings, media=self.media, writer=self.writer,
-                                          endpoint=self.endpoint))
+        self.calls = CallManager(
+            CallDeps(settings=settings, media=self.media, writer=self.writer, endpoint=self.endpoint)
+        )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
         self.endpoint.on_invite = self.calls.on_invite
         self.endpoint.on_register = self.registration.on_register
@@ -131,7 +142,9 @@ class Application:
             sock.listen(1024)
         except OSError as exc:
             sock.close()
-            raise StartupError(_describe_bind_error(exc, f"TCP {http.host}:{http.port}", "http.port")) from None
+            raise StartupError(
+                _describe_bind_error(exc, f"TCP {http.host}:{http.port}", "http.port")
+            ) from None
         sock.setblocking(False)
         return sock
 
@@ -139,8 +152,7 @@ class Application:
         assert self.http_socket is not None
         http_app = create_http_app(self.health)
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _HttpServer(config)
         http_task = asyncio.create_task(server.serve(sockets=[self.http_socket]))
         log_event(
             log,

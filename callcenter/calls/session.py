@@ -93,8 +93,14 @@ class CallSession:
             reason = self.end_reason or ended or "unknown"
             writer.call_extra(self.call_id, {"end_reason": reason})
             writer.call_ended(self.call_id, _utcnow(), call.hangup_by, disposition)  # type: ignore[arg-type]
-            log_event(log, "call_ended", call_id=self.call_id, disposition=disposition, reason=reason,
-                      hangup_by=call.hangup_by)
+            log_event(
+                log,
+                "call_ended",
+                call_id=self.call_id,
+                disposition=disposition,
+                reason=reason,
+                hangup_by=call.hangup_by,
+            )
 
     async def _answer_and_serve(self) -> str:
         call, settings = self.call, self.deps.settings
@@ -121,8 +127,12 @@ class CallSession:
                 return REJECTED
             body = answer
         else:  # RFC 3264 §5 late offer: we offer in the 200, the answer comes in the ACK
-            offer = sdp.make_offer(self._local_ip, self.rtp.local_port, session_id=self._sdp_session_id,
-                                   version=self._next_version())
+            offer = sdp.make_offer(
+                self._local_ip,
+                self.rtp.local_port,
+                session_id=self._sdp_session_id,
+                version=self._next_version(),
+            )
             body = offer.to_bytes()
         if call.state != "early":
             return ABANDONED  # CANCEL arrived while we were setting up
@@ -138,10 +148,13 @@ class CallSession:
             demo_s = settings.calls.demo_hangup_after_s
             if demo_s > 0:
                 tasks.append(tg.create_task(self._hangup_after(demo_s)))
-            self.rtp.play(looping(encode_frames(tones.sine(settings.calls.demo_tone_hz, 1.0), self.rtp.codec)))
-            ended = asyncio.ensure_future(call.ended)
+            self.rtp.play(
+                looping(encode_frames(tones.sine(settings.calls.demo_tone_hz, 1.0), self.rtp.codec))
+            )
+            ended: asyncio.Future[str] = call.ended
             hangup = tg.create_task(self._hangup_requested.wait())
-            await asyncio.wait([ended, hangup], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [ended, hangup]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()
             if not ended.done():
@@ -163,9 +176,14 @@ class CallSession:
             offer = sdp.parse(request.body)
         except sdp.SdpParseError:
             return 400
-        result = sdp.negotiate_answer(offer, self._local_ip, self.rtp.local_port,
-                                      session_id=self._sdp_session_id, version=self._next_version(),
-                                      ptime=self.deps.settings.media.ptime_ms)
+        result = sdp.negotiate_answer(
+            offer,
+            self._local_ip,
+            self.rtp.local_port,
+            session_id=self._sdp_session_id,
+            version=self._next_version(),
+            ptime=self.deps.settings.media.ptime_ms,
+        )
         if not result.ok:
             return 488
         self.rtp.apply(result.media)
@@ -177,8 +195,12 @@ class CallSession:
         if self.rtp is None or self.rtp.closed:
             return 481, b""
         if not request.body:
-            offer = sdp.make_offer(self._local_ip, self.rtp.local_port, session_id=self._sdp_session_id,
-                                   version=self._next_version())
+            offer = sdp.make_offer(
+                self._local_ip,
+                self.rtp.local_port,
+                session_id=self._sdp_session_id,
+                version=self._next_version(),
+            )
             return 200, offer.to_bytes()
         answer = self._negotiate(request)
         if isinstance(answer, int):

@@ -212,7 +212,7 @@ class SipEndpoint:
         max_forwards = h.get("Max-Forwards")
         if max_forwards is not None:
             mf = max_forwards.strip()
-            if not mf.isdigit() or len(mf) > 3:
+            if not (mf.isascii() and mf.isdigit()) or len(mf) > 3:  # "²".isdigit() but int() fails
                 return 400, "Bad Max-Forwards"
             if int(mf) == 0 and request.method == "INVITE":
                 return 483, "Too Many Hops"

@@ -19,7 +19,7 @@ from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.invite import IncomingCall
 from callcenter.sip.message import SipMessage, SipRequest, SipResponse, split_list
 from callcenter.sip.parser import StreamFramer, parse_message
-from callcenter.sip.transaction import State
+from callcenter.sip.transaction import Addr, State
 from callcenter.sip.uri import parse_name_addr, parse_uri, parse_via
 
 WAIT = 5.0
@@ -253,9 +253,11 @@ def to_tag(msg: SipMessage) -> str | None:
     return parse_name_addr(msg.headers.get("To") or "").tag
 
 
-async def establish(client: Client, server: Server, call_id: str = "call-1") -> tuple[IncomingCall, SipResponse]:
+async def establish(
+    client: Client, server: Server, call_id: str = "call-1", headers: list[tuple[str, str]] | None = None
+) -> tuple[IncomingCall, SipResponse]:
     """INVITE → 100, 200; returns the call and the 200 (not yet acknowledged)."""
-    await client.send(client.request("INVITE", call_id=call_id, body=SDP))
+    await client.send(client.request("INVITE", call_id=call_id, body=SDP, headers=headers))
     trying = await client.next_response()
     assert trying.status == 100
     ok = await client.next_response()
@@ -333,9 +335,15 @@ async def test_other_sip_version_gets_505(server: Server, udp: UdpClient) -> Non
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("Max-Forwards", "\u00b2"), ("CSeq", "\u00b2 OPTIONS"), ("Via", "SIP/2.0/UDP 127.0.0.1:\u00b2;branch=z9hG4bKx")],
+    [
+        ("Max-Forwards", "\u00b2"),
+        ("CSeq", "\u00b2 OPTIONS"),
+        ("Via", "SIP/2.0/UDP 127.0.0.1:\u00b2;branch=z9hG4bKx"),
+    ],
 )
-async def test_non_ascii_digits_get_400_not_a_crash(server: Server, udp: UdpClient, header: str, value: str) -> None:
+async def test_non_ascii_digits_get_400_not_a_crash(
+    server: Server, udp: UdpClient, header: str, value: str
+) -> None:
     # "²".isdigit() is True, int("²") raises ValueError: it must not escape as a non-SIP error.
     msg = parse_message(udp.request("OPTIONS"))
     assert isinstance(msg, SipRequest)
@@ -345,7 +353,9 @@ async def test_non_ascii_digits_get_400_not_a_crash(server: Server, udp: UdpClie
     assert resp.status == 400
 
 
-@pytest.mark.xfail(strict=True, reason="parser.py _content_length: '²'.isdigit() then int() → bare ValueError")
+@pytest.mark.xfail(
+    strict=True, reason="parser.py _content_length: '²'.isdigit() then int() → bare ValueError"
+)
 async def test_non_ascii_content_length_gets_400(server: Server, udp: UdpClient) -> None:
     data = udp.request("OPTIONS").replace(b"Content-Length: 0", "Content-Length: \u00b2".encode())
     await udp.send(data)
@@ -388,12 +398,11 @@ async def test_retransmitted_invite_does_not_make_a_second_call(server: Server, 
     assert len(server.calls) == 1
 
 
-async def test_retransmitted_invite_after_200_is_absorbed(server: Server, udp: UdpClient) -> None:
+async def test_retransmitted_invite_after_200_makes_no_second_call(server: Server, udp: UdpClient) -> None:
     invite = udp.request("INVITE", body=SDP)
     await udp.send(invite)
     await udp.response(lambda r: r.status == 200)
     await udp.send(invite)
-    # RFC 6026 §8.7: absorbed in Accepted (the 2xx timer, not the INVITE, drives retransmissions).
     assert [m for m in await udp.probe() if isinstance(m, SipResponse) and m.status != 200] == []
     assert len(server.calls) == 1
 
@@ -424,11 +433,20 @@ async def test_200_is_retransmitted_until_ack(server: Server, udp: UdpClient) ->
 
 
 async def test_no_ack_ends_the_call_with_bye(server: Server, udp: UdpClient) -> None:
-    call, ok = await establish(udp, server)
+    rr = [("Record-Route", f"<sip:127.0.0.1:{udp.local[1]};lr>, <sip:proxy.invalid;lr>")]
+    call, ok = await establish(udp, server, headers=rr)
+    assert ok.headers.get_all("Record-Route") == [
+        f"<sip:127.0.0.1:{udp.local[1]};lr>",
+        "<sip:proxy.invalid;lr>",
+    ]
     server.fire(33)
     assert await asyncio.wait_for(call.ended, WAIT) == "no-ack"
-    bye = await udp.recv()
+    for _ in range(20):  # skip 200 retransmissions the loop's own timer may have sent meanwhile
+        bye = await udp.recv()
+        if isinstance(bye, SipRequest):
+            break
     assert isinstance(bye, SipRequest) and bye.method == "BYE"
+    assert bye.headers.get_all("Route") == [f"<sip:127.0.0.1:{udp.local[1]};lr>", "<sip:proxy.invalid;lr>"]
     assert bye.call_id == "call-1"
     assert parse_name_addr(bye.headers.get("From") or "").tag == to_tag(ok)
     assert to_tag(bye) == "caller-tag"
@@ -439,7 +457,8 @@ async def test_no_ack_ends_the_call_with_bye(server: Server, udp: UdpClient) -> 
         for value in bye.headers.get_all(name) if name == "Via" else [bye.headers.get(name) or ""]:
             reply.headers.add(name, value)
     await udp.send(reply.serialize())
-    assert await udp.probe() == []
+    # The BYE's client transaction got its final response: the background task ends.
+    await asyncio.wait_for(asyncio.gather(*server.ep._tasks), WAIT)
 
 
 async def test_bye_gets_200_and_ends_the_call(server: Server, udp: UdpClient) -> None:
@@ -451,6 +470,23 @@ async def test_bye_gets_200_and_ends_the_call(server: Server, udp: UdpClient) ->
     assert await asyncio.wait_for(call.ended, WAIT) == "bye"
     assert call.hangup_by == "caller"
     assert server.ep.dialogs == {} and server.ep.calls == {}
+
+
+async def test_reinvite_for_unknown_dialog_gets_481(server: Server, udp: UdpClient) -> None:
+    await udp.send(udp.request("INVITE", to_tag="nosuchtag", call_id="nosuchcall", body=SDP))
+    resp = await udp.response(lambda r: r.status >= 200)
+    assert resp.status == 481
+    assert server.calls == []
+
+
+async def test_invite_with_a_foreign_body_type_gets_415(server: Server, udp: UdpClient) -> None:
+    msg = parse_message(udp.request("INVITE", body=b"<xml/>"))
+    msg.headers.set("Content-Type", "application/xml")
+    await udp.send(msg.serialize())
+    resp = await udp.response(lambda r: r.status >= 200)
+    assert resp.status == 415
+    assert "application/sdp" in resp.headers.get_all("Accept")
+    assert server.calls == []
 
 
 async def test_bye_for_unknown_dialog_gets_481(server: Server, udp: UdpClient) -> None:
@@ -520,14 +556,16 @@ async def test_reinvite_is_answered_and_acked(server: Server, udp: UdpClient) ->
     assert [m for m in await udp.probe() if isinstance(m, SipRequest)] == []
 
 
+@pytest.mark.xfail(strict=True, reason="endpoint.start() keeps the configured port (0) as bound_port")
 async def test_contact_names_the_bound_port_when_listening_on_port_zero() -> None:
     ep = SipEndpoint(EndpointConfig(listen=[("udp", "127.0.0.1", 0)]))
     await ep.start()
     try:
-        from callcenter.sip.transaction import Addr
-
-        port = parse_name_addr(ep.contact_for(Addr("udp", "127.0.0.1", 5060))).parsed_uri().port
-        assert port is None or port != 0
+        udp_transport = ep.udp[socket.AF_INET].transport
+        assert udp_transport is not None
+        real_port = udp_transport.get_extra_info("sockname")[1]
+        contact = ep.contact_for(Addr("udp", "127.0.0.1", 5060))
+        assert contact == f"<sip:callcenter@127.0.0.1:{real_port}>"
     finally:
         await ep.close()
 

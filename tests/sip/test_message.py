@@ -128,7 +128,11 @@ def test_list_headers_split_but_others_do_not() -> None:
             ("Subject", "Hello, world"),
         ]
     )
-    assert h.get_all("Via") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b;branch=z9hG4bK2", "SIP/2.0/UDP c;branch=z9hG4bK3"]
+    assert h.get_all("Via") == [
+        "SIP/2.0/UDP a;branch=z9hG4bK1",
+        "SIP/2.0/UDP b;branch=z9hG4bK2",
+        "SIP/2.0/UDP c;branch=z9hG4bK3",
+    ]
     assert h.get_all("Allow") == ["INVITE", "ACK", "BYE"]
     assert h.get_all("Route") == ["<sip:p1;lr>", "<sip:p2;lr>"]
     assert h.get_all("WWW-Authenticate") == ['Digest realm="a, b", nonce="n", qop="auth,auth-int"']
@@ -148,7 +152,19 @@ def test_cseq() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [None, "", "1", "INVITE", "one INVITE", "-1 INVITE", "1 INVITE extra", f"{2**31} INVITE", "12345678901 X", "\u00b2 INVITE", "\u0665 INVITE"],
+    [
+        None,
+        "",
+        "1",
+        "INVITE",
+        "one INVITE",
+        "-1 INVITE",
+        "1 INVITE extra",
+        f"{2**31} INVITE",
+        "12345678901 X",
+        "\u00b2 INVITE",
+        "\u0665 INVITE",
+    ],
 )
 def test_bad_cseq_raises_parse_error(value: str | None) -> None:
     h = Headers() if value is None else Headers([("CSeq", value)])
@@ -175,7 +191,9 @@ def test_serialize_adds_content_length_when_missing() -> None:
 
 
 def test_serialized_message_parses_back_equal() -> None:
-    h = Headers([("v", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("i", "abc"), ("CSeq", "1 OPTIONS"), ("X-Uni", "välue")])
+    h = Headers(
+        [("v", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("i", "abc"), ("CSeq", "1 OPTIONS"), ("X-Uni", "välue")]
+    )
     req = SipRequest("OPTIONS", "sip:a@b", h, b"\x00\xffbody")
     again = parse_message(req.serialize())
     assert isinstance(again, SipRequest)

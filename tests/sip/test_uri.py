@@ -22,7 +22,13 @@ from callcenter.sip.uri import (
 def test_full_sip_uri() -> None:
     u = parse_uri("sip:alice:secret@atlanta.example.com:5070;transport=tcp;lr?subject=project%20x")
     assert u == SipUri(
-        "sip", "atlanta.example.com", "alice", "secret", 5070, {"transport": "tcp", "lr": None}, "subject=project%20x"
+        "sip",
+        "atlanta.example.com",
+        "alice",
+        "secret",
+        5070,
+        {"transport": "tcp", "lr": None},
+        "subject=project%20x",
     )
     assert u.transport == "tcp"
     assert str(u) == "sip:alice:secret@atlanta.example.com:5070;transport=tcp;lr?subject=project%20x"

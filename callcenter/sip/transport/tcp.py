@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from callcenter.sip.message import SipMessage, SipParseError
 from callcenter.sip.parser import ParseErrorWithHead, StreamFramer
@@ -29,8 +30,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Addr | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peername = transport.get_extra_info("peername")
         self.peer = Addr("tcp", str(peername[0]), int(peername[1]))
         sock = transport.get_extra_info("socket")

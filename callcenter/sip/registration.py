@@ -1,0 +1,247 @@
+"""REGISTER handling: digest authentication against the agents' HA1s, then the binding table.
+
+Agents' HA1s are cached in memory; a cache miss (or a failure against an old entry, after a password
+change) is looked up in a worker thread so the event loop never waits for the database. The AOR is the
+agent's SIP username: one domain per server, whatever host the phone put in its To URI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from callcenter.core.config import SipSettings
+from callcenter.core.logging import log_event
+from callcenter.sip.auth import AuthResult, AuthStatus, DigestAuthenticator, DigestCredentials
+from callcenter.sip.message import SipParseError, SipRequest, make_response
+from callcenter.sip.registrar import Binding, ContactRequest, Registrar
+from callcenter.sip.transaction import Addr, ServerTransaction, State
+from callcenter.sip.uri import parse_name_addr, parse_uri
+
+log = logging.getLogger("callcenter.sip.register")
+
+HA1Pair = tuple[str, str]
+_CACHE_TTL_S = 60.0  # a cached HA1 older than this is re-read before a wrong-password verdict
+_NEGATIVE_TTL_S = 5.0  # unknown users are asked for again after this
+_CACHE_MAX = 100_000
+
+
+class CredentialSource(Protocol):
+    def get_agent_credentials(self, username: str) -> HA1Pair | None: ...
+
+
+class SipResponder(Protocol):
+    def respond(self, txn: ServerTransaction, response: Any) -> None: ...
+
+
+BindingListener = Callable[[str, Binding, bool], None]  # (username, binding, registered?)
+
+
+class RegistrationService:
+    def __init__(
+        self,
+        settings: SipSettings,
+        endpoint: SipResponder,
+        store: CredentialSource,
+        *,
+        secret: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.store = store
+        self.clock = clock
+        self.auth = DigestAuthenticator(settings.realm, secret, settings.nonce_ttl_s)
+        self.registrar = Registrar(
+            settings.register_min_expires, settings.register_max_expires, settings.register_default_expires
+        )
+        self.listeners: list[BindingListener] = []
+        self._cache: dict[str, tuple[HA1Pair | None, float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stats = {"ok": 0, "challenged": 0, "failed": 0}
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    # --- the REGISTER path ---------------------------------------------------------------------
+    def on_register(self, txn: ServerTransaction, request: SipRequest, source: Addr) -> None:
+        now = self.clock()
+        try:
+            to_uri = parse_uri(parse_name_addr(request.headers.get("To") or "").uri)
+        except SipParseError:
+            self._reply(txn, request, 400, "Bad To")
+            return
+        if not to_uri.user:
+            self._reply(txn, request, 404, "Not Found")
+            return
+        step = self.auth.inspect(request.method, request.uri, request.headers.get_all("Authorization"), now)
+        if isinstance(step, AuthResult):
+            self._auth_failed(txn, request, step, source)
+            return
+        if step.username != to_uri.user:
+            # An agent's credentials register only that agent's own AOR.
+            self._reply(txn, request, 403, "Forbidden")
+            self.stats["failed"] += 1
+            return
+        cached = self._cache.get(step.username)
+        if cached is not None and (cached[0] is not None or now - cached[1] < _NEGATIVE_TTL_S):
+            result = self.auth.verify(step, cached[0], now)
+            if result.status is not AuthStatus.FAILED or now - cached[1] < _CACHE_TTL_S:
+                self._after_auth(txn, request, source, step, result)
+                return
+        self._spawn(self._lookup_then_verify(txn, request, source, step))
+
+    async def _lookup_then_verify(
+        self, txn: ServerTransaction, request: SipRequest, source: Addr, creds: DigestCredentials
+    ) -> None:
+        try:
+            ha1s = await asyncio.to_thread(self.store.get_agent_credentials, creds.username)
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must answer, not hang the phone
+            log_event(log, "register_db_error", level=logging.ERROR, error=repr(exc))
+            self._reply(txn, request, 500, "Server Internal Error", [("Retry-After", "5")])
+            return
+        now = self.clock()
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[creds.username] = (ha1s, now)
+        if txn.state != State.TRYING:
+            return  # the phone gave up meanwhile (timer J fired or a final was already sent)
+        self._after_auth(txn, request, source, creds, self.auth.verify(creds, ha1s, now))
+
+    def _after_auth(
+        self,
+        txn: ServerTransaction,
+        request: SipRequest,
+        source: Addr,
+        creds: DigestCredentials,
+        result: AuthResult,
+    ) -> None:
+        if result.status is AuthStatus.OK:
+            self._bind(txn, request, source, creds.username)
+        else:
+            self._auth_failed(txn, request, result, source)
+
+    def _auth_failed(
+        self, txn: ServerTransaction, request: SipRequest, result: AuthResult, source: Addr
+    ) -> None:
+        now = self.clock()
+        if result.status is AuthStatus.FAILED:
+            self.stats["failed"] += 1
+            log_event(
+                log,
+                "register_auth_failed",
+                call_id=request.call_id,
+                username=result.username,
+                source=f"{source.host}:{source.port}",
+                reason=result.reason,
+            )
+            self._reply(txn, request, 403, "Forbidden")
+            return
+        self.stats["challenged"] += 1
+        stale = result.status is AuthStatus.STALE
+        extra = [("WWW-Authenticate", value) for value in self.auth.challenge_headers(now, stale=stale)]
+        self._reply(txn, request, 401, "Unauthorized", extra)
+
+    def _bind(self, txn: ServerTransaction, request: SipRequest, source: Addr, username: str) -> None:
+        h = request.headers
+        wildcard = False
+        contacts: list[ContactRequest] = []
+        try:
+            for value in h.get_all("Contact"):
+                if value.strip() == "*":
+                    wildcard = True
+                    continue
+                addr = parse_name_addr(value)
+                expires = addr.params.get("expires")
+                q = addr.params.get("q")
+                contacts.append(
+                    ContactRequest(
+                        uri=addr.uri,
+                        expires=int(expires) if expires is not None else None,
+                        q=float(q) if q is not None else None,
+                        params={k: v for k, v in addr.params.items() if k not in ("expires", "q")},
+                    )
+                )
+            header_expires_text = h.get("Expires")
+            header_expires = int(header_expires_text) if header_expires_text is not None else None
+            cseq = request.cseq()[0]
+        except (SipParseError, ValueError):
+            self._reply(txn, request, 400, "Bad Contact or Expires")
+            return
+        now = self.clock()
+        result = self.registrar.register(
+            username,
+            contacts,
+            wildcard,
+            header_expires,
+            request.call_id,
+            cseq,
+            now,
+            (source.host, source.port),
+            source.transport,
+        )
+        if result.status == 423:
+            self._reply(txn, request, 423, result.reason, [("Min-Expires", str(result.min_expires))])
+            return
+        if not result.ok:
+            self._reply(txn, request, result.status, result.reason)
+            return
+        self.stats["ok"] += 1
+        extra = [("Contact", value) for value in result.contact_headers()]
+        extra.append(("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())))
+        for path in h.get_all("Path"):  # RFC 3327 §5.3: echo the Path we store
+            extra.append(("Path", path))
+        self._reply(txn, request, 200, "OK", extra)
+        for binding in result.added:
+            self._notify(username, binding, True)
+            log_event(
+                log,
+                "agent_registered",
+                username=username,
+                contact=binding.contact,
+                source=f"{source.transport}:{source.host}:{source.port}",
+            )
+        for binding in result.removed:
+            self._notify(username, binding, False)
+            log_event(log, "agent_unregistered", username=username, contact=binding.contact)
+
+    def _reply(
+        self,
+        txn: ServerTransaction,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        to_tag = f"r{abs(hash(request.call_id)) % 10**10}"  # stable per registration dialog-less request
+        self.endpoint.respond(txn, make_response(request, status, reason, to_tag=to_tag, extra=extra or ()))
+
+    def _notify(self, username: str, binding: Binding, registered: bool) -> None:
+        for listener in self.listeners:
+            listener(username, binding, registered)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self) -> None:
+        """Expire bindings whose time ran out (phones that vanished without unregistering)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for aor, binding in self.registrar.expire(self.clock()):
+                self._notify(aor, binding, False)
+                log_event(log, "agent_registration_expired", username=aor, contact=binding.contact)
+
+    def lookup(self, username: str) -> list[Binding]:
+        return self.registrar.lookup(username, self.clock())
