@@ -8,6 +8,7 @@ after ``calls.demo_hangup_after_s``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ class CallDeps:
     endpoint: SipEndpoint
 
 
+@functools.lru_cache(maxsize=16)
+def _tone_frames(hz: int, codec: str) -> tuple[bytes, ...]:
+    """One second of tone, encoded once per codec and shared by every call."""
+    return tuple(encode_frames(tones.sine(hz, 1.0), codec))
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -72,7 +79,13 @@ class CallSession:
     async def run(self) -> None:
         call, writer = self.call, self.deps.writer
         writer.call_started(self.call_id, call.from_header, call.to_header, _utcnow())
-        log_event(log, "call_offered", call_id=self.call_id, source=f"{call.source.host}:{call.source.port}")
+        log_event(
+            log,
+            "call_offered",
+            call_id=self.call_id,
+            level=logging.DEBUG,
+            source=f"{call.source.host}:{call.source.port}",
+        )
         disposition = FAILED
         try:
             disposition = await self._answer_and_serve()
@@ -140,7 +153,7 @@ class CallSession:
         if not call.answer(body):
             return ABANDONED
         self.deps.writer.call_answered(self.call_id, _utcnow())
-        log_event(log, "call_answered", call_id=self.call_id, codec=self.rtp.codec)
+        log_event(log, "call_answered", call_id=self.call_id, level=logging.DEBUG, codec=self.rtp.codec)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._media_timeout_watch())]
             if offer is not None:
@@ -148,9 +161,7 @@ class CallSession:
             demo_s = settings.calls.demo_hangup_after_s
             if demo_s > 0:
                 tasks.append(tg.create_task(self._hangup_after(demo_s)))
-            self.rtp.play(
-                looping(encode_frames(tones.sine(settings.calls.demo_tone_hz, 1.0), self.rtp.codec))
-            )
+            self.rtp.play(looping(_tone_frames(settings.calls.demo_tone_hz, self.rtp.codec)))
             ended: asyncio.Future[str] = call.ended
             hangup = tg.create_task(self._hangup_requested.wait())
             waiters: list[asyncio.Future[Any]] = [ended, hangup]

@@ -48,6 +48,8 @@ __all__ = [
 
 Transport = Literal["udp", "tcp"]
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")
+DigestAlgorithm = Literal["MD5", "SHA-256"]
+DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5", "SHA-256")
 
 ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
@@ -87,6 +89,11 @@ class SipSettings(_Section):
         None, description="address advertised in Contact and SDP (null = derive from the bind address)"
     )
     realm: str = Field("callcenter", min_length=1, description="digest authentication realm")
+    digest_algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list(DIGEST_ALGORITHMS),
+        min_length=1,
+        description="digest challenges offered, first preferred (many phones read only the first)",
+    )
     nonce_ttl_s: int = Field(300, ge=1, le=86400, description="seconds a digest nonce stays valid")
     register_min_expires: int = Field(60, ge=1, description="shortest registration accepted (423 below)")
     register_max_expires: int = Field(3600, ge=1, description="longest registration granted")

@@ -72,7 +72,8 @@ class SipEndpoint:
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
         self.on_invite: InviteHandler | None = None
         self.on_register: RegisterHandler | None = None
-        self.bound_port = 0
+        self.bound_port = 0  # the first port bound (all transports share one unless port 0 was asked)
+        self.ports: dict[tuple[str, int], int] = {}  # (transport, family) → port really bound
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -86,18 +87,20 @@ class SipEndpoint:
         self._loop = asyncio.get_running_loop()
         try:
             for transport, host, port in self.config.listen:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 try:
                     if transport == "udp":
-                        family = socket.AF_INET6 if ":" in host else socket.AF_INET
                         self.udp[family] = await open_udp(self, host, port)
+                        bound = self.udp[family].port
                     elif transport == "tcp":
-                        await self.tcp.listen(host, port)
+                        bound = await self.tcp.listen(host, port)
                     else:
                         raise ValueError(f"unknown SIP transport {transport!r}")
                 except OSError as exc:
                     exc.sip_listen = (transport, host, port)  # type: ignore[attr-defined]
                     raise
-                self.bound_port = port
+                self.ports[(transport, family)] = bound
+                self.bound_port = self.bound_port or bound
         except BaseException:
             await self.close()
             raise
@@ -111,6 +114,7 @@ class SipEndpoint:
         await self.tcp.close()
         self.tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes)
         self.bound_port = 0
+        self.ports.clear()
         for task in list(self._tasks):
             task.cancel()
 
@@ -212,7 +216,8 @@ class SipEndpoint:
         max_forwards = h.get("Max-Forwards")
         if max_forwards is not None:
             mf = max_forwards.strip()
-            if not (mf.isascii() and mf.isdigit()) or len(mf) > 3:  # "²".isdigit() but int() fails
+            # 1*DIGIT (§25.1; leading zeros are legal, RFC 4475 §3.1.1.1); "²".isdigit() but int() fails
+            if not (mf.isascii() and mf.isdigit()) or len(mf) > 10:
                 return 400, "Bad Max-Forwards"
             if int(mf) == 0 and request.method == "INVITE":
                 return 483, "Too Many Hops"
@@ -251,10 +256,8 @@ class SipEndpoint:
         if method == "INVITE":
             self._on_invite(request, source, txn)
         elif method == "BYE":
-            call = self._find_dialog(request)
-            if call is None:
-                self.respond(txn, make_response(request, 481))
-            else:
+            call = self._in_dialog(request, txn, allow_early=True)
+            if call is not None:
                 self.respond(txn, make_response(request, 200))
                 call.bye_received()
         elif method == "CANCEL":
@@ -273,9 +276,8 @@ class SipEndpoint:
             else:
                 self.on_register(txn, request, source)
         elif method == "INFO":
-            call = self._find_dialog(request)
+            call = self._in_dialog(request, txn)
             if call is None:
-                self.respond(txn, make_response(request, 481))
                 return
             self.respond(txn, make_response(request, 200))
             if call.on_info is not None:
@@ -288,9 +290,8 @@ class SipEndpoint:
     def _on_invite(self, request: SipRequest, source: Addr, txn: ServerTransaction) -> None:
         to = parse_name_addr(request.headers.get("To") or "")
         if to.tag:  # re-INVITE within a dialog
-            call = self._find_dialog(request)
+            call = self._in_dialog(request, txn)
             if call is None:
-                self.respond(txn, make_response(request, 481))
                 return
             status, body = call.reinvite(request)
             extra: list[tuple[str, str]] = [("Contact", self.contact_for(source))]
@@ -339,6 +340,27 @@ class SipEndpoint:
             call = txn.user_data
             if txn.last_status < 300 and call.txn is txn:
                 call.no_ack()
+
+    def _in_dialog(
+        self, request: SipRequest, txn: ServerTransaction, allow_early: bool = False
+    ) -> IncomingCall | None:
+        """The call an in-dialog request belongs to, or None after answering 481/500 for it."""
+        call = self._find_dialog(request)
+        if call is None and allow_early:
+            # §15: a BYE may end an early dialog (our 180 carried a To tag); the INVITE gets 487.
+            h = request.headers
+            from_tag = parse_name_addr(h.get("From") or "").tag or ""
+            early = self.calls.get((request.call_id, from_tag))
+            to_tag = parse_name_addr(h.get("To") or "").tag
+            if early is not None and early.state == "early" and to_tag == early.local_tag:
+                return early
+        if call is None:
+            self.respond(txn, make_response(request, 481))
+            return None
+        if call.dialog is not None and not call.dialog.accept_remote_cseq(*request.cseq()):
+            self.respond(txn, make_response(request, 500, "Out of Order CSeq"))  # §12.2.2
+            return None
+        return call
 
     def _find_dialog(self, request: SipRequest) -> IncomingCall | None:
         h = request.headers
@@ -457,7 +479,9 @@ class SipEndpoint:
         return ip
 
     def local_addr_for(self, peer: Addr) -> tuple[str, int]:
-        return self.local_ip_for(peer.host), self.bound_port
+        family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
+        transport = "udp" if peer.transport == "udp" else "tcp"
+        return self.local_ip_for(peer.host), self.ports.get((transport, family), self.bound_port)
 
     def contact_for(self, peer: Addr, user: str = "callcenter") -> str:
         host, port = self.local_addr_for(peer)

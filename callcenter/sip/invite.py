@@ -134,6 +134,8 @@ class IncomingCall:
             self.acked.set()
 
     def bye_received(self) -> None:
+        if self.state == "early":
+            self._respond(487)  # §15.1.2: the INVITE of an early dialog ended by BYE
         self._end(END_BYE, "caller")
 
     def no_ack(self) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 
 from callcenter.sip.message import (
+    _CANONICAL,
     Headers,
     SipMessage,
     SipParseError,
     SipRequest,
     SipResponse,
-    canonical_name,
 )
 
 MAX_MESSAGE_BYTES = 65536
@@ -23,14 +23,21 @@ MAX_MESSAGE_BYTES = 65536
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN)
-# Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each, §7.1)
-_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ([^\s]+) (SIP/\d+\.\d+)")
+# Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each, §7.1).
+# re.ASCII: \d and \s must not match other scripts' digits and spaces.
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) (\S+) (SIP/\d+\.\d+)", re.ASCII)
 # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF (§7.2)
-_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d{3})(?: (.*))?")
+_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d{3})(?: (.*))?", re.ASCII | re.DOTALL)
+# The empty line ending the head: CRLF CRLF, or bare LF line ends from sloppy peers (and mixes).
+_HEAD_END_RE = re.compile(rb"\n\r?\n")
 
 
 class ParseErrorWithHead(SipParseError):
-    """The message is broken, but its headers were readable: a request can still get a 400."""
+    """The message is broken, but its headers were readable: a request can still get a 400.
+
+    On a stream, ``framing_ok`` says whether the broken message was consumed (the connection stays
+    usable) and ``parsed_before`` holds the messages framed before it in the same `feed()` call.
+    """
 
     def __init__(self, reason: str, start_line: str, headers: Headers) -> None:
         super().__init__(reason)
@@ -46,73 +53,72 @@ class ParseErrorWithHead(SipParseError):
         return head if _TOKEN_RE.fullmatch(head) and not head.startswith("SIP/") else None
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
-    """(head, rest) at the first empty line; tolerate bare LF line ends from sloppy peers."""
-    idx = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    if idx >= 0 and (lf < 0 or lf > idx):
-        return data[:idx], data[idx + 4 :]
-    if lf >= 0:
-        return data[:lf], data[lf + 2 :]
-    return None
+def _parse_head(head: bytes) -> tuple[str, Headers, str | None]:
+    """(start line, headers, first error) of a head without its final empty line.
 
-
-def _parse_headers(lines: list[str]) -> Headers:
-    """Header lines (already split) → Headers; continuation lines unfold (§7.3.1)."""
+    A broken header line does not stop the parse: the error is reported with every readable header,
+    so the caller can still answer 400 (§21.4.1) instead of dropping the request.
+    """
+    # surrogateescape: foreign bytes stay round-trippable rather than refusing the message outright.
+    lines = head.decode("utf-8", "surrogateescape").split("\n")
+    # RFC 3261 §7.5: ignore CRLFs before the start line.
+    i, n = 0, len(lines)
+    while i < n and lines[i] in ("", "\r"):
+        i += 1
+    if i == n:
+        raise SipParseError("empty message")
+    start = lines[i].removesuffix("\r")
     items: list[tuple[str, str]] = []
-    for line in lines:
+    error: str | None = None
+    folding = False  # whether a continuation line belongs to the last item
+    for line in lines[i + 1 :]:
+        if line[-1:] == "\r":
+            line = line[:-1]
         if not line:
             continue
-        if line[0] in " \t":
-            if not items:
-                raise SipParseError("continuation line before any header")
-            name, value = items[-1]
-            items[-1] = (name, f"{value} {line.strip()}" if value else line.strip())
+        first = line[0]
+        if first == " " or first == "\t":
+            # §7.3.1: a line starting with whitespace continues the previous header; the line break
+            # and the whitespace run around it become one SP.
+            if folding:
+                more = line.strip(" \t")
+                if more:
+                    name, value = items[-1]
+                    items[-1] = (name, f"{value} {more}" if value else more)
+            elif error is None:
+                error = "continuation line before any header"
             continue
         colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError(f"header line without a name: {line[:40]!r}")
-        name = line[:colon].rstrip(" \t")
-        if not _TOKEN_RE.fullmatch(name):
-            raise SipParseError(f"bad header name {name[:40]!r}")
-        items.append((canonical_name(name), line[colon + 1 :].strip(" \t")))
+        name = line[:colon].rstrip(" \t") if colon > 0 else ""
+        canonical = _CANONICAL.get(name.lower())
+        if canonical is None:
+            if not name or not _TOKEN_RE.fullmatch(name):
+                if error is None:
+                    error = f"bad header line {line[:40]!r}"
+                folding = False
+                continue
+            canonical = name
+        items.append((canonical, line[colon + 1 :].strip(" \t")))
+        folding = True
     headers = Headers()
     headers._items = items
-    return headers
+    return start, headers, error
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = [v for n, v in headers if n == "Content-Length"]
-    if not values:
-        return None
-    parsed = set()
-    for v in values:
-        v = v.strip()
-        if not v.isdigit() or len(v) > 9:
-            raise SipParseError(f"bad Content-Length {v[:20]!r}")
-        parsed.add(int(v))
-    if len(parsed) > 1:
-        raise SipParseError("conflicting Content-Length headers")
-    return parsed.pop()
-
-
-def _parse_head(head: bytes) -> tuple[str, Headers]:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        # Keep foreign bytes round-trippable rather than refusing the message outright.
-        text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    lines = [line.removesuffix("\r") for line in lines]
-    # RFC 3261 §7.5: ignore CRLFs before the start line.
-    i = 0
-    while i < len(lines) and lines[i] == "":
-        i += 1
-    if i == len(lines):
-        raise SipParseError("empty message")
-    start = lines[i]
-    headers = _parse_headers(lines[i + 1 :])
-    return start, headers
+    length: int | None = None
+    for name, value in headers._items:
+        if name != "Content-Length":
+            continue
+        value = value.strip(" \t")
+        # isascii(): "²".isdigit() is True but int("²") raises.
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            raise SipParseError(f"bad Content-Length {value[:20]!r}")
+        parsed = int(value)
+        if length is not None and parsed != length:
+            raise SipParseError("conflicting Content-Length headers")  # RFC 4475 §3.3.9
+        length = parsed
+    return length
 
 
 def _build(start: str, headers: Headers, body: bytes) -> SipMessage:
@@ -120,9 +126,7 @@ def _build(start: str, headers: Headers, body: bytes) -> SipMessage:
     if m is not None and not start.startswith("SIP/"):
         return SipRequest(m.group(1), m.group(2), headers, body, m.group(3))
     m = _STATUS_LINE_RE.fullmatch(start)
-    if m is not None:
-        if not 100 <= int(m.group(2)) <= 699:
-            raise SipParseError(f"status code out of range in {start[:60]!r}")
+    if m is not None and 100 <= int(m.group(2)) <= 699:
         return SipResponse(int(m.group(2)), m.group(3) or "", headers, body, m.group(1))
     raise ParseErrorWithHead(f"bad start line {start[:60]!r}", start, headers)
 
@@ -135,13 +139,17 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> SipMessage:
     """
     if len(data) > max_size:
         raise SipParseError(f"message of {len(data)} bytes exceeds {max_size}")
-    split = _split_head(data)
-    if split is None:
-        # A datagram with headers but no blank line: treat as a message without body.
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # §7.5: CRLFs before the start line
+    m = _HEAD_END_RE.search(data)
+    if m is None:
+        # A datagram with headers but no empty line (RFC 4475 §3.1.2.15 has one): no body.
         head, rest = data.rstrip(b"\r\n"), b""
     else:
-        head, rest = split
-    start, headers = _parse_head(head)
+        head, rest = data[: m.start()], data[m.end() :]
+    start, headers, error = _parse_head(head)
+    if error is not None:
+        raise ParseErrorWithHead(error, start, headers)
     try:
         length = _content_length(headers)
     except SipParseError as exc:
@@ -153,60 +161,97 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> SipMessage:
             f"Content-Length {length} exceeds the {len(rest)} body bytes", start, headers
         )
     else:
-        body = rest[:length]
+        body = rest[:length] if length < len(rest) else rest
     return _build(start, headers, body)
 
 
 class StreamFramer:
     """Cuts a TCP/TLS byte stream into messages with Content-Length framing (§18.3).
 
-    `feed()` returns complete messages; a malformed one raises SipParseError, after which the
-    connection should be closed (framing is lost). CRLF keep-alives (RFC 5626 §3.5.1) between
-    messages are skipped and counted in `pings` so the transport can answer with a CRLF pong.
+    `feed()` returns the complete messages so far, the same ones in the same order however the bytes
+    are chunked. A message that breaks the framing raises SipParseError; the framer is then dead
+    (every later `feed()` raises it again) and the connection should be closed. When messages were
+    framed before the broken one in the same call, they are returned first and the error is raised by
+    the next call; a ParseErrorWithHead instead carries them in `parsed_before`. A ParseErrorWithHead
+    with `framing_ok` consumed its message: answer it, then call `feed(b"")` to continue.
+
+    CR/LF before a start line is skipped (§7.5); each CRLF CRLF there is a keep-alive ping (RFC 5626
+    §3.5.1), counted in `pings` so the transport can answer with a CRLF pong.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = bytearray()
         self._max = max_size
+        self._scanned = 0  # bytes of _buf already searched for the end of the head
+        # The head of the message whose body is still arriving: (start, headers, body start, end).
+        self._pending: tuple[str, Headers, int, int] | None = None
+        self._error: SipParseError | None = None
         self.pings = 0
 
     def feed(self, data: bytes) -> list[SipMessage]:
+        if self._error is not None:
+            raise self._error
         self._buf += data
         out: list[SipMessage] = []
-        while True:
-            # Skip keep-alives: a double CRLF is a ping; lone CRLFs are tolerated padding.
-            while self._buf[:2] == b"\r\n":
-                if self._buf[:4] == b"\r\n\r\n":
+        try:
+            while self._next(out):
+                pass
+        except ParseErrorWithHead as exc:
+            exc.parsed_before = out
+            if not exc.framing_ok:
+                self._error = exc
+            raise
+        except SipParseError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out
+
+    def _next(self, out: list[SipMessage]) -> bool:
+        """Frame one message into `out`; False when more bytes are needed."""
+        buf = self._buf
+        if self._pending is None:
+            while buf and buf[0] in (13, 10):
+                if buf.startswith(b"\r\n\r\n"):
                     self.pings += 1
-                    del self._buf[:4]
+                    del buf[:4]
+                elif len(buf) < 4 and b"\r\n\r\n".startswith(buf):
+                    return False  # maybe half a ping: wait for the rest
+                elif buf.startswith(b"\r\n"):
+                    del buf[:2]
                 else:
-                    del self._buf[:2]
-            if not self._buf:
-                return out
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > self._max:
+                    del buf[:1]
+            if not buf:
+                return False
+            m = _HEAD_END_RE.search(buf, max(0, self._scanned - 2))
+            if m is None:
+                if len(buf) > self._max:
                     raise SipParseError(f"header section exceeds {self._max} bytes")
-                return out
-            head = bytes(self._buf[:end])
-            start, headers = _parse_head(head)
+                self._scanned = len(buf)
+                return False
+            start, headers, error = _parse_head(bytes(buf[: m.start()]))
+            if error is not None:
+                # A broken line might have been the Content-Length: the framing is unknown.
+                raise ParseErrorWithHead(error, start, headers)
             try:
                 length = _content_length(headers)
             except SipParseError as exc:
                 raise ParseErrorWithHead(str(exc), start, headers) from None
-            length = length or 0  # §18.3: MUST be present on streams; absent means no body
-            total = end + 4 + length
-            if total > self._max:
-                raise SipParseError(f"message of {total} bytes exceeds {self._max}")
-            if len(self._buf) < total:
-                return out
-            body = bytes(self._buf[end + 4 : total])
-            del self._buf[:total]
-            try:
-                out.append(_build(start, headers, body))
-            except ParseErrorWithHead as exc:
-                # The frame was consumed: the stream stays usable. Messages parsed before this one
-                # ride on the error so none is lost; call feed(b"") to continue after answering.
-                exc.framing_ok = True
-                exc.parsed_before = out
-                raise
+            # §18.3: Content-Length MUST be present on streams; absent means no body.
+            end = m.end() + (length or 0)
+            if end > self._max:
+                raise SipParseError(f"message of {end} bytes exceeds {self._max}")
+            self._pending = (start, headers, m.end(), end)
+        start, headers, body_start, end = self._pending
+        if len(buf) < end:
+            return False
+        body = bytes(buf[body_start:end])
+        del buf[:end]
+        self._pending = None
+        self._scanned = 0
+        try:
+            out.append(_build(start, headers, body))
+        except ParseErrorWithHead as exc:
+            exc.framing_ok = True  # the frame was consumed: the stream stays usable
+            raise
+        return True

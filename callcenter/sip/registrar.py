@@ -148,6 +148,7 @@ class Registrar:
         self._table: dict[str, dict[str, Binding]] = {}
         # (expires_at, aor, key); entries whose binding changed or vanished are skipped lazily.
         self._heap: list[tuple[float, str, str]] = []
+        self._since_compaction = 0
 
     # -- queries --
 
@@ -310,8 +311,14 @@ class Registrar:
         return tuple(sorted(bindings, key=lambda b: (-(1.0 if b.q is None else b.q), -b.registered_at)))
 
     def _compact_heap(self) -> None:
-        """Refreshes leave stale heap entries behind; rebuild when they dominate, so memory stays O(n)."""
-        live = len(self)
-        if len(self._heap) > 2 * live + 1024:
+        """Refreshes leave stale heap entries behind; rebuild when they dominate, so memory stays O(n).
+
+        Checked every ~len(heap)/2 registrations, so the O(n) count and rebuild are amortised O(1).
+        """
+        self._since_compaction += 1
+        if self._since_compaction < max(1024, len(self._heap) // 2):
+            return
+        self._since_compaction = 0
+        if len(self._heap) > 2 * len(self):
             self._heap = [(b.expires_at, aor, k) for aor, bs in self._table.items() for k, b in bs.items()]
             heapq.heapify(self._heap)

@@ -53,7 +53,9 @@ class RegistrationService:
         self.endpoint = endpoint
         self.store = store
         self.clock = clock
-        self.auth = DigestAuthenticator(settings.realm, secret, settings.nonce_ttl_s)
+        self.auth = DigestAuthenticator(
+            settings.realm, secret, settings.nonce_ttl_s, algorithms=tuple(settings.digest_algorithms)
+        )
         self.registrar = Registrar(
             settings.register_min_expires, settings.register_max_expires, settings.register_default_expires
         )

@@ -10,6 +10,10 @@ from callcenter.sip.message import SipParseError
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?")
 _IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_DISPLAY_SEPARATORS_RE = re.compile(r'[,;"<>\\]')
+# An empty via-param: ";" followed by ";" or the end, outside quoted strings (RFC 4475 §3.1.2.1).
+_EMPTY_PARAM_RE = re.compile(r";[ \t]*(?:;|$)")
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _split_params(text: str) -> dict[str, str | None]:
@@ -125,11 +129,9 @@ def parse_uri(text: str) -> SipUri:
         if not rest:
             raise SipParseError(f"bad URI {text[:60]!r}")
         return SipUri(scheme=scheme, host=rest)
-    headers = ""
-    q = rest.find("?")
-    if q >= 0:
-        rest, headers = rest[:q], rest[q + 1 :]
     user = password = None
+    # The user part may hold "?" (user-unreserved, §25.1; RFC 4475 §3.1.1.2) but no header holds a
+    # raw "@", so userinfo ends at the last "@" and the headers start at the first "?" after it.
     at = rest.rfind("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
@@ -137,6 +139,10 @@ def parse_uri(text: str) -> SipUri:
         password = pw if sep else None
         if not user:
             raise SipParseError(f"empty user in {text[:60]!r}")
+    headers = ""
+    q = rest.find("?")
+    if q >= 0:
+        rest, headers = rest[:q], rest[q + 1 :]
     semi = rest.find(";")
     hostport, params_text = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
     host, port = _parse_hostport(hostport)
@@ -182,17 +188,24 @@ def parse_name_addr(text: str) -> NameAddr:
     else:
         lt = text.find("<")
         display = text[:lt].strip() or None if lt >= 0 else None
+        # An unquoted display name is tokens and LWS (§25.1); a "," or ";" in it (RFC 4475
+        # §3.1.2.15) makes the value ambiguous. Non-ASCII letters are tolerated.
+        if display is not None and _DISPLAY_SEPARATORS_RE.search(display):
+            raise SipParseError(f"unquoted display name with separators {text[:60]!r}")
     if lt >= 0:
         gt = text.find(">", lt)
         if gt < 0:
             raise SipParseError(f"unterminated <uri> in {text[:60]!r}")
-        uri = text[lt + 1 : gt].strip()
+        uri = text[lt + 1 : gt]
+        if uri != uri.strip():  # no LWS inside <> (RFC 4475 §3.1.2.14)
+            raise SipParseError(f"whitespace inside <uri> in {text[:60]!r}")
         params = _split_params(text[gt + 1 :])
     else:
         # addr-spec: no display name; anything after ';' is a header parameter.
         semi = text.find(";")
         uri, params = (text, {}) if semi < 0 else (text[:semi].strip(), _split_params(text[semi:]))
-        if " " in uri:
+        # §20.10: a URI with "," "?" or ";" must be in <> (RFC 4475 §3.1.2.13).
+        if " " in uri or "," in uri or "?" in uri:
             raise SipParseError(f"bad address {text[:60]!r}")
     if ":" not in uri:
         raise SipParseError(f"address without a URI scheme {text[:60]!r}")
@@ -228,4 +241,7 @@ def parse_via(text: str) -> Via:
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}")
     host, port = _parse_hostport(m.group(2) if m.group(3) is None else f"{m.group(2)}:{m.group(3)}")
-    return Via(m.group(1).upper(), host, port, _split_params(m.group(4) or ""))
+    params = m.group(4) or ""
+    if params and _EMPTY_PARAM_RE.search(_QUOTED_RE.sub('""', params.rstrip())):
+        raise SipParseError(f"empty Via parameter in {text[:60]!r}")
+    return Via(m.group(1).upper(), host, port, _split_params(params))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,10 +45,11 @@ class _Row:
 class CallRecordWriter:
     """Batches call-record inserts and updates, keyed by SIP Call-ID, on a background thread."""
 
-    def __init__(self, store: Store, *, max_batch: int = 2000) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 2000, linger_s: float = 0.05) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._thread: threading.Thread | None = None
         self.failed_batches = 0  # batches dropped after a retry (also logged)
 
@@ -99,6 +101,10 @@ class CallRecordWriter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
+            if batch[0][0] < _FLUSH:
+                # Linger a moment so a busy server writes tens of transactions a second, not
+                # hundreds, and a short call's start and end land in one INSERT.
+                time.sleep(self._linger_s)
             while len(batch) < self._max_batch:
                 try:
                     batch.append(self._queue.get_nowait())

@@ -318,7 +318,7 @@ _ops = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(_ops)
-def test_every_binding_is_reported_gone_exactly_once(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_every_binding_is_reported_gone_exactly_once(ops: list[tuple]) -> None:
     registrar = Registrar(60, 3600, 90, max_contacts_per_aor=2)
     now, cseq = 0.0, 0
     alive: dict[tuple[str, str], int] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callcenter.sip.message import Headers, SipRequest, SipResponse, make_response
 from callcenter.sip.parser import parse_message
@@ -65,7 +67,7 @@ def run_timers(layer: TransactionLayer, until: float) -> list[tuple[float, int, 
 
 
 def drain(layer: TransactionLayer) -> tuple[list[tuple[bytes, Addr]], list[object]]:
-    out, ev = list(layer.outgoing), list(layer.events)
+    out, ev = list(layer.outgoing), list[object](layer.events)
     layer.outgoing.clear()
     layer.events.clear()
     return out, ev
@@ -737,3 +739,73 @@ def test_no_leak_after_every_kind_of_transaction_completes() -> None:
     assert layer.client == {}
     assert layer.get_timer() is None
     assert layer._heap == []
+
+
+# --- any sequence of inputs: no leak, no crash --------------------------------------------------
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["respond", "request-again", "ack", "ack_received", "response"]),
+        st.sampled_from([100, 180, 200, 486]),
+        st.floats(min_value=0.0, max_value=40.0, allow_nan=False),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    is_invite=st.booleans(),
+    server_side=st.booleans(),
+    reliable=st.booleans(),
+    ops=_OPS,
+)
+def test_any_input_sequence_ends_clean(
+    is_invite: bool, server_side: bool, reliable: bool, ops: list[tuple[str, int, float]]
+) -> None:
+    layer = TransactionLayer()
+    dest = TCP if reliable else UDP
+    method = "INVITE" if is_invite else "OPTIONS"
+    req = request(method)
+    if server_side:
+        layer.receive_request(req, dest, T0)
+        txn: ServerTransaction | ClientTransaction = layer.server[server_key_of(layer)]
+    else:
+        txn = layer.send_request(req, dest, T0)
+    now = T0
+    timeouts_seen = 0
+    for op, status, dt in ops:
+        now += dt
+        layer.handle_timer(now)
+        if server_side:
+            assert isinstance(txn, ServerTransaction)
+            if op == "respond":
+                txn.respond(response_to(req, status), now)
+            elif op == "request-again":
+                layer.receive_request(request(method), dest, now)
+            elif op == "ack" and is_invite:
+                layer.receive_request(request("ACK", to_tag="totag", cseq_method="ACK"), dest, now)
+            elif op == "ack_received":
+                txn.ack_received(now)
+        elif op == "response":
+            layer.receive_response(response_to(req, status), dest, now)
+        timeouts_seen += sum(isinstance(e, TransactionTimeout) for e in layer.events)
+        layer.events.clear()
+        layer.outgoing.clear()
+    layer.handle_timer(now + 1000)
+    timeouts_seen += sum(isinstance(e, TransactionTimeout) for e in layer.events)
+    assert timeouts_seen <= 1
+    # Only transactions waiting for their TU (never answered) or, for an INVITE client, for the
+    # final answer after a 1xx (§17.1.1.2: no timer B there) may remain, and none has a timer.
+    for t in [*layer.server.values(), *layer.client.values()]:
+        assert t.state in (State.TRYING, State.PROCEEDING)
+        if isinstance(t, ClientTransaction):
+            assert t.is_invite and t.state == State.PROCEEDING
+    if txn.state not in (State.TRYING, State.PROCEEDING):
+        assert txn.state == State.TERMINATED
+    assert layer.get_timer() is None
+
+
+def server_key_of(layer: TransactionLayer) -> tuple[str, ...]:
+    (key,) = layer.server.keys()
+    return key

@@ -86,13 +86,15 @@ class TcpTransport:
         self._connecting: dict[Addr, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def listen(self, host: str, port: int) -> None:
+    async def listen(self, host: str, port: int) -> int:
+        """Listen on host:port; returns the port really bound (useful with port 0)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = await loop.create_server(
             lambda: TcpConnection(self), host, port, family=family, reuse_address=True, backlog=1024
         )
         self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     def send(self, data: bytes, dest: Addr) -> None:
         conn = self.connections.get(dest)

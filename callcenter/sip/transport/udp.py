@@ -28,6 +28,11 @@ class UdpTransport(asyncio.DatagramProtocol):
         # ICMP port unreachable from a vanished phone: nothing to do, timers handle it.
         pass
 
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
     def send(self, data: bytes, dest: Addr) -> None:
         if self.transport is not None:
             self.transport.sendto(data, (dest.host, dest.port))

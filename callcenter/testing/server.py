@@ -1,0 +1,129 @@
+"""A callcenter server in a child process on free loopback ports, with its own data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1", even: bool = False) -> int:
+    """A port free for both UDP and TCP on `host` right now."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if even and port % 2:
+            continue
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+class ServerProcess:
+    """`callcenter serve` on 127.0.0.1 with free SIP/HTTP ports; stopped (by its PID) on exit."""
+
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, ipv6: bool = False) -> None:
+        self.data_dir = data_dir
+        self.sip_port = free_port()
+        self.http_port = free_port(socket.SOCK_STREAM)
+        self.rtp_min = 20000 + (os.getpid() % 200) * 100
+        self.log_path = data_dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {
+            "CALLCENTER_SIP_HOST": "127.0.0.1",
+            "CALLCENTER_SIP_HOST_V6": "::1" if ipv6 else "",
+            "CALLCENTER_HTTP_HOST": "127.0.0.1",
+            "CALLCENTER_MEDIA_RTP_PORT_MIN": str(self.rtp_min),
+            "CALLCENTER_MEDIA_RTP_PORT_MAX": str(self.rtp_min + 98),
+            **(env or {}),
+        }
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `callcenter ARGS --data-dir D` against this server's data."""
+        return subprocess.run(
+            [sys.executable, "-m", "callcenter.cli", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True, text=True, check=check, env=self._environ(), timeout=60,
+        )
+
+    def _environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCENTER_")}
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callcenter.cli", "serve", "--config", os.devnull,
+             "--sip-port", str(self.sip_port), "--http-port", str(self.http_port),
+             "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env=self._environ(),
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
+            try:
+                if self.health().get("sip") == "up":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy: {self.log_text()[-2000:]}")
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as r:
+            return dict(json.loads(r.read()))
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.cli("calls", "list", "--json", "--limit", "1000").stdout))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
