@@ -8,6 +8,7 @@ after ``calls.demo_hangup_after_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -147,8 +148,13 @@ class CallSession:
                 version=self._next_version(),
             )
             body = offer.to_bytes()
+        ring_s = settings.calls.ring_s
+        if ring_s > 0 and call.state == "early":
+            call.ring()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(call.ended), ring_s)
         if call.state != "early":
-            return ABANDONED  # CANCEL arrived while we were setting up
+            return ABANDONED  # CANCEL (or an early BYE) arrived while we were ringing or setting up
         call.on_reinvite = self._on_reinvite
         if not call.answer(body):
             return ABANDONED

@@ -102,9 +102,6 @@ class SipSettings(_Section):
     user_agent: str = Field(
         f"callcenter/{__version__}", min_length=1, description="User-Agent / Server header value"
     )
-    allow_unauthenticated_calls: bool = Field(
-        True, description="answer INVITEs from anyone (a hotline); false = callers must authenticate"
-    )
 
     @field_validator("host")
     @classmethod
@@ -191,6 +188,9 @@ class MediaSettings(_Section):
 
 
 class CallsSettings(_Section):
+    ring_s: float = Field(
+        0, ge=0, le=60, description="seconds the caller hears ringing (180) before the server answers"
+    )
     demo_tone_hz: int = Field(440, ge=20, le=3999, description="tone an answered call hears (until the IVR)")
     demo_hangup_after_s: float = Field(
         10, ge=0, description="the server hangs up answered calls after this many seconds (0 = never)"

@@ -41,7 +41,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert settings.sip.host == "0.0.0.0" and settings.sip.host_v6 == "::"
     assert settings.sip.transports == ["udp", "tcp"]
     assert settings.sip.user_agent == f"callcenter/{__version__}"
-    assert settings.sip.allow_unauthenticated_calls is True
+    assert settings.calls.ring_s == 0
     assert settings.http.port == 8080
     assert (settings.media.rtp_port_min, settings.media.rtp_port_max) == (10000, 20000)
     assert settings.calls.demo_hangup_after_s == 10
@@ -100,7 +100,7 @@ def test_environment_names_and_value_forms() -> None:
         "CALLCENTER_SIP_HOST_V6": "",
         "CALLCENTER_MEDIA_RTP_PORT_MIN": "30000",
         "CALLCENTER_MEDIA_RTP_PORT_MAX": "30100",
-        "CALLCENTER_SIP_ALLOW_UNAUTHENTICATED_CALLS": "false",
+        "CALLCENTER_CALLS_RING_S": "2.5",
         "CALLCENTER_LOG_LEVEL": "DEBUG",
         "CALLCENTER_E2E": "1",  # not a setting: left alone
     }
@@ -111,7 +111,7 @@ def test_environment_names_and_value_forms() -> None:
     assert settings.sip.transports == ["tcp"]
     assert settings.sip.host_v6 is None
     assert (settings.media.rtp_port_min, settings.media.rtp_port_max) == (30000, 30100)
-    assert settings.sip.allow_unauthenticated_calls is False
+    assert settings.calls.ring_s == 2.5
     assert settings.log.level == "debug"
 
 
@@ -141,11 +141,6 @@ def test_flags_use_dotted_keys() -> None:
         ("sip:\n  transports: [udp, sctp]\n", None, "sip.transports: expected a non-empty list of udp, tcp"),
         (None, {"CALLCENTER_SIP_TRANSPORTS": ","}, "sip.transports: expected a non-empty list"),
         ("sip:\n  transports: [udp, udp]\n", None, "sip.transports: expected a list of distinct"),
-        (
-            "sip:\n  allow_unauthenticated_calls: maybe\n",
-            None,
-            "sip.allow_unauthenticated_calls: expected true or false, got 'maybe'",
-        ),
         (
             "sip:\n  register_min_expires: 7200\n",
             None,
