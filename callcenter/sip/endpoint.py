@@ -23,6 +23,7 @@ from callcenter.sip.message import (
     make_response,
     split_list,
 )
+from callcenter.sip.outgoing import OutgoingCall, build_invite
 from callcenter.sip.parser import ParseErrorWithHead, parse_message
 from callcenter.sip.transaction import (
     Addr,
@@ -30,7 +31,6 @@ from callcenter.sip.transaction import (
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
-    State,
     StrayResponse,
     TransactionLayer,
     TransactionTimeout,
@@ -58,6 +58,7 @@ class EndpointConfig:
     max_message_bytes: int = 65536
 
 
+CallLeg = IncomingCall | OutgoingCall
 RegisterHandler = Callable[[ServerTransaction, SipRequest, Addr], None]
 InviteHandler = Callable[[IncomingCall], None]
 
@@ -68,7 +69,7 @@ class SipEndpoint:
         self.layer = TransactionLayer()
         self.udp: dict[int, UdpTransport] = {}  # by address family
         self.tcp = TcpTransport(self.receive_message, self._bad_request, config.max_message_bytes)
-        self.dialogs: dict[tuple[str, str, str], IncomingCall] = {}
+        self.dialogs: dict[tuple[str, str, str], CallLeg] = {}
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
         self.on_invite: InviteHandler | None = None
         self.on_register: RegisterHandler | None = None
@@ -240,7 +241,7 @@ class SipEndpoint:
                 elif isinstance(event, TransactionTimeout):
                     self._on_timeout(event.transaction)
                 elif isinstance(event, StrayResponse):
-                    pass  # retransmitted 2xx of a UAC INVITE long done; nothing of ours
+                    self._on_stray_response(event.response)
             except SipParseError as exc:  # a header the checks let through but a handler can't use
                 if isinstance(event, RequestReceived) and event.transaction is not None:
                     self.respond(event.transaction, make_response(event.request, 400, _reason_text(str(exc))))
@@ -301,6 +302,7 @@ class SipEndpoint:
             if status < 300 and call.dialog is not None:
                 call.dialog.invite_cseq = request.cseq()[0]
                 call.txn = txn
+                txn.user_data = call
             return
         from_tag = parse_name_addr(request.headers.get("From") or "").tag or ""
         existing = self.calls.get((request.call_id, from_tag))
@@ -327,23 +329,42 @@ class SipEndpoint:
             self.on_invite(call)
 
     def _on_response(self, response: SipResponse, txn: ClientTransaction) -> None:
-        future = txn.user_data
-        if response.status >= 200 and isinstance(future, asyncio.Future) and not future.done():
-            future.set_result(response)
+        user = txn.user_data
+        if isinstance(user, OutgoingCall):
+            user.response_received(response)
+        elif response.status >= 200 and isinstance(user, asyncio.Future) and not user.done():
+            user.set_result(response)
+
+    def _on_stray_response(self, response: SipResponse) -> None:
+        """A 2xx to an INVITE whose transaction ended (timer M): re-ACK it (§13.2.2.4)."""
+        if not 200 <= response.status < 300:
+            return
+        try:
+            if response.cseq()[1] != "INVITE":
+                return
+        except SipParseError:
+            return
+        h = response.headers
+        local = parse_name_addr(h.get("From") or "").tag or ""
+        remote = parse_name_addr(h.get("To") or "").tag or ""
+        leg = self.dialogs.get((response.call_id, local, remote))
+        if isinstance(leg, OutgoingCall):
+            leg.response_received(response)
 
     def _on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
+        user = txn.user_data
         if isinstance(txn, ClientTransaction):
-            future = txn.user_data
-            if isinstance(future, asyncio.Future) and not future.done():
-                future.set_result(None)
-        elif txn.state == State.TERMINATED and txn.is_invite and isinstance(txn.user_data, IncomingCall):
-            call = txn.user_data
-            if txn.last_status < 300 and call.txn is txn:
-                call.no_ack()
+            if isinstance(user, OutgoingCall):
+                user.timeout()
+            elif isinstance(user, asyncio.Future) and not user.done():
+                user.set_result(None)
+        elif txn.is_invite and isinstance(user, IncomingCall | OutgoingCall):
+            if txn.last_status < 300 and user.txn is txn:
+                user.no_ack()
 
     def _in_dialog(
         self, request: SipRequest, txn: ServerTransaction, allow_early: bool = False
-    ) -> IncomingCall | None:
+    ) -> CallLeg | None:
         """The call an in-dialog request belongs to, or None after answering 481/500 for it."""
         call = self._find_dialog(request)
         if call is None and allow_early:
@@ -362,7 +383,7 @@ class SipEndpoint:
             return None
         return call
 
-    def _find_dialog(self, request: SipRequest) -> IncomingCall | None:
+    def _find_dialog(self, request: SipRequest) -> CallLeg | None:
         h = request.headers
         to_tag = parse_name_addr(h.get("To") or "").tag or ""
         from_tag = parse_name_addr(h.get("From") or "").tag or ""
@@ -410,6 +431,41 @@ class SipEndpoint:
         except TimeoutError:
             return None
 
+    def send_request(self, request: SipRequest, dest: Addr) -> ClientTransaction:
+        """Start a client transaction for an out-of-dialog request (or a CANCEL)."""
+        txn = self.layer.send_request(request, dest, self.now)
+        self._flush()
+        return txn
+
+    def invite(
+        self,
+        request_uri: str,
+        dest: Addr,
+        *,
+        sdp: bytes,
+        from_user: str = "callcenter",
+        from_display: str | None = None,
+        to_uri: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> OutgoingCall:
+        """Call out: INVITE `request_uri` at `dest` (e.g. a registered agent's binding source)."""
+        request = build_invite(
+            self,
+            request_uri,
+            dest,
+            from_user=from_user,
+            from_display=from_display,
+            to_uri=to_uri or request_uri,
+            sdp=sdp,
+            extra=extra,
+        )
+        leg = OutgoingCall(self, request, dest)
+        txn = self.layer.send_request(request, dest, self.now)
+        txn.user_data = leg
+        leg.client_txn = txn
+        self._flush()
+        return leg
+
     def send(self, data: bytes, dest: Addr) -> None:
         if dest.transport == "udp":
             udp = self.udp.get(socket.AF_INET6 if ":" in dest.host else socket.AF_INET)
@@ -443,7 +499,7 @@ class SipEndpoint:
         self._process()
 
     # --- dialogs and calls ---------------------------------------------------------------------
-    def register_dialog(self, key: tuple[str, str, str], call: IncomingCall) -> None:
+    def register_dialog(self, key: tuple[str, str, str], call: CallLeg) -> None:
         self.dialogs[key] = call
 
     def unregister_dialog(self, key: tuple[str, str, str]) -> None:
