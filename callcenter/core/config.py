@@ -49,7 +49,7 @@ __all__ = [
 Transport = Literal["udp", "tcp"]
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")
 DigestAlgorithm = Literal["MD5", "SHA-256"]
-DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5", "SHA-256")
+DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5",)
 
 ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_PATH = Path("config.yaml")
@@ -92,7 +92,7 @@ class SipSettings(_Section):
     digest_algorithms: list[DigestAlgorithm] = Field(
         default_factory=lambda: list(DIGEST_ALGORITHMS),
         min_length=1,
-        description="digest challenges offered, first preferred (many phones read only the first)",
+        description="digest challenges offered, first preferred (MD5 only by default: see config.yaml)",
     )
     nonce_ttl_s: int = Field(300, ge=1, le=86400, description="seconds a digest nonce stays valid")
     register_min_expires: int = Field(60, ge=1, description="shortest registration accepted (423 below)")

@@ -8,20 +8,46 @@ jump reads as a gap the receiver conceals).
 
 ``RtpSender``: one outbound stream (SSRC, sequence, timestamp, marker) fed with pre-encoded frames.
 ``poll(now, send)`` emits what is due; ``MediaScheduler`` (session.py) calls it for every stream
-from one tick.
+from one tick. Two other things share the stream's SSRC, sequence numbers and timestamp clock:
+
+* DTMF transmitters (``send_events``): while one is active it decides each slot's packet (RFC 4733
+  events or in-band tone frames); the playing source pauses meanwhile.
+* Relayed packets (``relay``, used by bridges): sent as they arrive, their timestamps moved by an
+  offset chosen so that the stream continues where our own packets left off; while relayed packets
+  keep coming our own slots stay silent, and ``relay_hold`` after the last one our frames resume.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 from callcenter.media import g711
 from callcenter.media.rtp import HEADER, VERSION_BITS
 
 _EPS: Final = 1e-9  # absorbs float error when ``now`` is exactly a deadline
+_M32: Final = 0xFFFFFFFF
+_HALF: Final = 1 << 31
+
+
+def _later(a: int, b: int) -> bool:
+    """RTP timestamp ``a`` is after ``b`` (serial-number arithmetic, RFC 1982)."""
+    return 0 < (a - b) & _M32 < _HALF
+
+
+class EventTransmitter(Protocol):
+    """Per-slot packet source for DTMF (``dtmf.Rfc4733Transmitter``, ``dtmf_inband.InbandTransmitter``)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def next(self, slot_ts: int) -> tuple[int, bool, int, bytes] | None:
+        """``(payload_type, marker, timestamp, payload)`` for the slot at ``slot_ts``, or None to let
+        the slot carry the ordinary audio."""
+        ...
 
 
 class Pacer:
@@ -80,6 +106,8 @@ class RtpSender:
         "ssrc", "payload_type", "sequence", "timestamp", "clock_rate", "ptime", "samples_per_packet",
         "idle_frame", "enabled", "packets_sent", "octets_sent", "skipped_slots", "pacer",
         "_marker", "_source", "_on_done", "_anchor_time", "_anchor_ts", "max_catchup",
+        "on_frame", "relay_hold", "_events", "_relay_until", "_relay_ssrc",
+        "_relay_offset", "_relay_src_last", "_relay_last_ts", "_relayed",
     )
 
     def __init__(self, *, ssrc: int, payload_type: int, sequence: int, timestamp: int,
@@ -106,6 +134,18 @@ class RtpSender:
         self._on_done: Callable[[bool], None] | None = None
         self._anchor_time = 0.0
         self._anchor_ts = self.timestamp
+        # Called with each audio payload sent (own frames and relayed ones, not DTMF events), e.g.
+        # to record what the peer hears.
+        self.on_frame: Callable[[bytes, float], None] | None = None
+        self._events: deque[tuple[EventTransmitter, Callable[[bool], None] | None]] = deque()
+        # relaying (bridges)
+        self.relay_hold = 0.1  # s after the last relayed packet before our own frames resume
+        self._relay_until = -math.inf
+        self._relay_ssrc: int | None = None
+        self._relay_offset = 0
+        self._relay_src_last = 0
+        self._relay_last_ts = 0
+        self._relayed = False
 
     @property
     def started(self) -> bool:
@@ -149,6 +189,77 @@ class RtpSender:
         if cb is not None:
             cb(finished)
 
+    # --- DTMF ---------------------------------------------------------------------------------
+
+    @property
+    def sending_events(self) -> bool:
+        return bool(self._events)
+
+    def send_events(self, transmitter: EventTransmitter,
+                    on_done: Callable[[bool], None] | None = None) -> None:
+        """Queue ``transmitter`` (after those already queued); ``on_done(True)`` once it finished,
+        ``on_done(False)`` if cancelled."""
+        self._events.append((transmitter, on_done))
+
+    def cancel_events(self) -> None:
+        events = list(self._events)
+        self._events.clear()
+        if events:
+            self._marker = True
+        for _, cb in events:
+            if cb is not None:
+                cb(False)
+
+    def _event_finished(self) -> None:
+        _, cb = self._events.popleft()
+        if cb is not None:
+            cb(True)
+
+    # --- relaying ------------------------------------------------------------------------------
+
+    def relay(self, payload_type: int, marker: bool, src_ssrc: int, src_ts: int, payload: bytes,
+              now: float, send: Callable[[bytes], object]) -> bool:
+        """Send a packet received elsewhere as part of this stream. False if not sent (on hold, or
+        our own DTMF is being sent)."""
+        if not self.enabled or self._events:
+            return False
+        if (src_ssrc != self._relay_ssrc or now >= self._relay_until
+                or _HALF > (self._relay_src_last - src_ts) & _M32 > self.clock_rate):
+            # A new source, a pause, or the source's timestamps jumped back more than a second:
+            # re-anchor so that our stream continues after what we last sent.
+            base = self.timestamp
+            if self._relayed and _later(self._relay_last_ts + self.samples_per_packet, base):
+                base = (self._relay_last_ts + self.samples_per_packet) & _M32
+            self._relay_offset = (base - src_ts) & _M32
+            self._relay_ssrc = src_ssrc
+            self._relay_src_last = src_ts
+            self._relayed = False
+            marker = True
+        elif _later(src_ts, self._relay_src_last):
+            self._relay_src_last = src_ts
+        ts = (src_ts + self._relay_offset) & _M32
+        send(HEADER.pack(VERSION_BITS, (payload_type | 0x80) if marker else payload_type,
+                         self.sequence, ts, self.ssrc) + payload)
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        self._relay_until = now + self.relay_hold
+        if not self._relayed or _later(ts, self._relay_last_ts):
+            self._relay_last_ts = ts
+        self._relayed = True
+        tap = self.on_frame
+        if tap is not None:
+            tap(payload, now)
+        return True
+
+    def _end_relay(self) -> None:
+        # Our own frames resume after the relayed ones, never behind them.
+        nxt = (self._relay_last_ts + self.samples_per_packet) & _M32
+        if _later(nxt, self.timestamp):
+            self.timestamp = nxt
+        self._relayed = False
+        self._marker = True
+
     def rtp_timestamp_at(self, now: float) -> int:
         """The RTP timestamp of the sampling instant ``now`` (for RTCP SR, RFC 3550 §6.4.1)."""
         return (self._anchor_ts + round((now - self._anchor_time) * self.clock_rate)) & 0xFFFFFFFF
@@ -168,8 +279,31 @@ class RtpSender:
             self.timestamp = (self.timestamp + skip * spp) & 0xFFFFFFFF
             self.skipped_slots += skip
             self._marker = True
+        relaying = self._relay_until > now
+        if self._relayed and not relaying:
+            self._end_relay()
         sent = 0
         for _ in range(n):
+            if self._events:
+                tx = self._events[0][0]
+                out = tx.next(self.timestamp)
+                if tx.done:
+                    self._event_finished()
+                if out is not None:
+                    if self.enabled:
+                        pt, marker, ts, payload = out
+                        send(HEADER.pack(VERSION_BITS, (pt | 0x80) if marker else pt, self.sequence, ts,
+                                         self.ssrc) + payload)
+                        self.sequence = (self.sequence + 1) & 0xFFFF
+                        self.packets_sent += 1
+                        self.octets_sent += len(payload)
+                        sent += 1
+                    self._marker = True  # the audio after the event starts a talkspurt
+                    self.timestamp = (self.timestamp + spp) & 0xFFFFFFFF
+                    continue
+            if relaying:
+                self.timestamp = (self.timestamp + spp) & 0xFFFFFFFF
+                continue
             frame = None
             src = self._source
             if src is not None:
@@ -186,6 +320,9 @@ class RtpSender:
                 self.packets_sent += 1
                 self.octets_sent += len(frame)
                 sent += 1
+                tap = self.on_frame
+                if tap is not None:
+                    tap(frame, now)
             else:
                 self._marker = True  # the next packet starts a talkspurt
             self.timestamp = (self.timestamp + spp) & 0xFFFFFFFF

@@ -170,7 +170,10 @@ class MediaDescription:
         out: dict[int, RtpMap] = {}
         for a in self.attributes:
             if a.name == "rtpmap" and a.value is not None:
-                m = _parse_rtpmap(a.value)
+                try:
+                    m = _parse_rtpmap(a.value)
+                except SdpParseError:
+                    continue  # a malformed rtpmap names a format we cannot use; the rest stays usable
                 out.setdefault(m.payload_type, m)
         return out
 
@@ -388,7 +391,10 @@ def _parse_origin(value: str, lineno: int) -> Origin:
     user, sid, ver, nettype, addrtype, addr = parts
     if not (_TOKEN.match(nettype) and _TOKEN.match(addrtype)) or not user.isprintable():
         raise SdpParseError(f"line {lineno}: bad o= line {value!r}")
-    _check_address(addrtype, addr, lineno)
+    # The o= address only identifies the session (RFC 4566 §5.2); peers write odd things there
+    # (SIPp: "IN IP6 [::1]"), so any printable token is accepted.
+    if not all(c.isprintable() and not c.isspace() for c in addr):
+        raise SdpParseError(f"line {lineno}: bad o= address {addr!r}")
     return Origin(user, _int(sid, "o= session id", lineno), _int(ver, "o= session version", lineno),
                   addr, addrtype, nettype)
 
@@ -421,14 +427,9 @@ def _parse_attribute(value: str, lineno: int) -> Attribute:
         raise SdpParseError(f"line {lineno}: bad attribute name {name!r}")
     attr = Attribute(name, val if sep else None)
     # Check the attributes this module interprets, so their accessors cannot fail later.
-    if name == "rtpmap":
-        if not sep:
-            _fail(lineno, "a=rtpmap needs a value")
-        try:
-            _parse_rtpmap(val)
-        except SdpParseError as e:
-            raise SdpParseError(f"line {lineno}: {e}") from None
-    elif name == "fmtp":
+    # A malformed a=rtpmap (RFC 4475's "a=rtpmap:31 LPC" has no clock rate) only makes that one
+    # format unusable: MediaDescription.rtpmaps() skips it, the offer stays acceptable.
+    if name == "fmtp":
         fmt = val.partition(" ")[0]
         if not sep or not _TOKEN.match(fmt):
             _fail(lineno, f"bad fmtp {val!r}")

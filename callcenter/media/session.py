@@ -9,6 +9,9 @@ parts: ``rtp``/``rtcp`` parsing, ``stats.ReceiveStats``, ``pacer.RtpSender``.
   ``RtpPortAllocator``); sends the current source's pre-encoded frames, receives, keeps
   loss/jitter, exchanges RTCP SR/RR every ~5 s, and does symmetric RTP: it sends to where the
   peer's packets actually come from (phones behind NAT), and to the SDP address until then.
+  DTMF: received RFC 4733 events (or, when enabled and no telephone-event was negotiated, tones
+  detected in the audio) are delivered to ``on_dtmf(digit, source)``; ``send_dtmf`` sends them.
+  Audio taps get the received audio as jitter-buffered 20 ms int16 frames, one per tick.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from typing import Any, Protocol
 
 from callcenter.core.clock import Clock, MonotonicClock
 from callcenter.media import g711, rtcp, rtp
-from callcenter.media.pacer import Pacer, RtpSender
+from callcenter.media.dtmf import DtmfEvent, DtmfHandler, DtmfSource, Rfc4733Receiver, Rfc4733Transmitter
+from callcenter.media.dtmf_inband import InbandDtmfDetector, InbandTransmitter
+from callcenter.media.jitter import JitterBuffer
+from callcenter.media.pacer import EventTransmitter, Pacer, RtpSender
 from callcenter.media.ports import RtpPortAllocator, RtpPortsExhausted
 from callcenter.media.sdp import NegotiatedMedia
 from callcenter.media.stats import ReceiveStats
@@ -42,10 +48,14 @@ RTCP_INTERVAL = 5.0  # RFC 3550 §6.2 minimum, randomised ×[0.5, 1.5] (§6.3.1)
 EARLY_TOLERANCE = 0.001  # s; a scheduler wake-up this early still serves the tick
 DSCP_EF_TOS = 0xB8  # DSCP 46 "expedited forwarding" for voice (RFC 4594)
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
+PT_CODEC = {0: "PCMU", 8: "PCMA"}
+AUDIO_FRAME = 0.02  # s; what audio taps receive per call
 
 Address = tuple[Any, ...]  # (host, port) or (host, port, flowinfo, scope_id)
 PacketHandler = Callable[[rtp.RtpPacket, float], None]
 RtcpHandler = Callable[[list[rtcp.RtcpPacket], float], None]
+AudioTap = Callable[[g711.Pcm, float], None]  # (20 ms int16 frame, now)
+SendTap = Callable[[bytes, float], None]  # (G.711 payload in ``RtpSession.codec``, now)
 
 
 class Ticking(Protocol):
@@ -191,7 +201,8 @@ class RtpSession:
                  codec: str, payload_type: int, ptime_ms: int, on_packet: PacketHandler | None,
                  clock: Clock, cname: str, idle_silence: bool,
                  wallclock: Callable[[], float], on_rtcp: RtcpHandler | None,
-                 rtcp_interval: float) -> None:
+                 rtcp_interval: float, on_dtmf: DtmfHandler | None = None, inband_dtmf: bool = False,
+                 jitter_depth_ms: int = 60) -> None:
         self.allocator = allocator
         self.scheduler = scheduler
         self.local_ip = local_ip
@@ -233,6 +244,19 @@ class RtpSession:
         self._rtp_transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._closed = False
+        # DTMF in
+        self.on_dtmf = on_dtmf
+        self.dtmf_receiver = Rfc4733Receiver(self._on_dtmf_event)
+        self._inband_wanted = inband_dtmf
+        self._inband: InbandDtmfDetector | None = None
+        # received audio for taps (and in-band DTMF detection), jitter-buffered
+        self.jitter_depth_ms = jitter_depth_ms
+        self.jitter: JitterBuffer | None = None
+        self._audio_taps: list[AudioTap] = []
+        self._audio_pacer: Pacer | None = None
+        self._relay: PacketHandler | None = None  # a bridge's forwarder
+        self.media_version = 0  # grows with every ``apply`` (bridges re-read codecs and PTs)
+        self._update_audio()
 
     @classmethod
     async def open(
@@ -251,11 +275,16 @@ class RtpSession:
         wallclock: Callable[[], float] = time.time,
         on_rtcp: RtcpHandler | None = None,
         rtcp_interval: float = RTCP_INTERVAL,
+        on_dtmf: DtmfHandler | None = None,
+        inband_dtmf: bool = False,
+        jitter_depth_ms: int = 60,
     ) -> RtpSession:
         """Bind an RTP/RTCP port pair on ``local_ip`` (an IP literal; "0.0.0.0"/"::" for all).
 
         Nothing is sent until ``apply``/``set_remote`` says where to. ``idle_silence``: send
         silence while no source plays (keeps NAT bindings and the peer's RTP timeout happy).
+        ``on_dtmf(digit, source)``: digits received as RFC 4733 events (``"rfc4733"``) or, with
+        ``inband_dtmf`` and no telephone-event negotiated, detected in the audio (``"inband"``).
         Raises ``RtpPortsExhausted`` when no pair can be allocated and bound.
         """
         if codec.upper() not in STATIC_PT:
@@ -264,7 +293,8 @@ class RtpSession:
                    payload_type=STATIC_PT[codec.upper()] if payload_type is None else payload_type,
                    ptime_ms=ptime_ms, on_packet=on_packet, clock=clock or scheduler.clock,
                    cname=cname or secrets.token_hex(8), idle_silence=idle_silence, wallclock=wallclock,
-                   on_rtcp=on_rtcp, rtcp_interval=rtcp_interval)
+                   on_rtcp=on_rtcp, rtcp_interval=rtcp_interval, on_dtmf=on_dtmf,
+                   inband_dtmf=inband_dtmf, jitter_depth_ms=jitter_depth_ms)
         rtp_sock = rtcp_sock = None
         for _ in range(allocator.capacity):
             port = allocator.allocate()
@@ -352,6 +382,8 @@ class RtpSession:
         self.telephone_event_pt = media.telephone_event_pt
         self._wants_send = media.sends
         self.sender.set_ptime(media.ptime / 1000.0, self._clock.now())
+        self.media_version += 1
+        self._update_audio()
         self.set_remote(media.remote_address, media.remote_port, media.remote_rtcp_address,
                         media.remote_rtcp_port)
 
@@ -381,10 +413,139 @@ class RtpSession:
         """Barge-in: the next packet (within one ptime) is idle again."""
         self.sender.stop()
 
+    # --- DTMF ------------------------------------------------------------------------------------
+
+    def send_dtmf(self, digits: str, duration_ms: int = 100, *, volume: int = 10,
+                  gap_ms: int = 60) -> asyncio.Future[bool]:
+        """Send ``digits`` (0-9 * # A-D) from the next slot on, after any queued before.
+
+        As RFC 4733 events when the peer negotiated telephone-event, else as in-band tones in the
+        voice stream. Each lasts ``duration_ms`` (40..5000); ``gap_ms`` of ordinary audio separates
+        them; ``volume`` is the events' level in -dBm0. The future is True once the last packet went
+        out, False if cancelled by ``close``. A prompt playing meanwhile pauses while a digit sounds.
+        """
+        if not 40 <= duration_ms <= 5000:
+            raise ValueError("duration_ms must be 40..5000")
+        if gap_ms < 0:
+            raise ValueError("gap_ms must be >= 0")
+        spp = self.sender.samples_per_packet
+        rate = self.sender.clock_rate
+        duration = max(rate * duration_ms // 1000, spp)
+        gap = rate * gap_ms // 1000
+        tx: EventTransmitter
+        if self.telephone_event_pt is not None:
+            tx = Rfc4733Transmitter(digits, payload_type=self.telephone_event_pt, samples_per_packet=spp,
+                                    duration=duration, volume=volume, gap=gap)
+        else:
+            tx = InbandTransmitter(digits, payload_type=self.sender.payload_type, codec=self.codec,
+                                   samples_per_packet=spp, duration=duration, gap=gap)
+        fut: asyncio.Future[bool] = self._loop.create_future()
+
+        def done(finished: bool) -> None:
+            if not fut.done():
+                fut.set_result(finished)
+
+        self.sender.send_events(tx, done)
+        return fut
+
+    @property
+    def inband_dtmf(self) -> bool:
+        """Detect DTMF tones in the received audio when no telephone-event was negotiated."""
+        return self._inband_wanted
+
+    @inband_dtmf.setter
+    def inband_dtmf(self, enabled: bool) -> None:
+        self._inband_wanted = enabled
+        self._update_audio()
+
+    @property
+    def inband_dtmf_active(self) -> bool:
+        return self._inband is not None
+
+    def _on_dtmf_event(self, event: DtmfEvent) -> None:
+        self._emit_dtmf(event.digit, "rfc4733")
+
+    def _emit_dtmf(self, digit: str, source: DtmfSource) -> None:
+        cb = self.on_dtmf
+        if cb is not None:
+            try:
+                cb(digit, source)
+            except Exception:
+                log.exception("DTMF handler failed")
+
+    # --- audio taps ------------------------------------------------------------------------------
+
+    def add_audio_tap(self, tap: AudioTap) -> None:
+        """Receive what the peer sends as 20 ms int16 frames at 8 kHz, one per scheduler tick once
+        audio started (jitter-buffered: in order, losses concealed)."""
+        self._audio_taps.append(tap)
+        self._update_audio()
+
+    def remove_audio_tap(self, tap: AudioTap) -> None:
+        with contextlib.suppress(ValueError):
+            self._audio_taps.remove(tap)
+        self._update_audio()
+
+    def set_send_tap(self, tap: SendTap | None) -> None:
+        """``tap(payload, now)`` with every audio payload sent (in ``self.codec``), e.g. to record it."""
+        self.sender.on_frame = tap
+
+    def _update_audio(self) -> None:
+        inband = self._inband_wanted and self.telephone_event_pt is None
+        if inband and self._inband is None:
+            self._inband = InbandDtmfDetector()
+        elif not inband:
+            self._inband = None
+        if self._audio_taps or self._inband is not None:
+            if self.jitter is None:
+                self.jitter = JitterBuffer(self.codec, depth_ms=self.jitter_depth_ms)
+                self._audio_pacer = None
+        else:
+            self.jitter = None
+            self._audio_pacer = None
+
+    def _pull_audio(self, jb: JitterBuffer, now: float) -> None:
+        pacer = self._audio_pacer
+        if pacer is None:
+            start = self.sender.pacer.start if self.sender.pacer is not None else now
+            pacer = self._audio_pacer = Pacer(AUDIO_FRAME, start, max_catchup=5)
+        n, _ = pacer.due(now)  # after a longer stall the buffer drops what it cannot hold
+        inband = self._inband
+        for _ in range(n):
+            frame = jb.pop()
+            if frame is None:
+                return
+            if inband is not None:
+                for digit in inband.feed(frame):
+                    self._emit_dtmf(digit, "inband")
+            for tap in self._audio_taps:
+                try:
+                    tap(frame, now)
+                except Exception:
+                    log.exception("audio tap failed")
+
+    # --- relaying (bridges) ----------------------------------------------------------------------
+
+    def set_relay(self, handler: PacketHandler | None) -> None:
+        """Hand every received RTP packet to ``handler`` too (a bridge forwarding it)."""
+        self._relay = handler
+
+    def send_relayed(self, payload_type: int, marker: bool, src_ssrc: int, src_ts: int, payload: bytes,
+                     now: float) -> bool:
+        """Send a packet from another leg as part of our stream (see ``RtpSender.relay``)."""
+        if self._closed or self._send_addr is None:
+            return False
+        return self.sender.relay(payload_type, marker, src_ssrc, src_ts, payload, now, self._send_rtp)
+
     # --- the scheduler's tick -------------------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
         self.sender.poll(now, self._send_rtp)
+        jb = self.jitter
+        if jb is not None:
+            self._pull_audio(jb, now)
+        if self.dtmf_receiver.pending:
+            self.dtmf_receiver.handle_timer(now)
         if now >= self._next_rtcp:
             self._send_rtcp(now)
 
@@ -414,6 +575,23 @@ class RtpSession:
             self._latched_seen = now
             self._send_addr = addr
             self._update_enabled()
+        pt = packet.payload_type
+        if pt == self.telephone_event_pt:
+            self.dtmf_receiver.feed(packet.ssrc, packet.timestamp, packet.payload, now)
+        else:
+            if self.dtmf_receiver.pending:
+                self.dtmf_receiver.observe(packet.timestamp, now)
+            jb = self.jitter
+            if jb is not None:
+                codec = self.codec if pt == self.sender.payload_type else PT_CODEC.get(pt)
+                if codec is not None:
+                    jb.put(packet.ssrc, packet.timestamp, packet.payload, codec)
+        relay = self._relay
+        if relay is not None:
+            try:
+                relay(packet, now)
+            except Exception:
+                log.exception("RTP relay failed")
         if self.on_packet is not None:
             try:
                 self.on_packet(packet, now)
@@ -508,6 +686,8 @@ class RtpSession:
         self._closed = True
         self.scheduler.remove(self)
         self.sender.stop()
+        self.sender.cancel_events()
+        self._relay = None
         if self._rtcp_transport is not None and self._rtcp_addr is not None:
             with contextlib.suppress(Exception):
                 self._rtcp_transport.sendto(self._rtcp_compound(self._clock.now(), bye=True),

@@ -179,6 +179,9 @@ class SipEndpoint:
     def _check_request(self, request: SipRequest, source: Addr) -> tuple[int, str] | None:
         """Checks of §8.2 before a transaction exists; returns (status, reason) to refuse."""
         h = request.headers
+        # First: a SIP/7.0 request has a SIP/7.0 Via too, and still gets 505 (RFC 4475 §3.1.2.16).
+        if request.version.upper() != "SIP/2.0":
+            return 505, "Version Not Supported"
         vias = h.get_all("Via")
         if not vias:
             return 400, "Missing Via"
@@ -198,8 +201,6 @@ class SipEndpoint:
                 return 400, f"Multiple {name}"
         if h.count("Call-ID") > 1:
             return 400, "Multiple Call-ID"
-        if request.version.upper() != "SIP/2.0":
-            return 505, "Version Not Supported"
         try:
             _, method = request.cseq()
             parse_name_addr(h.get("From") or "")
@@ -214,6 +215,8 @@ class SipEndpoint:
             return 400, "Bad Request-URI"
         if uri.scheme not in _URI_SCHEMES:
             return 416, "Unsupported URI Scheme"
+        if uri.headers:  # §19.1.5: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11)
+            return 400, "Headers in Request-URI"
         max_forwards = h.get("Max-Forwards")
         if max_forwards is not None:
             mf = max_forwards.strip()

@@ -102,6 +102,8 @@ _CANONICAL: dict[str, str] = {
         "WWW-Authenticate",
     )
 }
+# Every long form of a compact one is canonical too ("accept-contact" → Accept-Contact, like "a").
+_CANONICAL.update({long.lower(): long for long in COMPACT_FORMS.values()})
 _CANONICAL.update({short: long for short, long in COMPACT_FORMS.items()})
 
 # Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): these may be split. Others

@@ -171,9 +171,10 @@ class StreamFramer:
     `feed()` returns the complete messages so far, the same ones in the same order however the bytes
     are chunked. A message that breaks the framing raises SipParseError; the framer is then dead
     (every later `feed()` raises it again) and the connection should be closed. When messages were
-    framed before the broken one in the same call, they are returned first and the error is raised by
-    the next call; a ParseErrorWithHead instead carries them in `parsed_before`. A ParseErrorWithHead
-    with `framing_ok` consumed its message: answer it, then call `feed(b"")` to continue.
+    framed before the broken one in the same call, they are returned first (`failed` is then true) and
+    the error is raised by the next call; a ParseErrorWithHead instead carries them in `parsed_before`.
+    A ParseErrorWithHead with `framing_ok` consumed its message: answer it, then call `feed(b"")` to
+    continue.
 
     CR/LF before a start line is skipped (§7.5); each CRLF CRLF there is a keep-alive ping (RFC 5626
     §3.5.1), counted in `pings` so the transport can answer with a CRLF pong.
@@ -187,6 +188,11 @@ class StreamFramer:
         self._pending: tuple[str, Headers, int, int] | None = None
         self._error: SipParseError | None = None
         self.pings = 0
+
+    @property
+    def failed(self) -> bool:
+        """The stream's framing is lost: close the connection once the returned messages are handled."""
+        return self._error is not None
 
     def feed(self, data: bytes) -> list[SipMessage]:
         if self._error is not None:

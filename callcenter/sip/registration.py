@@ -144,7 +144,7 @@ class RegistrationService:
                 "register_auth_failed",
                 call_id=request.call_id,
                 username=result.username,
-                source=f"{source.host}:{source.port}",
+                source=f"{source.transport}:{source.host}:{source.port}",
                 reason=result.reason,
             )
             self._reply(txn, request, 403, "Forbidden")

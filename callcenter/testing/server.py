@@ -10,21 +10,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1", even: bool = False) -> int:
-    """A port free for both UDP and TCP on `host` right now."""
+    """A port free for both UDP and TCP on `host` (IPv4 or IPv6) right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(family, kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
         if even and port % 2:
             continue
         other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
         try:
-            with socket.socket(socket.AF_INET, other) as s:
+            with socket.socket(family, other) as s:
                 s.bind((host, port))
         except OSError:
             continue
@@ -112,6 +114,47 @@ class ServerProcess:
                     pass
         return out
 
+    def wait_for_event(self, event: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """The first logged `event` whose fields equal `fields`; polls the log, bounded by `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(event, **fields)
+            if found:
+                return found[0]
+            if time.monotonic() >= deadline:
+                tail = self.log_text()[-3000:]
+                raise AssertionError(f"no {event} {fields} logged within {timeout} s:\n{tail}")
+            time.sleep(0.1)
+
+    def wait_for_calls(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """`calls list` once `done(calls)` holds (records are written in batches, a moment late)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = self.calls()
+            if done(calls) or time.monotonic() >= deadline:
+                return calls
+            time.sleep(0.2)
+
+    def new_calls(self, before: set[str], count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Calls recorded since `before` (Call-IDs seen earlier), once `count` of them have ended."""
+
+        def fresh(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [c for c in calls if c["sip_call_id"] not in before]
+
+        calls = self.wait_for_calls(
+            lambda cs: len(fresh(cs)) >= count and all(c["ended_at"] for c in fresh(cs)), timeout
+        )
+        return fresh(calls)
+
+    def events(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        """Logged `event`s whose fields equal `fields`."""
+        return [
+            e for e in self.log_events()
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -127,3 +170,7 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# A test fixture's factory: start_server(ipv6=False, **CALLCENTER_env_overrides) -> a started server.
+StartServer = Callable[..., ServerProcess]

@@ -8,6 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from callcenter.testing.server import free_port
+
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 
 
@@ -49,22 +51,32 @@ def run_sipp(
     timeout_s: float = 60,
     extra: list[str] | None = None,
     inject: list[list[str]] | None = None,
+    local_ip: str | None = None,
+    media_port: int | None = None,
 ) -> SippResult:
     """Run one SIPp client to completion (bounded by `timeout_s`) and summarise its statistics.
 
     `scenario` is a file name under callcenter/testing/sipp/ or a path; `builtin` a `-sn` name.
     `inject` rows become a SEQUENTIAL injection file ([field0], [field1], ...).
+    `local_ip` defaults to the loopback of the target's family ("[::1]:5060" → ::1). SIPp's own
+    SIP and media ports default to free ones: its built-in 5060/6000 would clash with anything else
+    running on the machine.
     """
+    if local_ip is None:
+        local_ip = "::1" if target.startswith("[") else "127.0.0.1"
+    if local_port is None:
+        local_port = free_port(host=local_ip)
+    if media_port is None:
+        media_port = free_port(host=local_ip, even=True)
     workdir.mkdir(parents=True, exist_ok=True)
     stat = workdir / "stat.csv"
     err = workdir / "errors.log"
     for f in (stat, err):
         f.unlink(missing_ok=True)
-    cmd = ["sipp", target, "-m", str(calls), "-r", str(rate), "-t", transport, "-i", "127.0.0.1",
+    cmd = ["sipp", target, "-m", str(calls), "-r", str(rate), "-t", transport, "-i", local_ip,
+           "-p", str(local_port), "-mp", str(media_port),
            "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(stat),
            "-trace_err", "-error_file", str(err), "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
-    if local_port is not None:
-        cmd += ["-p", str(local_port)]
     if scenario is not None:
         path = Path(scenario) if "/" in scenario else SCENARIOS / scenario
         cmd += ["-sf", str(path)]
