@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -41,10 +42,12 @@ async def _endpoint() -> SipEndpoint:
 
 async def _wait_listening(port: int) -> None:
     """SIPp binds its port before it reads anything; give it a bounded moment."""
-    for _ in range(50):
-        probe = subprocess.run(["ss", "-Hlun", f"sport = :{port}"], capture_output=True, text=True)
-        if probe.stdout.strip():
-            return
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return  # taken: SIPp is there
         await asyncio.sleep(0.05)
 
 

@@ -64,6 +64,8 @@ class TcpConnection(asyncio.Protocol):
             self.transport.write(b"\r\n" * pings)  # RFC 5626 §3.5.1 pong
         for message in messages:
             self._registry.on_message(message, self.peer)
+        if self._framer.failed:  # framing lost after these messages: nothing more can be read
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self._registry.connections.get(self.peer) is self:
