@@ -178,6 +178,9 @@ class Application:
 
 
 async def _main(settings: Settings) -> int:
+    # Worker threads (the call-record writer, later ASR) must not hold the GIL for the default 5 ms
+    # while the event loop waits to send RTP: bound a loop stall to 1 ms.
+    sys.setswitchinterval(0.001)
     app = Application(settings)
     try:
         await app.start()

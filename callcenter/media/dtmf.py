@@ -104,7 +104,7 @@ class Rfc4733Receiver:
 
     __slots__ = (
         "on_event", "clock_rate", "timeout", "stale_window", "ssrc", "events", "ignored", "malformed",
-        "stale", "_last_ts", "_open", "_event", "_volume", "_duration", "_base", "_ended",
+        "stale", "_last_ts", "_start_ts", "_open", "_event", "_volume", "_duration", "_base", "_ended",
         "_seen_rtp", "_seen_at",
     )
 
@@ -122,6 +122,7 @@ class Rfc4733Receiver:
         self.malformed = 0
         self.stale = 0
         self._last_ts: int | None = None  # timestamp of the latest event (open or finished)
+        self._start_ts = 0  # of its first segment
         self._open = False
         self._event = 0
         self._volume = 0
@@ -149,7 +150,7 @@ class Rfc4733Receiver:
             self.ssrc = ssrc
             self._last_ts = None
         last = self._last_ts
-        if timestamp == last:
+        if timestamp == last and (self._open or event == self._event):
             if not self._open:
                 return  # a retransmitted end, or an update overtaken by its end: already reported
             if duration > self._duration:
@@ -160,6 +161,8 @@ class Rfc4733Receiver:
                 self._ended = True
                 self._finish()
             return
+        # (A different event on the timestamp of a finished one breaks §2.5.1.2, but some senders
+        # do it: it is still a new key press.)
         if last is not None and 0 < (last - timestamp) & _M32 <= self.stale_window:
             self.stale += 1  # older than the latest event: a reordered straggler
             return
@@ -172,8 +175,10 @@ class Rfc4733Receiver:
             else:
                 self._finish()
                 self._base = 0
+                self._start_ts = timestamp
         else:
             self._base = 0
+            self._start_ts = timestamp
         self._last_ts = timestamp
         self._open = True
         self._ended = False
@@ -236,7 +241,7 @@ class Rfc4733Receiver:
             return
         self.events += 1
         self.on_event(DtmfEvent(
-            digit=EVENTS[event], event=event, timestamp=self._last_ts or 0,
+            digit=EVENTS[event], event=event, timestamp=self._start_ts,
             duration=self._base + self._duration, volume=self._volume, ended=self._ended,
             clock_rate=self.clock_rate,
         ))

@@ -36,6 +36,8 @@ SAMPLE_RATE: Final = 8000
 _EXT: Final = {"PCMU": ".ulaw", "PCMA": ".alaw"}
 # WAVE format tags (RFC 2361)
 _PCM, _FLOAT, _ALAW, _MULAW, _EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
+_SUPPORTED: Final = {(_PCM, 1), (_PCM, 2), (_PCM, 3), (_PCM, 4), (_FLOAT, 4), (_FLOAT, 8), (_ALAW, 1),
+                     (_MULAW, 1)}
 
 
 class PromptError(CallcenterError):
@@ -112,11 +114,11 @@ def _parse_wav(data: bytes) -> tuple[npt.NDArray[np.float64], int]:
     tag, channels, rate, block_align, bits = fmt
     if channels < 1 or rate < 1:
         raise PromptError(f"invalid format: {channels} channels at {rate} Hz")
-    width = (bits + 7) // 8
-    if tag in (_ALAW, _MULAW):
-        width = 1
-    if block_align != width * channels:
-        block_align = width * channels
+    width = 1 if tag in (_ALAW, _MULAW) else (bits + 7) // 8
+    if (tag, width) not in _SUPPORTED:
+        raise PromptError(f"unsupported WAV encoding (format tag 0x{tag:04x}, {bits} bits); "
+                          "use PCM, float, A-law or mu-law")
+    block_align = width * channels  # trust the format over a wrong nBlockAlign
     usable = len(audio) - len(audio) % block_align
     raw = audio[:usable]
     samples: npt.NDArray[np.float64]
@@ -137,11 +139,8 @@ def _parse_wav(data: bytes) -> tuple[npt.NDArray[np.float64], int]:
         samples = np.frombuffer(raw, dtype="<f8").astype(np.float64)
     elif tag == _ALAW:
         samples = g711.alaw_decode(raw).astype(np.float64) / 32768.0
-    elif tag == _MULAW:
+    else:  # _MULAW
         samples = g711.ulaw_decode(raw).astype(np.float64) / 32768.0
-    else:
-        raise PromptError(f"unsupported WAV encoding (format tag 0x{tag:04x}, {bits} bits); "
-                          "use PCM, float, A-law or mu-law")
     if not samples.size:
         raise PromptError("no audio in the data chunk")
     return samples.reshape(-1, channels), rate

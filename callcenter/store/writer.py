@@ -45,7 +45,7 @@ class _Row:
 class CallRecordWriter:
     """Batches call-record inserts and updates, keyed by SIP Call-ID, on a background thread."""
 
-    def __init__(self, store: Store, *, max_batch: int = 2000, linger_s: float = 0.05) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 2000, linger_s: float = 0.2) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._max_batch = max_batch

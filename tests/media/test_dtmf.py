@@ -163,6 +163,14 @@ def test_long_press_split_into_segments_is_one_digit():
     rx.ev(1000 + 65535, 0, 1600, end=True)
     assert rx.digits == "0"
     assert rx.events[0].duration == 65535 + 1600
+    assert rx.events[0].timestamp == 1000
+
+
+def test_a_different_digit_reusing_the_last_timestamp_is_a_new_press():
+    rx = Rx()
+    press(rx, 1000, 1)
+    press(rx, 1000, 2, t=T0 + 1)  # against §2.5.1.2, but seen in the wild
+    assert rx.digits == "12"
 
 
 def test_short_payloads_are_counted_not_fatal():
