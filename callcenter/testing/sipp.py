@@ -102,3 +102,14 @@ def run_sipp(
             elapsed = _elapsed(last[col["ElapsedTime(C)"]])
     errors = err.read_text(errors="replace") if err.exists() else ""
     return SippResult(proc.returncode, successful, failed, retrans, elapsed, proc.stdout, proc.stderr, errors)
+
+
+def render_scenario(name: str, workdir: Path, **subs: str) -> Path:
+    """A copy of scenario `name` with each @KEY@ replaced (for values SIPp cannot take as fields)."""
+    text = (SCENARIOS / name).read_text()
+    for key, value in subs.items():
+        text = text.replace(f"@{key.upper()}@", value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / name
+    out.write_text(text)
+    return out
