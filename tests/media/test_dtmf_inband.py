@@ -1,6 +1,6 @@
 """In-band DTMF detection (Goertzel) against generated tones, noise and speech.
 
-``data/speech_8k.ulaw`` is 23 s of synthetic English speech (espeak-ng, two voices, resampled to
+``fixtures/speech_8k.ulaw`` is 23 s of synthetic English speech (espeak-ng, two voices, resampled to
 8 kHz with soxr and μ-law encoded): an IVR-like monologue including spoken digits. Real speech
 would be better still; this catches the obvious talk-off failures.
 """
@@ -14,7 +14,7 @@ from callcenter.media import g711, tones
 from callcenter.media.dtmf_inband import FREQS, InbandDtmfDetector, InbandTransmitter, dtmf_tone
 
 DIGITS = "123A456B789C*0#D"
-SPEECH = Path(__file__).parent / "data" / "speech_8k.ulaw"
+SPEECH = Path(__file__).parent / "fixtures" / "speech_8k.ulaw"
 RNG_SEED = 20240611
 
 
