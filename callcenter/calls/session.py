@@ -18,10 +18,11 @@ from typing import Any
 
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
-from callcenter.media import sdp, tones
+from callcenter.media import dtmf, sdp, tones
 from callcenter.media.engine import MediaEngine
 from callcenter.media.pacer import encode_frames, looping
 from callcenter.media.ports import RtpPortsExhausted
+from callcenter.media.recorder import LEFT, RIGHT, CallRecorder, RecordingError
 from callcenter.media.session import RtpSession
 from callcenter.sip.endpoint import SipEndpoint
 from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
@@ -66,6 +67,8 @@ class CallSession:
         self._sdp_version = 0
         self._local_ip = ""
         self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
+        self.digits: list[str] = []  # every DTMF digit the caller sent, in order
+        self.recorder: CallRecorder | None = None
 
     @property
     def call_id(self) -> str:
@@ -97,10 +100,9 @@ class CallSession:
             elif call.state == "confirmed":
                 await call.hangup("server error")
         finally:
-            if self.rtp is not None:
-                self._record_media_stats()
-                self.rtp.close()
-                self.rtp = None
+            self._release_media()
+            if self.digits:
+                writer.call_extra(self.call_id, {"dtmf": "".join(self.digits)})
             if call.state != "terminated":
                 call.reject(500)
             ended = call.ended.result() if call.ended.done() else None
@@ -126,6 +128,8 @@ class CallSession:
                 scheduler=self.deps.media.scheduler,
                 local_ip=bind_ip,
                 ptime_ms=settings.media.ptime_ms,
+                on_dtmf=self._on_dtmf,
+                inband_dtmf=settings.media.inband_dtmf,
             )
         except RtpPortsExhausted:
             call.reject(503, extra=[("Retry-After", "10")])
@@ -156,9 +160,12 @@ class CallSession:
         if call.state != "early":
             return ABANDONED  # CANCEL (or an early BYE) arrived while we were ringing or setting up
         call.on_reinvite = self._on_reinvite
+        call.on_info = self._on_info
         if not call.answer(body):
             return ABANDONED
         self.deps.writer.call_answered(self.call_id, _utcnow())
+        if settings.calls.record:
+            self._start_recording()
         log_event(log, "call_answered", call_id=self.call_id, level=logging.DEBUG, codec=self.rtp.codec)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._media_timeout_watch())]
@@ -176,8 +183,7 @@ class CallSession:
                 task.cancel()
             if not ended.done():
                 # Release media now; the BYE transaction may take up to 32 s against a vanished phone.
-                self._record_media_stats()
-                self.rtp.close()
+                self._release_media()
                 await call.hangup(self.end_reason)
             else:
                 hangup.cancel()
@@ -258,6 +264,47 @@ class CallSession:
     async def _hangup_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         self.request_hangup("demo-timeout")
+
+    def _on_dtmf(self, digit: str, source: str) -> None:
+        self.digits.append(digit)
+        log_event(log, "dtmf", call_id=self.call_id, level=logging.DEBUG, digit=digit, source=source)
+
+    def _on_info(self, request: SipRequest) -> None:
+        """SIP INFO digits (application/dtmf-relay, application/dtmf) join the RTP ones."""
+        try:
+            info = dtmf.parse_info(request.headers.get("Content-Type") or "", request.body)
+        except dtmf.DtmfParseError:
+            log_event(log, "dtmf_info_malformed", call_id=self.call_id, level=logging.DEBUG)
+            return
+        if info is not None:
+            self._on_dtmf(info.digit, "info")
+
+    def _start_recording(self) -> None:
+        assert self.rtp is not None
+        day = _utcnow().strftime("%Y-%m-%d")
+        safe_id = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in self.call_id)[:120]
+        path = self.deps.settings.data_dir / "recordings" / day / f"{safe_id}.wav"
+        try:
+            recorder = CallRecorder(path)
+        except (RecordingError, OSError) as exc:
+            log_event(log, "recording_failed", call_id=self.call_id, level=logging.ERROR, error=str(exc))
+            return
+        rtp = self.rtp
+        rtp.add_audio_tap(recorder.tap(LEFT))
+        rtp.set_send_tap(lambda payload, now: recorder.write_g711(RIGHT, payload, rtp.codec, now))
+        self.recorder = recorder
+        self.deps.writer.call_extra(self.call_id, {"recording": str(path)})
+
+    def _release_media(self) -> None:
+        """Stats onto the record, the recording finalised (in its worker), the RTP ports freed."""
+        if self.rtp is None:
+            return
+        self._record_media_stats()
+        if self.recorder is not None:
+            self.recorder.close()  # the WAV header is written by the recorder's worker thread
+            self.recorder = None
+        self.rtp.close()
+        self.rtp = None
 
     def _record_media_stats(self) -> None:
         if self.rtp is None:

@@ -159,6 +159,9 @@ class MediaSettings(_Section):
     rtp_port_min: int = Field(10000, ge=2, le=65534, description="lowest RTP port (even)")
     rtp_port_max: int = Field(20000, ge=2, le=65534, description="highest RTP port (even)")
     rtp_timeout_s: float = Field(30, gt=0, description="no RTP for this long ends the call with a BYE")
+    inband_dtmf: bool = Field(
+        True, description="detect DTMF tones in the audio of calls that negotiated no telephone-event"
+    )
     ptime_ms: int = Field(20, ge=10, le=60, description="packet time of the audio the server sends")
 
     @field_validator("rtp_port_min", "rtp_port_max")
@@ -194,6 +197,9 @@ class CallsSettings(_Section):
     demo_tone_hz: int = Field(440, ge=20, le=3999, description="tone an answered call hears (until the IVR)")
     demo_hangup_after_s: float = Field(
         10, ge=0, description="the server hangs up answered calls after this many seconds (0 = never)"
+    )
+    record: bool = Field(
+        False, description="record every answered call as a stereo WAV (caller left, server right)"
     )
     shutdown_grace_s: float = Field(
         5, ge=0, description="on shutdown, seconds active calls get before the server hangs them up"
