@@ -11,7 +11,8 @@ class MediaEngine:
     def __init__(self, settings: MediaSettings) -> None:
         self.settings = settings
         self.ports = RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max)
-        self.scheduler = MediaScheduler(tick=0.02)
+        # Four phases: each 5 ms sub-tick sends for a quarter of the calls (see MediaScheduler).
+        self.scheduler = MediaScheduler(tick=0.02, phases=4)
 
     def start(self) -> None:
         """Nothing to start eagerly: the scheduler's task runs while any stream is registered."""

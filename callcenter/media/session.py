@@ -63,49 +63,74 @@ class Ticking(Protocol):
 
 
 class MediaScheduler:
-    """Serves every active stream from one periodic tick, in a fixed order."""
+    """Serves every active stream from one periodic tick, in a fixed order.
 
-    def __init__(self, tick: float = 0.02, clock: Clock | None = None) -> None:
+    With ``phases`` > 1 the tick is cut into that many sub-ticks and each stream is served on one of
+    them (the least loaded when it is added), still every ``tick``: a tick's sending work is spread
+    over the interval, so the streams served last in a tick are not late by the whole tick's work
+    and a slow moment delays one phase's streams, not all of them.
+    """
+
+    def __init__(self, tick: float = 0.02, clock: Clock | None = None, phases: int = 1) -> None:
+        if phases < 1:
+            raise ValueError("phases must be at least 1")
         self.tick_interval = tick
+        self.phases = phases
         self.clock: Clock = clock or MonotonicClock()
-        self._streams: dict[Ticking, None] = {}  # insertion order is the send order
-        self._order: tuple[Ticking, ...] = ()
-        self._pacer: Pacer | None = None
+        # Per phase, insertion order is the send order.
+        self._groups: list[dict[Ticking, None]] = [{} for _ in range(phases)]
+        self._orders: list[tuple[Ticking, ...]] = [() for _ in range(phases)]
+        self._phase_of: dict[Ticking, int] = {}
+        self._pacer: Pacer | None = None  # the sub-tick grid
+        self._served = -1  # the last sub-tick index served
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._phase_of)
 
     def add(self, stream: Ticking) -> float:
-        """Serve ``stream`` from the next tick on. Returns that tick's time: schedules that start
-        there and whose interval is a multiple of the tick fall exactly on ticks."""
-        if not self._order or self._pacer is None:
-            self._pacer = Pacer(self.tick_interval, self.clock.now())
-        self._streams[stream] = None
-        self._order = tuple(self._streams)
+        """Serve ``stream`` from its phase's next tick on. Returns that tick's time: schedules that
+        start there and whose interval is a multiple of the tick fall exactly on its ticks."""
+        if not self._phase_of or self._pacer is None:
+            self._pacer = Pacer(self.tick_interval / self.phases, self.clock.now())
+            self._served = -1
+        phase = min(range(self.phases), key=lambda p: len(self._groups[p]))
+        self._groups[phase][stream] = None
+        self._orders[phase] = tuple(self._groups[phase])
+        self._phase_of[stream] = phase
         self._ensure_task()
         self._wake.set()
-        return self._pacer.next_deadline()
+        index = self._pacer.next_index
+        index += (phase - index) % self.phases
+        return self._pacer.deadline(index)
 
     def remove(self, stream: Ticking) -> None:
-        if self._streams.pop(stream, 0) is None:
-            self._order = tuple(self._streams)
+        phase = self._phase_of.pop(stream, None)
+        if phase is not None:
+            self._groups[phase].pop(stream, None)
+            self._orders[phase] = tuple(self._groups[phase])
 
     def tick(self, now: float) -> float:
-        """Serve all streams once at ``now``; return the time of the next tick."""
+        """Serve the streams whose (sub-)tick has come at ``now``; return the time of the next one."""
         pacer = self._pacer
         if pacer is None:
-            pacer = self._pacer = Pacer(self.tick_interval, now)
+            pacer = self._pacer = Pacer(self.tick_interval / self.phases, now)
         pacer.due(now)  # advance the grid; after a stall it skips (no burst of ticks)
-        for stream in self._order:
-            try:
-                stream.on_tick(now)
-            except Exception:
-                # One broken stream must not silence every call.
-                log.exception("media stream failed in the scheduler; dropping it")
-                self.remove(stream)
+        last = pacer.next_index - 1
+        # Serve every phase whose sub-tick passed since the last call, each once (after a stall the
+        # streams' own pacers skip ahead rather than burst).
+        first = max(self._served + 1, last - self.phases + 1)
+        self._served = last
+        for index in range(first, last + 1):
+            for stream in self._orders[index % self.phases]:
+                try:
+                    stream.on_tick(now)
+                except Exception:
+                    # One broken stream must not silence every call.
+                    log.exception("media stream failed in the scheduler; dropping it")
+                    self.remove(stream)
         return pacer.next_deadline()
 
     def _ensure_task(self) -> None:
@@ -120,7 +145,7 @@ class MediaScheduler:
     async def _run(self) -> None:
         clock = self.clock
         while not self._closed:
-            if not self._order or self._pacer is None:
+            if not self._phase_of or self._pacer is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue

@@ -162,7 +162,7 @@ def test_encode_frames_cuts_and_pads():
 
 
 def test_scheduler_serves_streams_in_fixed_order_and_survives_a_broken_one():
-    sched = MediaScheduler(tick=0.02)
+    sched = MediaScheduler(tick=0.02, clock=FakeClock(T0))
     calls: list[str] = []
 
     class S:
@@ -186,3 +186,35 @@ def test_scheduler_serves_streams_in_fixed_order_and_survives_a_broken_one():
     sched.tick(T0 + 0.04)
     assert calls == ["c"]
     assert len(sched) == 1
+
+
+def test_phased_scheduler_spreads_streams_over_sub_ticks_and_serves_each_every_tick():
+    clock = FakeClock(T0)
+    sched = MediaScheduler(tick=0.02, clock=clock, phases=4)
+    served: list[tuple[str, float]] = []
+
+    class S:
+        def __init__(self, name):
+            self.name = name
+
+        def on_tick(self, now):
+            served.append((self.name, round(now - T0, 4)))
+
+    starts = {name: round(sched.add(S(name)) - T0, 4) for name in "abcdefgh"}
+    # Two streams per phase, phases 5 ms apart; each stream's start is its own phase's first tick.
+    assert sorted(starts.values()) == [0.0, 0.0, 0.005, 0.005, 0.01, 0.01, 0.015, 0.015]
+    now = T0
+    for _ in range(16):  # 80 ms of sub-ticks
+        sched.tick(now)
+        now += 0.005
+    per_stream: dict[str, list[float]] = {}
+    for name, at in served:
+        per_stream.setdefault(name, []).append(at)
+    for name, times in per_stream.items():
+        assert times[0] == starts[name]
+        assert np.allclose(np.diff(times), 0.02), (name, times)  # every 20 ms, on its own phase
+        assert len(times) == 4
+    # A stall of 60 ms: each phase is served once when the loop comes back, not three times.
+    served.clear()
+    sched.tick(now + 0.06)
+    assert sorted(name for name, _ in served) == sorted("abcdefgh")
