@@ -434,6 +434,12 @@ class SipEndpoint:
         except TimeoutError:
             return None
 
+    async def bye(self, dialog: Dialog, reason: str | None = None) -> SipResponse | None:
+        """End `dialog` with BYE, saying why in a Reason header (RFC 3326) when given."""
+        text = _reason_text(reason).replace('"', "'").replace("\\", "/") if reason else ""
+        extra = [("Reason", f'SIP;cause=200;text="{text}"')] if reason else []
+        return await self.request_in_dialog(dialog, "BYE", extra=extra)
+
     def send_request(self, request: SipRequest, dest: Addr) -> ClientTransaction:
         """Start a client transaction for an out-of-dialog request (or a CANCEL)."""
         txn = self.layer.send_request(request, dest, self.now)

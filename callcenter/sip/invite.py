@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from callcenter.sip.dialog import Dialog, new_tag
-from callcenter.sip.message import SipRequest, SipResponse, make_response
+from callcenter.sip.message import SipRequest, make_response
 from callcenter.sip.transaction import Addr, ServerTransaction, State
 from callcenter.sip.uri import parse_name_addr
 
@@ -113,8 +113,7 @@ class IncomingCall:
         if self.state != "confirmed" or self.dialog is None:
             return
         self._end(END_LOCAL, "server")
-        extra = [("Reason", f'SIP;cause=200;text="{reason}"')] if reason else []
-        await self.endpoint.request_in_dialog(self.dialog, "BYE", extra=extra)
+        await self.endpoint.bye(self.dialog, reason)
 
     # called by the endpoint -------------------------------------------------------------------
     def cancelled(self) -> bool:
@@ -162,6 +161,3 @@ class IncomingCall:
         if not self.ended.done():
             self.ended.set_result(how)
 
-
-def response_is_final(response: SipResponse | None) -> bool:
-    return response is not None and response.status >= 200

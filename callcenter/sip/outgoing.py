@@ -76,8 +76,7 @@ class OutgoingCall:
         if self.state != "confirmed" or self.dialog is None:
             return
         self._end(END_LOCAL, "server")
-        extra = [("Reason", f'SIP;cause=200;text="{reason}"')] if reason else []
-        await self.endpoint.request_in_dialog(self.dialog, "BYE", extra=extra)
+        await self.endpoint.bye(self.dialog, reason)
 
     # --- from the endpoint ---------------------------------------------------------------------
     def response_received(self, response: SipResponse) -> None:
