@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -72,6 +73,7 @@ class Baresip:
         self.life_s = life_s
         self.sip_trace = sip_trace
         self.sip_port = free_port()
+        self.cons_port = free_port()  # the cons module's UDP console: keys, incl. DTMF digits
         self.log_path = workdir / "baresip.out"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +95,7 @@ class Baresip:
             "module cons.so",
             "module_app account.so",
             "module_app menu.so",
-            f"cons_listen 127.0.0.1:{free_port()}",
+            f"cons_listen 127.0.0.1:{self.cons_port}",
         ]
         if self.record_dir is not None:
             self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,32 @@ class Baresip:
                 text = self.output()
                 return next((n for n in needles if n in text), None)
             time.sleep(0.1)
+
+    def press(self, keys: str, *, hold_s: float = 0.1, timeout: float = 5.0) -> None:
+        """Press each of `keys` (0-9 * # A-D during a call: DTMF) on the cons UDP console.
+
+        A key is held for `hold_s` (the length of the RFC 4733 event, like a finger on a keypad),
+        then released with the byte 0x04 — without the release the event never ends. The next key
+        goes only once baresip has reported sending the previous one's end ("send DTMF digit end").
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for key in keys:
+                sent = f"send DTMF digit end: '{key}'"
+                before = self.output().count(sent)
+                s.sendto(key.encode(), ("127.0.0.1", self.cons_port))
+                time.sleep(hold_s)  # the key is held down: this is the input, not a wait for it
+                s.sendto(b"\x04", ("127.0.0.1", self.cons_port))
+                if not self._wait_for_count(sent, before + 1, timeout):
+                    raise RuntimeError(f"baresip did not send DTMF {key!r}: {self.output()[-2000:]}")
+
+    def _wait_for_count(self, needle: str, count: int, timeout: float) -> bool:
+        """Whether `needle` appears `count` times in the output within `timeout` (polled)."""
+        deadline = time.monotonic() + timeout
+        while self.output().count(needle) < count:
+            if time.monotonic() >= deadline or (self.proc is not None and self.proc.poll() is not None):
+                return self.output().count(needle) >= count
+            time.sleep(0.05)
+        return True
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (baresip unregisters and hangs up), then SIGKILL if it lingers; by PID only."""

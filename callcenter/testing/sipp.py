@@ -73,10 +73,36 @@ def run_sipp(
     err = workdir / "errors.log"
     for f in (stat, err):
         f.unlink(missing_ok=True)
-    cmd = ["sipp", target, "-m", str(calls), "-r", str(rate), "-t", transport, "-i", local_ip,
-           "-p", str(local_port), "-mp", str(media_port),
-           "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(stat),
-           "-trace_err", "-error_file", str(err), "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
+    cmd = [
+        "sipp",
+        target,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-t",
+        transport,
+        "-i",
+        local_ip,
+        "-p",
+        str(local_port),
+        "-mp",
+        str(media_port),
+        "-timeout",
+        f"{int(timeout_s)}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-trace_err",
+        "-error_file",
+        str(err),
+        "-max_recv_loops",
+        "10000",
+        "-max_sched_loops",
+        "10000",
+    ]
     if scenario is not None:
         path = Path(scenario) if "/" in scenario else SCENARIOS / scenario
         cmd += ["-sf", str(path)]
@@ -87,8 +113,9 @@ def run_sipp(
         inf.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in inject))
         cmd += ["-inf", str(inf)]
     cmd += extra or []
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=timeout_s + 30,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=workdir, timeout=timeout_s + 30, stdin=subprocess.DEVNULL
+    )
     successful = failed = retrans = 0
     elapsed = 0.0
     if stat.exists():
@@ -113,3 +140,15 @@ def render_scenario(name: str, workdir: Path, **subs: str) -> Path:
     out = workdir / name
     out.write_text(text)
     return out
+
+
+def pcap_caller_scenario(workdir: Path, pcap: Path, *, telephone_event: bool = True) -> Path:
+    """uac_pcap.xml for `pcap`, offering PCMU with telephone-event 101 or (for in-band DTMF) without."""
+    te = "\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16" if telephone_event else ""
+    return render_scenario(
+        "uac_pcap.xml",
+        workdir,
+        pcap=str(pcap),
+        formats="0 101" if telephone_event else "0",
+        telephone_event=te,
+    )

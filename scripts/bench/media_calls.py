@@ -28,7 +28,7 @@ import numpy as np
 from callcenter.media import tones
 from callcenter.testing.pcap import Segment, write_rtp_pcap
 from callcenter.testing.server import ServerProcess
-from callcenter.testing.sipp import render_scenario, run_sipp
+from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
 
 RTP_MIN, RTP_MAX = 30000, 34000
 
@@ -85,7 +85,7 @@ def run_step(
     hold_s = seconds + calls / 50 + 12
     caller_pcap = work / "caller.pcap"
     write_rtp_pcap(caller_pcap, [Segment(pcm=tones.sine(300, hold_s))])
-    scenario = render_scenario("uac_pcap.xml", work, pcap=str(caller_pcap))
+    scenario = pcap_caller_scenario(work, caller_pcap)
     server = ServerProcess(
         work / f"data{calls}",
         env={

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from callcenter.media import g711
+from callcenter.media.dtmf_inband import dtmf_tone
+from callcenter.testing.audio import best_correlation, tone_fraction
 from callcenter.testing.pcap import Segment, write_rtp_pcap
 from callcenter.testing.server import StartServer
-from callcenter.testing.sipp import render_scenario, run_sipp
+from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("sipp")]
 
@@ -23,27 +25,6 @@ SPEECH = Path(__file__).resolve().parents[1] / "media" / "fixtures" / "speech_8k
 def _speech(seconds: float) -> np.ndarray:
     pcm = g711.decode(SPEECH.read_bytes(), "PCMU").astype(np.int16)
     return pcm[: int(seconds * 8000)]
-
-
-def _best_correlation(recorded: np.ndarray, sent: np.ndarray) -> float:
-    """Peak normalised cross-correlation of `sent` against `recorded` over every lag."""
-    rec = recorded.astype(np.float64)
-    ref = sent.astype(np.float64)
-    n = len(rec) + len(ref)
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(ref, size)), size)
-    best_lag = int(np.argmax(np.abs(corr[: len(rec)])))
-    window = rec[best_lag : best_lag + len(ref)]
-    if len(window) < len(ref):
-        return 0.0
-    return float(np.dot(window, ref) / (np.linalg.norm(window) * np.linalg.norm(ref) + 1e-9))
-
-
-def _tone_fraction(pcm: np.ndarray, hz: float) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64))) ** 2
-    freqs = np.fft.rfftfreq(len(pcm), 1 / 8000)
-    band = (freqs > hz - 15) & (freqs < hz + 15)
-    return float(spectrum[band].sum() / (spectrum.sum() + 1e-9))
 
 
 def test_caller_speech_and_digits_reach_the_server_and_the_recording(
@@ -62,9 +43,14 @@ def test_caller_speech_and_digits_reach_the_server_and_the_recording(
         ],
     )
     server = start_server(CALLCENTER_CALLS_RECORD=1, CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0)
-    scenario = render_scenario("uac_pcap.xml", tmp_path, pcap=str(pcap))
-    result = run_sipp(f"127.0.0.1:{server.sip_port}", tmp_path / "sipp", scenario=str(scenario),
-                      extra=["-d", "4000"], timeout_s=30)
+    scenario = pcap_caller_scenario(tmp_path, pcap)
+    result = run_sipp(
+        f"127.0.0.1:{server.sip_port}",
+        tmp_path / "sipp",
+        scenario=str(scenario),
+        extra=["-d", "4000"],
+        timeout_s=30,
+    )
     assert result.successful == 1 and result.failed == 0, result.errors
     (call,) = server.new_calls(set(), 1)
     assert call["disposition"] == "answered" and call["hangup_by"] == "caller"
@@ -79,6 +65,33 @@ def test_caller_speech_and_digits_reach_the_server_and_the_recording(
     left, right = frames[:, 0], frames[:, 1]
     assert len(frames) >= 3 * 8000
     # The caller's speech is on the left channel (G.711 twice, so not sample-exact)...
-    assert _best_correlation(left, speech[:8000]) > 0.8
+    assert best_correlation(left, speech[:8000]) > 0.8
     # ...and what the server sent (the 440 Hz demo tone) on the right.
-    assert _tone_fraction(right[8000:16000], 440) > 0.8
+    assert tone_fraction(right[8000:16000], 440) > 0.8
+
+
+def test_in_band_digits_are_heard_when_no_telephone_event_is_negotiated(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A line without RFC 4733 (the offer has no telephone-event): the digits are tones in the audio,
+    between stretches of speech that must not be taken for digits."""
+    speech = _speech(1.5)
+    gap = np.zeros(800, np.int16)
+    segments = [Segment(pcm=speech)]
+    for digit in "7*0":
+        segments += [Segment(pcm=dtmf_tone(digit, 0.12)), Segment(pcm=gap)]
+    segments.append(Segment(pcm=speech))
+    pcap = tmp_path / "inband.pcap"
+    write_rtp_pcap(pcap, segments)
+    server = start_server(CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0)
+    scenario = pcap_caller_scenario(tmp_path, pcap, telephone_event=False)
+    result = run_sipp(
+        f"127.0.0.1:{server.sip_port}",
+        tmp_path / "sipp",
+        scenario=str(scenario),
+        extra=["-d", "5000"],
+        timeout_s=30,
+    )
+    assert result.successful == 1 and result.failed == 0, result.errors
+    (call,) = server.new_calls(set(), 1)
+    assert call["dtmf"] == "7*0"
