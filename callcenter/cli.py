@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from callcenter import __version__
+from callcenter.cli_models import models_app
 from callcenter.core.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ config_app = typer.Typer(help="Check and show the configuration.", no_args_is_he
 app.add_typer(agents_app, name="agents")
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[
     Path | None,

@@ -211,6 +211,17 @@ class HttpSettings(_Section):
     port: int = Field(8080, ge=1, le=65535, description="HTTP API port")
 
 
+class SpeechSettings(_Section):
+    models_dir: Path = Field(
+        Path("models"), description="where `callcenter models install` unpacks Vosk models"
+    )
+    model_catalog_url: str = Field(
+        "https://alphacephei.com/vosk/models",
+        min_length=1,
+        description="where official Vosk models are listed and downloaded from (model-list.json)",
+    )
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
     format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
@@ -230,6 +241,7 @@ class Settings(_Section):
     media: MediaSettings = Field(default_factory=MediaSettings)
     calls: CallsSettings = Field(default_factory=CallsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("data_dir", mode="before")
