@@ -13,6 +13,7 @@ import yaml
 from callcenter import __version__
 from callcenter.cli_models import models_app
 from callcenter.core.config import ConfigError, Settings, load_settings
+from callcenter.ivr.cli import flows_app
 
 app = typer.Typer(
     help="callcenter: a telephony-first contact center server.",
@@ -27,6 +28,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(flows_app, name="flows")
 
 ConfigOpt = Annotated[
     Path | None,

@@ -1,0 +1,216 @@
+"""``callcenter flows …``: check flow files, export their JSON Schema, try a flow in the terminal.
+
+``flows_app`` is mounted by ``callcenter/cli.py`` (``app.add_typer(flows_app, name="flows")``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from callcenter.ivr.engine import CallInfo, FlowRunner
+from callcenter.ivr.graph import FlowContext
+from callcenter.ivr.loader import FlowLoadError, check_flows, flow_files, load_flow
+from callcenter.ivr.schema import Flow, flow_json_schema
+from callcenter.ivr.services import Services, TicketDraft, TicketUpdate
+from callcenter.ivr.textcall import TextCallControl
+
+__all__ = ["DEFAULT_FLOWS_DIR", "flows_app"]
+
+DEFAULT_FLOWS_DIR = Path("ivr_flows")
+
+flows_app = typer.Typer(help="Check, export and try IVR flows (ivr_flows/*.yaml).", no_args_is_help=True)
+
+
+def _names(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    return frozenset(n.strip() for n in text.split(",") if n.strip())
+
+
+def _names_opt(what: str) -> Any:
+    return typer.Option(
+        help=f"Comma-separated {what} that exist; flows naming others fail (default: not checked).",
+        show_default=False,
+    )
+
+
+@flows_app.command("check")
+def check(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Flow files or folders of *.yaml (default: ivr_flows/).", show_default=False),
+    ] = None,
+    queues: Annotated[str | None, _names_opt("queue names")] = None,
+    skills: Annotated[str | None, _names_opt("skill names")] = None,
+    intents: Annotated[str | None, _names_opt("intent names")] = None,
+    schedules: Annotated[str | None, _names_opt("schedule names")] = None,
+    files: Annotated[bool, typer.Option(help="Check that recordings exist.")] = True,
+) -> None:
+    """Validate flows: YAML, schema, targets, reachability, loops, recordings, names. Exit 1 on errors."""
+    targets = paths or [DEFAULT_FLOWS_DIR]
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        typer.echo(f"error: {missing[0]}: no such file or folder", err=True)
+        raise typer.Exit(2)
+    context = FlowContext(
+        queues=_names(queues),
+        skills=_names(skills),
+        intents=_names(intents),
+        schedules=_names(schedules),
+        check_files=files,
+    )
+    errors = check_flows(targets, context)
+    count = len(flow_files(targets))
+    for error in errors:
+        typer.echo(str(error))
+    if errors:
+        bad = len({e.file for e in errors})
+        typer.echo(f"{len(errors)} error(s) in {bad} of {count} flow file(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{count} flow file(s) OK")
+
+
+@flows_app.command("schema")
+def schema(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of stdout.", show_default=False),
+    ] = None,
+) -> None:
+    """Print the JSON Schema of flow files (for editors such as VS Code's YAML extension)."""
+    text = json.dumps(flow_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+
+
+class _PrintedTickets:
+    """Tickets for ``flows try``: printed, numbered, not stored."""
+
+    def __init__(self) -> None:
+        self.count = itertools.count(1)
+
+    async def create(self, draft: TicketDraft) -> str:
+        ticket_id = f"TRY-{next(self.count)}"
+        extra = f", recording {draft.recording}" if draft.recording else ""
+        typer.echo(f"[ticket {ticket_id} created: {draft.subject!r}{extra}]")
+        return ticket_id
+
+    async def update(self, ticket_id: str, update: TicketUpdate) -> None:
+        typer.echo(f"[ticket {ticket_id} updated]")
+
+
+class _FixedCustomer:
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    async def lookup(self, caller: str) -> dict[str, Any] | None:
+        return self.record or None
+
+
+def _pairs(items: Sequence[str], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=option)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""  # 3 → int, true → bool
+    return out
+
+
+def _find_flow(flow: str, flows_dir: Path) -> Path:
+    path = Path(flow)
+    if path.is_file():
+        return path
+    for candidate in (flows_dir / flow, flows_dir / f"{flow}.yaml", flows_dir / f"{flow}.yml"):
+        if candidate.is_file():
+            return candidate
+    for file in flow_files([flows_dir]) if flows_dir.is_dir() else []:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("id") == flow:
+            return file
+    typer.echo(f"error: no flow file or flow id {flow!r} (looked in {flows_dir}/)", err=True)
+    raise typer.Exit(2)
+
+
+def _siblings(path: Path) -> dict[str, Flow]:
+    """Other valid flows in the same folder, for subflow nodes."""
+    flows: dict[str, Flow] = {}
+    for file in flow_files([path.parent]):
+        try:
+            f = load_flow(file)
+        except FlowLoadError:
+            continue
+        flows.setdefault(f.id, f)
+    return flows
+
+
+@flows_app.command("try")
+def try_flow(
+    flow: Annotated[str, typer.Argument(help="A flow file, or a flow id / file name in --flows-dir.")],
+    caller: Annotated[str, typer.Option(help="Caller ID the flow sees.")] = "+15550100",
+    called: Annotated[str, typer.Option(help="Number the caller dialled.")] = "100",
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="Set a variable: NAME=VALUE (repeatable).", show_default=False),
+    ] = None,
+    customer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--customer",
+            help="Caller's customer record field, e.g. vip=true (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    flows_dir: Annotated[Path, typer.Option(help="Folder of flow files.")] = DEFAULT_FLOWS_DIR,
+) -> None:
+    """Run a flow in the terminal: prompts are printed; type keys (1, 1234#) or words as the caller.
+
+    An empty line is silence (a timeout); /hangup or end of input hangs up.
+    """
+    variables = _pairs(var or [], "'--var'")
+    record = _pairs(customer or [], "'--customer'")
+    path = _find_flow(flow, flows_dir)
+    try:
+        loaded = load_flow(path)
+    except FlowLoadError as exc:
+        for error in exc.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    services = Services(tickets=_PrintedTickets(), customers=_FixedCustomer(record), flows=_siblings(path))
+
+    def read_line() -> str | None:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    control = TextCallControl(read_line, typer.echo)
+    runner = FlowRunner(loaded, control, services, call=CallInfo("try", caller, called), variables=variables)
+    typer.echo(f"[call from {caller} to {called}: flow {loaded.id!r}, language {loaded.language}]")
+    quiet = logging.getLogger("callcenter.ivr")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # warnings are printed below, once
+    try:
+        result = asyncio.run(runner.run())
+    finally:
+        quiet.setLevel(level)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}")
+    typer.echo(f"outcome: {result.outcome} ({result.reason})")
+    typer.echo(f"ivr_path: {' > '.join(result.ivr_path)}")
+    if result.queue:
+        typer.echo(f"queue: {result.queue}, agent: {result.agent or '-'}")
