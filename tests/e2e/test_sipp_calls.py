@@ -157,3 +157,26 @@ def test_offer_without_a_common_codec_gets_488(start_server: StartServer, tmp_pa
         timeout_s=20,
     )
     assert_all_succeeded(result, 1)
+
+
+def test_a_caller_that_sends_no_rtp_is_hung_up_and_its_media_released(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """SIPp's scenario sends no RTP at all: after media.rtp_timeout_s the server ends the call with BYE."""
+    server = start_server(CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0, CALLCENTER_MEDIA_RTP_TIMEOUT_S=2)
+    before = call_ids(server)
+    result = run_sipp(
+        f"127.0.0.1:{server.sip_port}",
+        tmp_path / "sipp",
+        scenario="uac_server_bye.xml",
+        calls=1,
+        timeout_s=30,
+    )
+    assert_all_succeeded(result, 1)
+    (call,) = server.new_calls(before, 1)
+    assert (call["disposition"], call["hangup_by"], call["end_reason"]) == (
+        "answered",
+        "server",
+        "rtp-timeout",
+    )
+    assert server.health()["active_calls"] == 0
