@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from callcenter.core.errors import CallcenterError
+from callcenter.sip.auth import compute_ha1  # a pure function: no I/O, no sockets
 from callcenter.store.db import make_engine
 from callcenter.store.models import Agent, CallRecord
 
@@ -46,19 +46,6 @@ class AgentExistsError(StoreError):
 class InvalidAgentError(StoreError, ValueError):
     """The agent's username, password, realm or skills are not acceptable."""
 
-
-try:
-    from callcenter.sip.auth import compute_ha1
-except ModuleNotFoundError as exc:  # pragma: no cover - until callcenter.sip.auth lands
-    if exc.name != "callcenter.sip.auth":
-        raise
-
-    def compute_ha1(username: str, realm: str, password: str, algorithm: str) -> str:
-        """Digest HA1 = H(username ":" realm ":" password) (RFC 7616 §3.4.2); MD5 or SHA-256."""
-        names = {"MD5": "md5", "SHA-256": "sha256"}
-        if algorithm not in names:
-            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-        return hashlib.new(names[algorithm], f"{username}:{realm}:{password}".encode()).hexdigest()
 
 
 def validate_skills(skills: Mapping[str, int]) -> dict[str, int]:
