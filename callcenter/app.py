@@ -21,10 +21,11 @@ import uvicorn
 
 from callcenter import __version__
 from callcenter.api.http import create_http_app
+from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
 from callcenter.calls.session import CallDeps
 from callcenter.core.config import Settings
-from callcenter.core.errors import CallcenterError
+from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
@@ -96,7 +97,19 @@ class Application:
         }
 
     async def start(self) -> None:
-        """Open the database, bind SIP and HTTP; on any failure undo everything and raise StartupError."""
+        """Load the IVR flows, open the database, bind SIP and HTTP; on any failure undo everything and
+        raise StartupError."""
+        ivr = self.settings.ivr
+        try:
+            self.calls.deps.ivr = await load_ivr_runtime(
+                ivr.flows_dir,
+                ivr.numbers,
+                ivr.default_flow,
+                self.settings.data_dir,
+                ptime_ms=self.settings.media.ptime_ms,
+            )
+        except ConfigError as exc:
+            raise StartupError(f"IVR flows are not valid:\n{exc}") from None
         try:
             await asyncio.to_thread(self.store.create_all)
         except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure

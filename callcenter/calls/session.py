@@ -1,8 +1,9 @@
 """One CallSession per incoming call: SDP, RTP, what the caller hears, the call record.
 
 Every task of a call lives in the call's TaskGroup; the RTP ports are released as soon as the call
-ends, in ``finally``. Until the IVR lands, an answered call hears a tone and the server hangs up
-after ``calls.demo_hangup_after_s``.
+ends, in ``finally``. When the dialled number maps to an IVR flow (``ivr.numbers`` /
+``ivr.default_flow``) a FlowRunner drives the call through LiveCallControl, in the call's TaskGroup;
+other calls hear the demo tone and the server hangs up after ``calls.demo_hangup_after_s``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from callcenter.calls.control import IvrRuntime, LiveCallControl
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
+from callcenter.ivr.engine import CallInfo, FlowResult, FlowRunner
+from callcenter.ivr.schema import Flow
 from callcenter.media import dtmf, sdp, tones
 from callcenter.media.engine import MediaEngine
 from callcenter.media.pacer import encode_frames, looping
@@ -27,6 +31,7 @@ from callcenter.media.session import RtpSession
 from callcenter.sip.endpoint import SipEndpoint
 from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
 from callcenter.sip.message import SipRequest
+from callcenter.sip.uri import parse_name_addr, parse_uri
 from callcenter.store import CallRecordWriter
 
 log = logging.getLogger("callcenter.calls")
@@ -44,6 +49,7 @@ class CallDeps:
     media: MediaEngine
     writer: CallRecordWriter
     endpoint: SipEndpoint
+    ivr: IvrRuntime | None = None
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,6 +75,9 @@ class CallSession:
         self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
         self.digits: list[str] = []  # every DTMF digit the caller sent, in order
         self.recorder: CallRecorder | None = None
+        self.control: LiveCallControl | None = None
+        self.runner: FlowRunner | None = None
+        self.ivr_result: FlowResult | None = None
 
     @property
     def call_id(self) -> str:
@@ -79,6 +88,8 @@ class CallSession:
         if self.end_reason is None:
             self.end_reason = reason
         self._hangup_requested.set()
+        if self.control is not None:
+            self.control.caller_gone()
 
     async def run(self) -> None:
         call, writer = self.call, self.deps.writer
@@ -101,6 +112,7 @@ class CallSession:
                 await call.hangup("server error")
         finally:
             self._release_media()
+            self._record_ivr()
             if self.digits:
                 writer.call_extra(self.call_id, {"dtmf": "".join(self.digits)})
             if call.state != "terminated":
@@ -171,16 +183,25 @@ class CallSession:
             tasks = [tg.create_task(self._media_timeout_watch())]
             if offer is not None:
                 tasks.append(tg.create_task(self._apply_ack_answer(offer)))
-            demo_s = settings.calls.demo_hangup_after_s
-            if demo_s > 0:
-                tasks.append(tg.create_task(self._hangup_after(demo_s)))
-            self.rtp.play(looping(_tone_frames(settings.calls.demo_tone_hz, self.rtp.codec)))
+            flow = self._ivr_flow()
+            ivr: asyncio.Task[None] | None = None
+            if flow is not None:
+                ivr = tg.create_task(self._run_ivr(flow))
+            else:
+                demo_s = settings.calls.demo_hangup_after_s
+                if demo_s > 0:
+                    tasks.append(tg.create_task(self._hangup_after(demo_s)))
+                self.rtp.play(looping(_tone_frames(settings.calls.demo_tone_hz, self.rtp.codec)))
             ended: asyncio.Future[str] = call.ended
             hangup = tg.create_task(self._hangup_requested.wait())
             waiters: list[asyncio.Future[Any]] = [ended, hangup]
+            if ivr is not None:
+                waiters.append(ivr)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()
+            if ivr is not None:
+                await self._stop_ivr(ivr)
             if not ended.done():
                 # Release media now; the BYE transaction may take up to 32 s against a vanished phone.
                 self._release_media()
@@ -191,6 +212,62 @@ class CallSession:
         if outcome in (END_BYE, END_NO_ACK) and self.end_reason is None:
             self.end_reason = outcome
         return ANSWERED if outcome != END_CANCEL else ABANDONED
+
+    # -- IVR ------------------------------------------------------------------------------------------
+
+    def _ivr_flow(self) -> Flow | None:
+        runtime = self.deps.ivr
+        return runtime.flow_for(self._called()) if runtime is not None else None
+
+    def _called(self) -> str:
+        try:
+            return parse_uri(self.call.invite.uri).user or ""
+        except ValueError:
+            return ""
+
+    def _caller(self) -> str:
+        try:
+            return parse_name_addr(self.call.from_header).parsed_uri().user or ""
+        except ValueError:
+            return ""
+
+    async def _run_ivr(self, flow: Flow) -> None:
+        assert self.deps.ivr is not None
+        self.control = LiveCallControl(self, self.deps.ivr, language=flow.language)
+        info = CallInfo(call_id=self.call_id, caller=self._caller(), called=self._called())
+        self.runner = FlowRunner(flow, self.control, self.deps.ivr.services, call=info)
+        log_event(log, "ivr_started", call_id=self.call_id, level=logging.DEBUG, flow=flow.id)
+        self.ivr_result = await self.runner.run()
+
+    async def _stop_ivr(self, ivr: asyncio.Task[None]) -> None:
+        """The call is ending (BYE, our hang-up) or the flow finished: let the runner note where the
+        caller was (its CallControl raises CallerHangup from now on), cancel it if it lingers."""
+        if not ivr.done():
+            if self.control is not None:
+                self.control.caller_gone()
+            await asyncio.wait([ivr], timeout=2.0)
+            if not ivr.done():
+                ivr.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ivr
+        if not self.call.ended.done():
+            self.request_hangup("ivr_ended")  # the flow ran out without hanging up (e.g. a transfer)
+
+    def _record_ivr(self) -> None:
+        if self.runner is None:
+            return
+        result = self.ivr_result
+        extras: dict[str, Any] = {
+            "flow": self.runner.flow.id,
+            "ivr_path": result.ivr_path if result is not None else list(self.runner.ivr_path),
+            "ivr_outcome": result.outcome if result is not None else "caller_hangup",
+        }
+        if result is not None:
+            extras["ivr_reason"] = result.reason
+            if result.queue is not None:
+                extras["queue"] = result.queue
+        self.deps.writer.call_extra(self.call_id, extras)
+        self.runner = None
 
     def _negotiate(self, request: SipRequest) -> bytes | int:
         """Our SDP answer to the offer in `request`, or the status to refuse it with."""
@@ -267,6 +344,8 @@ class CallSession:
 
     def _on_dtmf(self, digit: str, source: str) -> None:
         self.digits.append(digit)
+        if self.control is not None:
+            self.control.on_digit(digit)
         log_event(log, "dtmf", call_id=self.call_id, level=logging.DEBUG, digit=digit, source=source)
 
     def _on_info(self, request: SipRequest) -> None:

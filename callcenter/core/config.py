@@ -222,6 +222,25 @@ class SpeechSettings(_Section):
     )
 
 
+class IvrSettings(_Section):
+    flows_dir: Path = Field(Path("ivr_flows"), description="folder of the IVR flow files (*.yaml)")
+    numbers: dict[str, str] = Field(
+        default_factory=lambda: {"100": "hotline_en", "200": "hotline_zh"},
+        description="dialled number (Request-URI user part) → flow id",
+    )
+    default_flow: str | None = Field(
+        None, description="flow for numbers not in `numbers` (null = those calls hear the demo tone)"
+    )
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # YAML reads `100: hotline_en` with an integer key; a dialled number is text.
+        if isinstance(value, Mapping):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
     format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
@@ -242,6 +261,7 @@ class Settings(_Section):
     calls: CallsSettings = Field(default_factory=CallsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    ivr: IvrSettings = Field(default_factory=IvrSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("data_dir", mode="before")
@@ -380,7 +400,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
             return  # the file has a scalar where a section belongs: validation reports it
         node = child
     current = node.get(parts[-1])
-    if isinstance(value, Mapping) and isinstance(current, dict):
+    if isinstance(value, Mapping) and isinstance(current, dict) and parts[0] in _SECTIONS and len(parts) == 1:
         current.update(value)  # a whole section given: merged key by key, not replaced
     else:
         node[parts[-1]] = value
@@ -416,6 +436,9 @@ def _env_value(raw: str, field: FieldInfo) -> Any:
         return None
     if get_origin(_base_type(field.annotation)) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if get_origin(_base_type(field.annotation)) is dict:  # NUMBER=FLOW,NUMBER=FLOW ("" = none)
+        pairs = [item.partition("=") for item in raw.split(",") if item.strip()]
+        return {k.strip(): v.strip() for k, _, v in pairs}
     return raw
 
 

@@ -42,7 +42,9 @@ def test_caller_speech_and_digits_reach_the_server_and_the_recording(
             Segment(pcm=np.zeros(1600, np.int16)),
         ],
     )
-    server = start_server(CALLCENTER_CALLS_RECORD=1, CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0)
+    server = start_server(
+        CALLCENTER_CALLS_RECORD=1, CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0, CALLCENTER_IVR_NUMBERS=""
+    )  # no flow on 100: the demo tone
     scenario = pcap_caller_scenario(tmp_path, pcap)
     result = run_sipp(
         f"127.0.0.1:{server.sip_port}",
@@ -83,7 +85,9 @@ def test_in_band_digits_are_heard_when_no_telephone_event_is_negotiated(
     segments.append(Segment(pcm=speech))
     pcap = tmp_path / "inband.pcap"
     write_rtp_pcap(pcap, segments)
-    server = start_server(CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0)
+    server = start_server(
+        CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S=0, CALLCENTER_IVR_NUMBERS=""
+    )  # no flow on 100: the demo tone
     scenario = pcap_caller_scenario(tmp_path, pcap, telephone_event=False)
     result = run_sipp(
         f"127.0.0.1:{server.sip_port}",

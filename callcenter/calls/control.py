@@ -1,0 +1,422 @@
+"""LiveCallControl: the IVR's :class:`~callcenter.ivr.control.CallControl` over one live call.
+
+What the caller hears goes out through the call's ``RtpSession``: TTS sentences come from one shared
+:class:`~callcenter.speech.cache.PromptCache` (synthesis in the TTS engine's worker thread, WAVs on
+disk under ``data_dir/prompts``), recordings through ``media.playback.load_prompt`` (file work in a
+worker thread). Digits arrive from the session (RFC 4733, SIP INFO, in-band) through :meth:`on_digit`.
+
+Decisions worth knowing:
+
+- Digits pressed while a plain ``say``/``play`` runs are kept as type-ahead for the next input; digits
+  pressed during the prompts of an input without ``barge_in`` are dropped (the caller was asked to
+  listen). With ``barge_in`` a digit stops the prompt at once (``rtp.stop_playback()``) and counts.
+- Timeouts count from the end of the prompts: ``timeout_s`` until the first digit, then
+  ``inter_digit_timeout_s`` between digits.
+- Once the caller is gone (:meth:`caller_gone`: BYE/CANCEL, or the session ending the call for RTP
+  timeout or shutdown) every waiting method raises :class:`CallerHangup`, except ``record``, which
+  returns what it has with ``ended_by="hangup"``.
+- No routing exists yet: ``enqueue`` answers "closed" (no agent available) and ``transfer`` "failed", so
+  the flow's overflow / fallback path runs. ``listen`` understands digits only (when a DigitSpec is
+  given); speech input comes with the ASR wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
+
+from callcenter.core.errors import ConfigError
+from callcenter.core.logging import log_event
+from callcenter.ivr.control import (
+    CallerHangup,
+    DigitSpec,
+    InputResult,
+    PromptItem,
+    QueueRequest,
+    QueueResult,
+    RecordResult,
+    SpeechSpec,
+    TransferResult,
+)
+from callcenter.ivr.loader import FlowLoadError, load_flows
+from callcenter.ivr.schema import Flow
+from callcenter.ivr.services import Services
+from callcenter.media import g711, tones
+from callcenter.media.pacer import encode_frames
+from callcenter.media.playback import Prompt, PromptError, load_prompt
+from callcenter.media.recorder import LEFT, CallRecorder, RecordingError
+from callcenter.media.session import RtpSession
+from callcenter.speech.base import SpeechError, TtsEngine
+from callcenter.speech.cache import PromptCache, PromptSpec
+from callcenter.speech.tts import voice_for
+
+__all__ = ["IvrRuntime", "LiveCallControl", "LiveSession", "load_ivr_runtime"]
+
+log = logging.getLogger("callcenter.calls")
+T = TypeVar("T")
+
+FRAME_S = 0.02  # audio taps deliver 20 ms frames
+VOICE_RMS = 300.0  # int16 RMS above which a recorded frame counts as the caller speaking (~-40 dBFS)
+BEEP_HZ, BEEP_S = 1000.0, 0.3
+_voicemail_seq = itertools.count(1)
+
+
+class LiveSession(Protocol):
+    """What LiveCallControl needs from a CallSession (tests pass a small fake)."""
+
+    rtp: RtpSession | None
+
+    @property
+    def call_id(self) -> str: ...
+
+    def request_hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class IvrRuntime:
+    """Everything calls share for the IVR: flows, number plan, the TTS prompt cache, backends."""
+
+    flows: Mapping[str, Flow]
+    prompts: PromptCache
+    data_dir: Path
+    numbers: Mapping[str, str] = field(default_factory=dict)
+    default_flow: str | None = None
+    services: Services = field(default_factory=Services)
+    ptime_ms: int = 20
+
+    def flow_for(self, number: str) -> Flow | None:
+        """The flow for a dialled number (Request-URI user part), or None (demo behaviour)."""
+        flow_id = self.numbers.get(number, self.default_flow)
+        return self.flows.get(flow_id) if flow_id is not None else None
+
+
+async def load_ivr_runtime(
+    flows_dir: Path,
+    numbers: Mapping[str, str],
+    default_flow: str | None,
+    data_dir: Path,
+    *,
+    engine: TtsEngine | None = None,
+    ptime_ms: int = 20,
+) -> IvrRuntime | None:
+    """Load and check the flows (in a worker thread); None when no number uses a flow.
+
+    Raises ConfigError with one line per problem (``file:line:column: ...`` for flow errors)."""
+    wanted = {**{n: f for n, f in numbers.items()}}
+    if not wanted and default_flow is None:
+        return None
+    if not flows_dir.is_dir():
+        raise ConfigError(f"ivr.flows_dir: {flows_dir} is not a folder (the numbers name flows in it)")
+    try:
+        flows = await asyncio.to_thread(load_flows, [flows_dir])
+    except FlowLoadError as exc:
+        raise ConfigError("\n".join(str(e) for e in exc.errors)) from None
+    problems = [
+        f"ivr.numbers: {number} -> {flow_id}: no flow {flow_id!r} in {flows_dir}"
+        for number, flow_id in wanted.items()
+        if flow_id not in flows
+    ]
+    if default_flow is not None and default_flow not in flows:
+        problems.append(f"ivr.default_flow: no flow {default_flow!r} in {flows_dir}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    if engine is None:
+        from callcenter.speech.tts import EspeakNgEngine
+
+        try:
+            engine = EspeakNgEngine()
+        except SpeechError as exc:
+            raise ConfigError(f"ivr: text-to-speech unavailable: {exc}") from None
+    return IvrRuntime(
+        flows=flows,
+        prompts=PromptCache(data_dir / "prompts", engine),
+        data_dir=data_dir,
+        numbers=dict(numbers),
+        default_flow=default_flow,
+        services=Services(flows=flows),
+        ptime_ms=ptime_ms,
+    )
+
+
+class LiveCallControl:
+    def __init__(self, session: LiveSession, runtime: IvrRuntime, *, language: str = "en-US") -> None:
+        self.session = session
+        self.runtime = runtime
+        self.language = language
+        self.voice: str | None = None
+        self._digits: deque[str] = deque()
+        self._digit_event = asyncio.Event()
+        self._gone = asyncio.Event()
+
+    # -- events from the session ------------------------------------------------------------------------
+
+    def on_digit(self, digit: str) -> None:
+        self._digits.append(digit)
+        self._digit_event.set()
+
+    def caller_gone(self) -> None:
+        """The call is over: waiting methods raise CallerHangup from now on."""
+        self._gone.set()
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _rtp(self) -> RtpSession:
+        rtp = self.session.rtp
+        if self._gone.is_set() or rtp is None or rtp.closed:
+            raise CallerHangup("the call has ended")
+        return rtp
+
+    async def _race(self, aw: Awaitable[T]) -> T:
+        """``await aw``, unless the caller goes first: then CallerHangup (and ``aw`` is cancelled)."""
+        if self._gone.is_set():
+            if asyncio.iscoroutine(aw):
+                aw.close()  # never started: no "never awaited" warning
+            raise CallerHangup("the call has ended")
+        task = asyncio.ensure_future(aw)
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        raise CallerHangup("the call has ended")
+
+    def _voice(self, language: str | None, voice: str | None) -> str:
+        if voice:
+            return voice
+        if language is None and self.voice:
+            return self.voice
+        return voice_for(language or self.language)
+
+    async def _tts(self, text: str, language: str | None, voice: str | None) -> Prompt:
+        spec = PromptSpec(text, self._voice(language, voice))
+        cached = await self._race(self.runtime.prompts.get(spec))
+        return await self._race(self._load(cached.path))
+
+    async def _load(self, path: str | Path) -> Prompt:
+        return await load_prompt(path, self._rtp().codec, ptime_ms=self.runtime.ptime_ms)
+
+    async def _prompt_audio(self, item: PromptItem) -> Prompt | None:
+        if item.file is not None:
+            try:
+                return await self._race(self._load(item.file))
+            except PromptError as exc:
+                log_event(log, "ivr_prompt_missing", call_id=self.session.call_id, level=logging.WARNING,
+                          file=item.file, error=str(exc))
+        if item.text:
+            return await self._tts(item.text, item.language, item.voice)
+        return None
+
+    async def _play_frames(self, frames: Prompt | tuple[bytes, ...]) -> None:
+        await self._race(self._rtp().play(frames))
+
+    async def _play_prompts(self, prompts: Sequence[PromptItem], barge_in: bool) -> None:
+        """Play ``prompts`` in order; with ``barge_in`` a digit (already pressed or arriving) stops them."""
+        for item in prompts:
+            if barge_in and self._digits:
+                return
+            audio = await self._prompt_audio(item)
+            if audio is None:
+                continue
+            rtp = self._rtp()
+            if not barge_in:
+                await self._race(rtp.play(audio))
+                continue
+            self._digit_event.clear()
+            playing = rtp.play(audio)
+            digit = asyncio.ensure_future(self._digit_event.wait())
+            waiting: set[asyncio.Future[object]] = {playing, digit}  # type: ignore[arg-type]
+            try:
+                await self._race(asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED))
+            finally:
+                digit.cancel()
+            if self._digits:
+                rtp.stop_playback()  # barge-in: the next packet is silence again
+                return
+
+    async def _next_digit(self, timeout_s: float) -> str | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._digits:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._digit_event.clear()
+            try:
+                await self._race(self._wait_digit(remaining))
+            except TimeoutError:
+                return None
+        return self._digits.popleft()
+
+    async def _wait_digit(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._digit_event.wait(), timeout_s)
+
+    # -- CallControl ------------------------------------------------------------------------------------
+
+    async def say(self, text: str, *, language: str | None = None, voice: str | None = None) -> None:
+        await self._play_frames(await self._tts(text, language, voice))
+
+    async def play(self, file: str, *, fallback_text: str | None = None, language: str | None = None) -> None:
+        audio = await self._prompt_audio(PromptItem(fallback_text, file, language))
+        if audio is not None:
+            await self._play_frames(audio)
+
+    async def collect_digits(
+        self,
+        spec: DigitSpec,
+        *,
+        prompts: Sequence[PromptItem] = (),
+        barge_in: bool = True,
+        timeout_s: float = 5.0,
+    ) -> InputResult:
+        await self._play_prompts(prompts, barge_in)
+        if not barge_in:
+            self._digits.clear()  # pressed while the caller was asked to listen
+        got, terminated = "", False
+        timeout = timeout_s
+        while len(got) < spec.max_digits:
+            digit = await self._next_digit(timeout)
+            if digit is None:
+                break
+            if spec.terminator is not None and digit == spec.terminator:
+                terminated = True
+                break
+            got += digit
+            timeout = spec.inter_digit_timeout_s
+        if not got and not terminated:
+            return InputResult("timeout")
+        return InputResult("digits", digits=got, terminated=terminated)
+
+    async def listen(
+        self,
+        spec: SpeechSpec,
+        *,
+        prompts: Sequence[PromptItem] = (),
+        barge_in: bool = True,
+        timeout_s: float = 5.0,
+        digits: DigitSpec | None = None,
+    ) -> InputResult:
+        # Speech recognition is not wired to live calls yet: keys only, else no input after the timeout.
+        if digits is not None:
+            return await self.collect_digits(digits, prompts=prompts, barge_in=barge_in, timeout_s=timeout_s)
+        await self._play_prompts(prompts, barge_in=False)
+        await self._race(asyncio.sleep(timeout_s))
+        return InputResult("timeout")
+
+    async def record(
+        self, *, max_s: float, beep: bool = True, terminator: str | None = "#", max_silence_s: float = 5.0
+    ) -> RecordResult:
+        try:
+            if beep:
+                await self._play_frames(tuple(encode_frames(tones.sine(BEEP_HZ, BEEP_S), self._rtp().codec)))
+            rtp = self._rtp()
+        except CallerHangup:
+            return RecordResult(None, 0.0, "hangup")
+        self._digits.clear()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.session.call_id)[:80]
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = self.runtime.data_dir / "voicemail" / f"{stamp}-{safe}-{next(_voicemail_seq)}.wav"
+        try:
+            recorder = CallRecorder(path)
+        except (RecordingError, OSError) as exc:
+            log_event(log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR,
+                      error=str(exc))
+            return RecordResult(None, 0.0, "silence")
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[Literal["terminator", "silence", "max_length", "hangup"]] = loop.create_future()
+        frames = voiced = silent = 0
+
+        def finish(how: Literal["terminator", "silence", "max_length", "hangup"]) -> None:
+            if not ended.done():
+                ended.set_result(how)
+
+        def tap(frame: g711.Pcm, now: float) -> None:  # counted in audio time, not wall time
+            nonlocal frames, voiced, silent
+            if ended.done():
+                return
+            recorder.write(LEFT, frame, now)
+            frames += 1
+            rms = float(np.sqrt(np.mean(np.square(frame.astype(np.float64))))) if len(frame) else 0.0
+            if rms >= VOICE_RMS:
+                voiced, silent = voiced + 1, 0
+            else:
+                silent += 1
+            if frames * FRAME_S >= max_s:
+                finish("max_length")
+            elif silent * FRAME_S >= max_silence_s:
+                finish("silence")
+
+        async def keys() -> None:
+            while True:
+                digit = await self._next_digit(max_s + 1.0)
+                if digit is None or digit == terminator:
+                    finish("terminator" if digit is not None else "max_length")
+                    return
+
+        rtp.add_audio_tap(tap)
+        keys_task = asyncio.ensure_future(keys())
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            # the wall-clock bound only matters when no audio arrives at all
+            waiting: set[asyncio.Future[object]] = {ended, gone, keys_task}  # type: ignore[arg-type]
+            await asyncio.wait(waiting, timeout=max_s + 1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            keys_task.cancel()
+            gone.cancel()
+            rtp.remove_audio_tap(tap)
+        how = "hangup" if self._gone.is_set() else (ended.result() if ended.done() else "max_length")
+        if keys_task.done() and not keys_task.cancelled() and keys_task.exception() is not None:
+            how = "hangup"  # CallerHangup from the key wait
+        try:
+            await recorder.aclose()
+        except RecordingError as exc:
+            log_event(log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR,
+                      error=str(exc))
+            return RecordResult(None, 0.0, how)
+        if voiced == 0:
+            await asyncio.to_thread(_unlink, path)
+            return RecordResult(None, 0.0, how)
+        duration = max(frames - (silent if how == "silence" else 0), 0) * FRAME_S
+        log_event(log, "voicemail_recorded", call_id=self.session.call_id, file=str(path),
+                  duration_s=round(duration, 2), ended_by=how)
+        return RecordResult(str(path), duration, how)
+
+    async def enqueue(self, request: QueueRequest) -> QueueResult:
+        # No routing yet: no agent is ever available, so the flow's overflow path (on_overflow) runs.
+        self._rtp()
+        log_event(log, "ivr_queue_unavailable", call_id=self.session.call_id, queue=request.queue)
+        return QueueResult("closed")
+
+    async def transfer(
+        self, target: str, *, timeout_s: float = 30.0, caller_id: str | None = None
+    ) -> TransferResult:
+        # No outgoing legs yet: the transfer fails and the flow's fallback runs.
+        self._rtp()
+        log_event(log, "ivr_transfer_unavailable", call_id=self.session.call_id, target=target)
+        return TransferResult("failed", "transfers are not available yet")
+
+    async def set_language(self, language: str, voice: str | None = None) -> None:
+        self.language, self.voice = language, voice
+
+    async def hangup(self, reason: str) -> None:
+        self.session.request_hangup(reason)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
