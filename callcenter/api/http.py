@@ -1,4 +1,4 @@
-"""The HTTP app: ``/healthz`` for now; the composition root mounts the rest."""
+"""The HTTP app: ``/healthz`` and the demo CRM for now; the composition root mounts the rest."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from callcenter import __version__
+from callcenter.api.demo_crm import router as demo_crm_router
 
 __all__ = ["create_http_app"]
 
@@ -40,4 +41,5 @@ def create_http_app(health: Callable[[], dict[str, Any]]) -> FastAPI:
         down = failed or any(body[k] == "down" for k in ("sip", "db"))
         return JSONResponse(body, status_code=503 if down else 200)
 
+    app.include_router(demo_crm_router)
     return app
