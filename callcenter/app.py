@@ -27,9 +27,13 @@ from callcenter.calls.session import CallDeps
 from callcenter.core.config import Settings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
+from callcenter.ivr.prompts import fixed_prompts
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.registration import RegistrationService
+from callcenter.speech.base import SpeechError
+from callcenter.speech.cache import PromptSpec
+from callcenter.speech.tts import voice_for
 from callcenter.store import CallRecordWriter, Store
 
 log = logging.getLogger("callcenter.app")
@@ -168,6 +172,7 @@ class Application:
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
         server = _HttpServer(config)
         http_task = asyncio.create_task(server.serve(sockets=[self.http_socket]))
+        prerender = asyncio.create_task(self._prerender_prompts())
         log_event(
             log,
             "server_started",
@@ -180,9 +185,28 @@ class Application:
         finally:
             log_event(log, "server_stopping", active_calls=self.calls.active)
             await self.calls.shutdown(grace_s=self.settings.calls.shutdown_grace_s)
+            prerender.cancel()
             server.should_exit = True
-            await asyncio.wait([http_task], timeout=5.0)
+            await asyncio.wait([http_task, prerender], timeout=5.0)
             await self.stop()
+
+    async def _prerender_prompts(self) -> None:
+        """Synthesise every fixed prompt of every flow now, so no caller waits for TTS (issue 4); the
+        texts that depend on the call (``${...}``) are rendered on first use."""
+        runtime = self.calls.deps.ivr
+        if runtime is None:
+            return
+        specs = [
+            PromptSpec(p.text, p.voice or voice_for(p.language))
+            for flow in runtime.flows.values()
+            for p in fixed_prompts(flow)
+        ]
+        try:
+            await runtime.prompts.render_all(specs)
+        except SpeechError as exc:
+            log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc))
+            return
+        log_event(log, "prompts_rendered", count=len(specs))
 
     async def stop(self) -> None:
         await self.registration.stop()

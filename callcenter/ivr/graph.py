@@ -21,9 +21,9 @@ from callcenter.ivr.schema import (
     Loc,
     PlayNode,
     QueueNode,
+    SpeechFields,
     SubflowNode,
     _Node,
-    _SpeechFields,
 )
 from callcenter.ivr.source import FlowError, Reporter
 
@@ -48,9 +48,9 @@ def suggest(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def speech_uses(obj: Any, loc: Loc = ()) -> Iterator[tuple[Loc, _SpeechFields]]:
+def speech_uses(obj: Any, loc: Loc = ()) -> Iterator[tuple[Loc, SpeechFields]]:
     """Every :class:`Speech` (and speech-like node) inside ``obj``, with its path."""
-    if isinstance(obj, _SpeechFields):
+    if isinstance(obj, SpeechFields):
         yield loc, obj
     if isinstance(obj, BaseModel):
         for name in type(obj).model_fields:

@@ -166,7 +166,7 @@ class _Model(BaseModel):
 # -- speech ---------------------------------------------------------------------------------------------
 
 
-class _SpeechFields(_Model):
+class SpeechFields(_Model):
     text: TemplateStr | None = Field(None, description="TTS text; ${var} is replaced by the variable's value")
     recording: PromptId | None = Field(
         None, description="id in the flow's prompts: its recorded file is played instead of the TTS text"
@@ -181,7 +181,7 @@ class _SpeechFields(_Model):
         return self
 
 
-class Speech(_SpeechFields):
+class Speech(SpeechFields):
     """Something the IVR says: TTS text, a recorded prompt, or a recording with a TTS fallback."""
 
 
@@ -227,7 +227,7 @@ class _Node(_Model):
         return False
 
 
-class SayNode(_Node, _SpeechFields):
+class SayNode(_Node, SpeechFields):
     """Say text (TTS, ``${var}`` templating) or play a recorded prompt by id."""
 
     type: Literal["say"] = "say"

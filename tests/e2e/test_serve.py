@@ -87,3 +87,14 @@ def test_a_wrong_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("media.rtp_port_min:"), result.stderr
+
+
+def test_fixed_prompts_of_the_flows_are_rendered_after_start(tmp_path: Path) -> None:
+    """Issue 4: every fixed prompt of every flow is synthesised at start-up, before a caller asks."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        event = server.wait_for_event("prompts_rendered", timeout=60)
+    finally:
+        server.stop()
+    rendered = list((tmp_path / "data" / "prompts").rglob("*.wav"))
+    assert event["count"] > 30 and len(rendered) >= event["count"]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from callcenter.ivr.control import CallControl, DigitSpec, InputResult, PromptItem, SpeechSpec
 from callcenter.ivr.expr import render
-from callcenter.ivr.schema import ConfirmSpec, Flow, _SpeechFields
+from callcenter.ivr.schema import ConfirmSpec, Flow, SpeechFields
 from callcenter.ivr.services import Services, TranscriptEntry
 
 __all__ = [
@@ -86,7 +86,7 @@ class RunContext:
         exists = self.services.file_exists or os.path.isfile
         return str(path) if exists(str(path)) else None
 
-    def prompt(self, speech: _SpeechFields | None) -> list[PromptItem]:
+    def prompt(self, speech: SpeechFields | None) -> list[PromptItem]:
         """What to play for ``speech``: the recording if its file exists, else the (fallback) text."""
         if speech is None:
             return []
@@ -108,7 +108,7 @@ class RunContext:
         for item in items:
             self.transcript.append(TranscriptEntry("ivr", item.text or f"[{item.file}]", self.node_id))
 
-    async def say(self, speech: _SpeechFields | None) -> None:
+    async def say(self, speech: SpeechFields | None) -> None:
         await self.play_items(self.prompt(speech))
 
     async def play_items(self, items: Sequence[PromptItem]) -> None:
@@ -149,10 +149,10 @@ class RunContext:
 async def ask_with_retries(
     ctx: RunContext,
     *,
-    prompt: _SpeechFields | None,
+    prompt: SpeechFields | None,
     retries: int,
-    no_input: _SpeechFields | None,
-    invalid: _SpeechFields | None,
+    no_input: SpeechFields | None,
+    invalid: SpeechFields | None,
     ask: Callable[[list[PromptItem]], Awaitable[InputResult]],
     interpret: Callable[[InputResult], T | None],
 ) -> T | None:
