@@ -16,8 +16,13 @@ Decisions worth knowing:
   timeout or shutdown) every waiting method raises :class:`CallerHangup`, except ``record``, which
   returns what it has with ``ended_by="hangup"``.
 - No routing exists yet: ``enqueue`` answers "closed" (no agent available) and ``transfer`` "failed", so
-  the flow's overflow / fallback path runs. ``listen`` understands digits only (when a DigitSpec is
-  given); speech input comes with the ASR wiring.
+  the flow's overflow / fallback path runs.
+- ``listen`` feeds the caller's audio (an RTP audio tap) to a VAD segmenter from the first prompt on;
+  with ``barge_in`` the start of speech stops the prompt. At the end of speech the utterance goes to
+  Whisper (tiny.en, English only, in its worker thread); other languages answer a speech result with an
+  empty transcript (no match) for now. An utterance Whisper hears nothing in (a cough, line noise)
+  does not end the input: the silence timeout starts again. Digits win when a DigitSpec is given.
+  Every recognised utterance is appended to ``transcript`` (the CallSession writes it to the record).
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,11 +63,23 @@ from callcenter.media.pacer import encode_frames
 from callcenter.media.playback import Prompt, PromptError, load_prompt
 from callcenter.media.recorder import LEFT, CallRecorder, RecordingError
 from callcenter.media.session import RtpSession
-from callcenter.speech.base import SpeechError, TtsEngine
+from callcenter.speech.base import AsrResult, PcmLike, SpeechEnded, SpeechError, TtsEngine
 from callcenter.speech.cache import PromptCache, PromptSpec
 from callcenter.speech.tts import voice_for
+from callcenter.speech.vad import Segmenter, VadConfig, WebRtcVad
 
-__all__ = ["IvrRuntime", "LiveCallControl", "LiveSession", "load_ivr_runtime"]
+if TYPE_CHECKING:
+    from callcenter.speech.whisper_engine import WhisperEngine
+
+__all__ = [
+    "IvrRuntime",
+    "LiveCallControl",
+    "LiveSession",
+    "SpeechRuntime",
+    "Transcriber",
+    "Utterance",
+    "load_ivr_runtime",
+]
 
 log = logging.getLogger("callcenter.calls")
 T = TypeVar("T")
@@ -83,6 +101,73 @@ class LiveSession(Protocol):
     def request_hangup(self, reason: str) -> None: ...
 
 
+class Transcriber(Protocol):
+    """What ``listen`` needs from an ASR engine (``WhisperEngine`` is one)."""
+
+    def supports(self, language: str) -> bool: ...
+
+    async def transcribe(
+        self, pcm: PcmLike, phrases: Sequence[str] | None = None, language: str | None = None
+    ) -> AsrResult: ...
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recognised utterance of a call (``start``: seconds from the start of the IVR)."""
+
+    speaker: Literal["caller", "agent", "system"]
+    text: str
+    start: float
+    confidence: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "speaker": self.speaker,
+            "text": self.text,
+            "start": round(self.start, 2),
+            "confidence": round(self.confidence, 3),
+        }
+
+
+class SpeechRuntime:
+    """Recognition shared by every call. Whisper is created on first use in a worker thread (and
+    its model loads in Whisper's own worker), so start-up stays fast and nothing blocks the loop."""
+
+    def __init__(self, transcriber: Transcriber | None = None, vad: VadConfig | None = None) -> None:
+        self._preset = transcriber
+        self._task: asyncio.Task[Transcriber | None] | None = None
+        self.vad = vad or VadConfig()
+
+    def segmenter(self) -> Segmenter:
+        return Segmenter(WebRtcVad(3), self.vad)
+
+    def warm(self) -> asyncio.Future[Transcriber | None]:
+        """Start loading the engine (once); the future gives it, or None when it cannot load."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._load())
+        return self._task
+
+    async def transcriber(self) -> Transcriber | None:
+        return await asyncio.shield(self.warm())
+
+    async def _load(self) -> Transcriber | None:
+        if self._preset is not None:
+            return self._preset
+        try:
+            engine = await asyncio.to_thread(_whisper)
+            await engine.load()
+        except SpeechError as exc:
+            log_event(log, "asr_unavailable", level=logging.ERROR, error=str(exc))
+            return None
+        return engine
+
+
+def _whisper() -> WhisperEngine:
+    from callcenter.speech.whisper_engine import WhisperEngine
+
+    return WhisperEngine()
+
+
 @dataclass
 class IvrRuntime:
     """Everything calls share for the IVR: flows, number plan, the TTS prompt cache, backends."""
@@ -94,6 +179,7 @@ class IvrRuntime:
     default_flow: str | None = None
     services: Services = field(default_factory=Services)
     ptime_ms: int = 20
+    speech: SpeechRuntime = field(default_factory=SpeechRuntime)
 
     def flow_for(self, number: str) -> Flow | None:
         """The flow for a dialled number (Request-URI user part), or None (demo behaviour)."""
@@ -150,14 +236,23 @@ async def load_ivr_runtime(
 
 
 class LiveCallControl:
-    def __init__(self, session: LiveSession, runtime: IvrRuntime, *, language: str = "en-US") -> None:
+    def __init__(
+        self,
+        session: LiveSession,
+        runtime: IvrRuntime,
+        *,
+        language: str = "en-US",
+        transcript: list[Utterance] | None = None,
+    ) -> None:
         self.session = session
         self.runtime = runtime
         self.language = language
         self.voice: str | None = None
+        self.transcript: list[Utterance] = transcript if transcript is not None else []
         self._digits: deque[str] = deque()
         self._digit_event = asyncio.Event()
         self._gone = asyncio.Event()
+        self._started_at = time.monotonic()  # the RTP clock's time base (MonotonicClock)
 
     # -- events from the session ------------------------------------------------------------------------
 
@@ -215,8 +310,14 @@ class LiveCallControl:
             try:
                 return await self._race(self._load(item.file))
             except PromptError as exc:
-                log_event(log, "ivr_prompt_missing", call_id=self.session.call_id, level=logging.WARNING,
-                          file=item.file, error=str(exc))
+                log_event(
+                    log,
+                    "ivr_prompt_missing",
+                    call_id=self.session.call_id,
+                    level=logging.WARNING,
+                    file=item.file,
+                    error=str(exc),
+                )
         if item.text:
             return await self._tts(item.text, item.language, item.voice)
         return None
@@ -224,10 +325,17 @@ class LiveCallControl:
     async def _play_frames(self, frames: Prompt | tuple[bytes, ...]) -> None:
         await self._race(self._rtp().play(frames))
 
-    async def _play_prompts(self, prompts: Sequence[PromptItem], barge_in: bool) -> None:
-        """Play ``prompts`` in order; with ``barge_in`` a digit (already pressed or arriving) stops them."""
+    async def _play_prompts(
+        self, prompts: Sequence[PromptItem], barge_in: bool, speech: asyncio.Event | None = None
+    ) -> None:
+        """Play ``prompts`` in order; with ``barge_in`` a digit (already pressed or arriving) stops them,
+        and so does ``speech`` being set (the caller started talking)."""
+
+        def barged() -> bool:
+            return bool(self._digits) or (speech is not None and speech.is_set())
+
         for item in prompts:
-            if barge_in and self._digits:
+            if barge_in and barged():
                 return
             audio = await self._prompt_audio(item)
             if audio is None:
@@ -240,11 +348,16 @@ class LiveCallControl:
             playing = rtp.play(audio)
             digit = asyncio.ensure_future(self._digit_event.wait())
             waiting: set[asyncio.Future[object]] = {playing, digit}  # type: ignore[arg-type]
+            talk = asyncio.ensure_future(speech.wait()) if speech is not None else None
+            if talk is not None:
+                waiting.add(talk)  # type: ignore[arg-type]
             try:
                 await self._race(asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED))
             finally:
                 digit.cancel()
-            if self._digits:
+                if talk is not None:
+                    talk.cancel()
+            if barged():
                 rtp.stop_playback()  # barge-in: the next packet is silence again
                 return
 
@@ -310,12 +423,129 @@ class LiveCallControl:
         timeout_s: float = 5.0,
         digits: DigitSpec | None = None,
     ) -> InputResult:
-        # Speech recognition is not wired to live calls yet: keys only, else no input after the timeout.
-        if digits is not None:
-            return await self.collect_digits(digits, prompts=prompts, barge_in=barge_in, timeout_s=timeout_s)
-        await self._play_prompts(prompts, barge_in=False)
-        await self._race(asyncio.sleep(timeout_s))
-        return InputResult("timeout")
+        language = spec.language or self.language
+        rtp = self._rtp()
+        segmenter = self.runtime.speech.segmenter()
+        talking = asyncio.Event()
+        ended: deque[SpeechEnded] = deque()
+        ended_flag = asyncio.Event()
+        first_frame_at: list[float] = []
+
+        def tap(frame: PcmLike, now: float) -> None:  # on the loop: webrtcvad costs ~2 µs a frame
+            if not first_frame_at:
+                first_frame_at.append(now)
+            for event in segmenter.process(frame):
+                if event.kind == "start":
+                    talking.set()
+                else:
+                    ended.append(event)
+                    ended_flag.set()
+
+        self.runtime.speech.warm()  # loads Whisper (first call only) while the prompts play
+        rtp.add_audio_tap(tap)
+        try:
+            await self._play_prompts(prompts, barge_in, talking if barge_in else None)
+            if not barge_in:
+                # input given while the caller was asked to listen does not count
+                self._digits.clear()
+                ended.clear()
+                ended_flag.clear()
+                if not segmenter.in_speech:
+                    talking.clear()
+            while True:
+                got = await self._wait_input(timeout_s, talking, ended_flag, digits is not None)
+                if got is None:
+                    return InputResult("timeout")
+                if got == "digit":
+                    assert digits is not None
+                    return await self.collect_digits(digits, barge_in=barge_in, timeout_s=timeout_s)
+                utterance = ended.popleft()
+                if not ended:
+                    ended_flag.clear()
+                result = await self._recognise(utterance, spec, language)
+                if result is None:
+                    talking.clear()  # nothing was said after all: listen again, silence counts anew
+                    continue
+                offset = (first_frame_at[0] - self._started_at) if first_frame_at else 0.0
+                if result.text or result.raw_text:
+                    self.transcript.append(
+                        Utterance(
+                            "caller",
+                            result.raw_text or result.text,
+                            max(0.0, offset + utterance.start),
+                            result.confidence,
+                        )
+                    )
+                log_event(
+                    log,
+                    "ivr_speech",
+                    call_id=self.session.call_id,
+                    level=logging.DEBUG,
+                    text=result.raw_text,
+                    match=result.text,
+                    confidence=result.confidence,
+                )
+                # With a phrase list, the matched phrase; what was heard otherwise (the flow's
+                # free-speech paths, e.g. a question for the knowledge base, use it).
+                return InputResult(
+                    "speech", transcript=result.text or result.raw_text, confidence=result.confidence
+                )
+        finally:
+            rtp.remove_audio_tap(tap)
+
+    async def _wait_input(
+        self, timeout_s: float, talking: asyncio.Event, ended: asyncio.Event, keys: bool
+    ) -> Literal["digit", "speech"] | None:
+        """Wait for a digit (when ``keys``) or the end of an utterance; None after ``timeout_s`` of
+        silence. Speech under way holds the timeout off; the segmenter ends any utterance after
+        ``max_utterance_ms`` of audio, the extra wall-clock bound covers audio that stops arriving."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        hard_deadline = deadline + self.runtime.speech.vad.max_utterance_ms / 1000 + 1.0
+        while True:
+            if keys and self._digits:
+                return "digit"
+            if ended.is_set():
+                return "speech"
+            now = loop.time()
+            limit = hard_deadline if talking.is_set() else deadline
+            if now >= limit:
+                return None
+            self._digit_event.clear()
+            waiters: set[asyncio.Future[object]] = {
+                asyncio.ensure_future(self._digit_event.wait()),
+                asyncio.ensure_future(ended.wait()),
+            }
+            if not talking.is_set():
+                waiters.add(asyncio.ensure_future(talking.wait()))
+            try:
+                await self._race(
+                    asyncio.wait(waiters, timeout=limit - now, return_when=asyncio.FIRST_COMPLETED)
+                )
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    async def _recognise(self, utterance: SpeechEnded, spec: SpeechSpec, language: str) -> AsrResult | None:
+        """The utterance recognised; None when Whisper heard nothing in it. Languages without an
+        engine give an empty (no-match) result."""
+        engine = await self._race(self.runtime.speech.transcriber())
+        if engine is None or not engine.supports(language):
+            log_event(
+                log,
+                "ivr_speech_unrecognised",
+                call_id=self.session.call_id,
+                level=logging.DEBUG,
+                language=language,
+                reason="no engine for the language",
+            )
+            return AsrResult("", True, 0.0)
+        try:
+            result = await self._race(engine.transcribe(utterance.audio, spec.phrases or None, language))
+        except SpeechError as exc:
+            log_event(log, "asr_failed", call_id=self.session.call_id, level=logging.WARNING, error=str(exc))
+            return AsrResult("", True, 0.0)
+        return result if (result.text or result.raw_text) else None
 
     async def record(
         self, *, max_s: float, beep: bool = True, terminator: str | None = "#", max_silence_s: float = 5.0
@@ -333,8 +563,9 @@ class LiveCallControl:
         try:
             recorder = CallRecorder(path)
         except (RecordingError, OSError) as exc:
-            log_event(log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR,
-                      error=str(exc))
+            log_event(
+                log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR, error=str(exc)
+            )
             return RecordResult(None, 0.0, "silence")
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[Literal["terminator", "silence", "max_length", "hangup"]] = loop.create_future()
@@ -373,8 +604,7 @@ class LiveCallControl:
         try:
             # the wall-clock bound only matters when no audio arrives at all
             waiting: set[asyncio.Future[object]] = {ended, gone, keys_task}  # type: ignore[arg-type]
-            await asyncio.wait(waiting, timeout=max_s + 1.0,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, timeout=max_s + 1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             keys_task.cancel()
             gone.cancel()
@@ -385,15 +615,22 @@ class LiveCallControl:
         try:
             await recorder.aclose()
         except RecordingError as exc:
-            log_event(log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR,
-                      error=str(exc))
+            log_event(
+                log, "voicemail_failed", call_id=self.session.call_id, level=logging.ERROR, error=str(exc)
+            )
             return RecordResult(None, 0.0, how)
         if voiced == 0:
             await asyncio.to_thread(_unlink, path)
             return RecordResult(None, 0.0, how)
         duration = max(frames - (silent if how == "silence" else 0), 0) * FRAME_S
-        log_event(log, "voicemail_recorded", call_id=self.session.call_id, file=str(path),
-                  duration_s=round(duration, 2), ended_by=how)
+        log_event(
+            log,
+            "voicemail_recorded",
+            call_id=self.session.call_id,
+            file=str(path),
+            duration_s=round(duration, 2),
+            ended_by=how,
+        )
         return RecordResult(str(path), duration, how)
 
     async def enqueue(self, request: QueueRequest) -> QueueResult:

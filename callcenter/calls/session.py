@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from callcenter.calls.control import IvrRuntime, LiveCallControl
+from callcenter.calls.control import IvrRuntime, LiveCallControl, Utterance
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
 from callcenter.ivr.engine import CallInfo, FlowResult, FlowRunner
@@ -78,6 +78,7 @@ class CallSession:
         self.control: LiveCallControl | None = None
         self.runner: FlowRunner | None = None
         self.ivr_result: FlowResult | None = None
+        self.transcript: list[Utterance] = []  # what the caller said, recognised (IVR speech input)
 
     @property
     def call_id(self) -> str:
@@ -115,6 +116,8 @@ class CallSession:
             self._record_ivr()
             if self.digits:
                 writer.call_extra(self.call_id, {"dtmf": "".join(self.digits)})
+            if self.transcript:
+                writer.call_extra(self.call_id, {"transcript": [u.as_json() for u in self.transcript]})
             if call.state != "terminated":
                 call.reject(500)
             ended = call.ended.result() if call.ended.done() else None
@@ -233,7 +236,9 @@ class CallSession:
 
     async def _run_ivr(self, flow: Flow) -> None:
         assert self.deps.ivr is not None
-        self.control = LiveCallControl(self, self.deps.ivr, language=flow.language)
+        self.control = LiveCallControl(
+            self, self.deps.ivr, language=flow.language, transcript=self.transcript
+        )
         info = CallInfo(call_id=self.call_id, caller=self._caller(), called=self._called())
         self.runner = FlowRunner(flow, self.control, self.deps.ivr.services, call=info)
         log_event(log, "ivr_started", call_id=self.call_id, level=logging.DEBUG, flow=flow.id)

@@ -188,8 +188,9 @@ async def test_hang_up_during_a_prompt_raises_caller_hangup(
         await task
 
 
-async def test_say_uses_the_voice_of_the_language(control: LiveCallControl, tts: FakeTts,
-                                                  session: FakeSession) -> None:
+async def test_say_uses_the_voice_of_the_language(
+    control: LiveCallControl, tts: FakeTts, session: FakeSession
+) -> None:
     task = asyncio.create_task(control.say("你好", language="zh-CN"))
     await until(lambda: session.rtp.playing is not None)
     session.rtp.finish_playing()

@@ -1,0 +1,248 @@
+"""LiveCallControl.listen on a live call: the caller's audio (an RTP audio tap) through the VAD to the
+recogniser — barge-in on speech, the transcript kept for the call record, digits winning, no input.
+
+The first test runs the real path: espeak-ng speech at 8 kHz, webrtcvad, Whisper tiny.en."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callcenter.calls.control import IvrRuntime, LiveCallControl, SpeechRuntime
+from callcenter.ivr.control import DigitSpec, PromptItem, SpeechSpec
+from callcenter.speech.base import AsrResult, PcmLike
+from callcenter.speech.cache import PromptCache
+
+SHORT = 0.05  # timeouts that must expire (no assertion is made on how long anything took)
+FRAME = 160
+
+
+class FakeTts:
+    name = "fake"
+    version = "1"
+
+    async def synthesize(self, text: str, voice: str = "en-us", rate: float = 1.0, pitch: float = 1.0) -> Any:
+        return np.full(1600, 1000, np.int16)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeRtp:
+    """Plays nothing: a play() future stays pending until finish_playing() or stop_playback()."""
+
+    codec = "PCMU"
+    closed = False
+
+    def __init__(self) -> None:
+        self.playing: asyncio.Future[bool] | None = None
+        self.stopped = 0
+        self.taps: list[Any] = []
+
+    def play(self, frames: Iterable[bytes]) -> asyncio.Future[bool]:
+        self.playing = asyncio.get_running_loop().create_future()
+        return self.playing
+
+    def finish_playing(self) -> None:
+        assert self.playing is not None
+        self.playing.set_result(True)
+
+    def stop_playback(self) -> None:
+        self.stopped += 1
+        if self.playing is not None and not self.playing.done():
+            self.playing.set_result(False)
+
+    def add_audio_tap(self, tap: Any) -> None:
+        self.taps.append(tap)
+
+    def remove_audio_tap(self, tap: Any) -> None:
+        self.taps.remove(tap)
+
+
+class FakeSession:
+    call_id = "call-1@test"
+
+    def __init__(self) -> None:
+        self.rtp: Any = FakeRtp()
+
+    def request_hangup(self, reason: str) -> None:
+        pass
+
+
+class FakeAsr:
+    """Answers every utterance with ``reply``; serves English only (like tiny.en)."""
+
+    def __init__(self, reply: AsrResult) -> None:
+        self.reply = reply
+        self.calls: list[int] = []
+
+    def supports(self, language: str) -> bool:
+        return language.lower().startswith("en")
+
+    async def transcribe(
+        self, pcm: PcmLike, phrases: Sequence[str] | None = None, language: str | None = None
+    ) -> AsrResult:
+        self.calls.append(len(pcm))
+        return self.reply
+
+
+def make_control(
+    tmp_path: Path, asr: Any = None, language: str = "en-US"
+) -> tuple[LiveCallControl, FakeSession]:
+    session = FakeSession()
+    runtime = IvrRuntime(
+        flows={},
+        prompts=PromptCache(tmp_path / "prompts", FakeTts()),
+        data_dir=tmp_path,
+        speech=SpeechRuntime(asr),
+    )
+    return LiveCallControl(session, runtime, language=language), session
+
+
+def feed(control: LiveCallControl, session: FakeSession, pcm: np.ndarray, t0: float = 0.0) -> None:
+    """Deliver ``pcm`` to every audio tap as 20 ms frames, stamped as the RTP session would."""
+    for i in range(0, len(pcm) - FRAME + 1, FRAME):
+        now = control._started_at + t0 + i / 8000
+        for tap in list(session.rtp.taps):
+            tap(pcm[i : i + FRAME], now)
+
+
+def tone_speech(seconds: float) -> np.ndarray:
+    """A voice-like harmonic signal webrtcvad takes for speech."""
+    t = np.arange(int(seconds * 8000)) / 8000
+    x = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450, 900, 1350), 1))
+    return (x * 4000 * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+
+
+async def until(condition: Any) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+@pytest.fixture(scope="module")
+def billing_8k() -> Iterator[np.ndarray]:
+    """A fixed espeak-ng take of "billing" that Whisper tiny.en hears as "Billing." every time
+    (takes vary from run to run; see tests/speech/fixtures/README.md)."""
+    from callcenter.media import g711
+
+    take = Path(__file__).resolve().parents[1] / "e2e" / "fixtures" / "billing_en_8k.ulaw"
+    yield g711.decode(take.read_bytes(), "PCMU").astype(np.int16)
+
+
+async def test_caller_says_billing_during_the_prompt_barges_in_and_whisper_hears_it(
+    tmp_path: Path, billing_8k: np.ndarray
+) -> None:
+    control, session = make_control(tmp_path)  # the real SpeechRuntime: Whisper tiny.en
+    task = asyncio.create_task(
+        control.listen(
+            SpeechSpec(("sales", "support", "billing")),
+            prompts=[PromptItem("For sales say sales. For billing say billing.")],
+            timeout_s=5.0,
+        )
+    )
+    await until(lambda: session.rtp.playing is not None and session.rtp.taps)
+    silence = np.zeros(4000, np.int16)
+    feed(control, session, np.concatenate([silence, billing_8k]))
+    await until(lambda: session.rtp.stopped == 1)  # speech stopped the prompt before it ended
+    feed(control, session, np.zeros(8000, np.int16), t0=(len(silence) + len(billing_8k)) / 8000)
+    result = await task
+    assert (result.kind, result.transcript) == ("speech", "billing")
+    assert result.confidence is not None and result.confidence > 0
+    (said,) = control.transcript
+    assert said.speaker == "caller" and "billing" in said.text.lower()
+    assert 0.2 <= said.start <= 0.8  # the word starts 0.5 s into the audio
+    assert session.rtp.taps == []
+
+
+async def test_silence_after_the_prompt_is_no_input(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
+    control, session = make_control(tmp_path, asr)
+    task = asyncio.create_task(
+        control.listen(SpeechSpec(("billing",)), prompts=[PromptItem("Say it.")], timeout_s=SHORT)
+    )
+    await until(lambda: session.rtp.playing is not None)
+    feed(control, session, np.zeros(8000, np.int16))
+    session.rtp.finish_playing()
+    assert (await task).kind == "timeout"
+    assert asr.calls == [] and control.transcript == [] and session.rtp.taps == []
+
+
+async def test_speech_after_the_prompt_is_recognised_and_kept_for_the_record(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.8, raw_text="Billing, please."))
+    control, session = make_control(tmp_path, asr)
+    task = asyncio.create_task(control.listen(SpeechSpec(("billing",)), timeout_s=5.0))
+    await until(lambda: session.rtp.taps)
+    feed(
+        control,
+        session,
+        np.concatenate([np.zeros(8000, np.int16), tone_speech(1.0), np.zeros(8000, np.int16)]),
+    )
+    result = await task
+    assert (result.kind, result.transcript, result.confidence) == ("speech", "billing", 0.8)
+    (said,) = control.transcript
+    assert (said.speaker, said.text, said.confidence) == ("caller", "Billing, please.", 0.8)
+    assert said.start == pytest.approx(1.0, abs=0.3)  # the speech starts 1 s into the audio
+
+
+async def test_an_utterance_with_no_words_keeps_listening_until_the_timeout(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("", True))  # Whisper's answer to a cough or line noise
+    control, session = make_control(tmp_path, asr)
+    task = asyncio.create_task(control.listen(SpeechSpec(), timeout_s=SHORT))
+    await until(lambda: session.rtp.taps)
+    feed(control, session, np.concatenate([tone_speech(0.6), np.zeros(8000, np.int16)]))
+    assert (await task).kind == "timeout"
+    assert len(asr.calls) == 1 and control.transcript == []
+
+
+async def test_other_languages_get_a_no_match_for_now(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
+    control, session = make_control(tmp_path, asr, language="zh-CN")
+    task = asyncio.create_task(control.listen(SpeechSpec(("账单",)), timeout_s=5.0))
+    await until(lambda: session.rtp.taps)
+    feed(control, session, np.concatenate([tone_speech(0.8), np.zeros(8000, np.int16)]))
+    result = await task
+    assert (result.kind, result.transcript) == ("speech", "")
+    assert asr.calls == [] and control.transcript == []
+
+
+async def test_a_digit_wins_when_keys_are_allowed(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
+    control, session = make_control(tmp_path, asr)
+    task = asyncio.create_task(
+        control.listen(
+            SpeechSpec(("billing",)),
+            prompts=[PromptItem("Press 3.")],
+            timeout_s=5.0,
+            digits=DigitSpec(max_digits=1),
+        )
+    )
+    await until(lambda: session.rtp.playing is not None)
+    control.on_digit("3")
+    result = await task
+    assert (result.kind, result.digits) == ("digits", "3")
+    assert session.rtp.stopped == 1 and asr.calls == [] and session.rtp.taps == []
+
+
+async def test_without_barge_in_speech_during_the_prompt_neither_stops_it_nor_counts(tmp_path: Path) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
+    control, session = make_control(tmp_path, asr)
+    task = asyncio.create_task(
+        control.listen(
+            SpeechSpec(("billing",)), prompts=[PromptItem("Listen.")], barge_in=False, timeout_s=SHORT
+        )
+    )
+    await until(lambda: session.rtp.playing is not None)
+    feed(control, session, np.concatenate([tone_speech(0.8), np.zeros(8000, np.int16)]))
+    await asyncio.sleep(0)
+    assert session.rtp.stopped == 0 and not task.done()
+    session.rtp.finish_playing()
+    assert (await task).kind == "timeout"
+    assert asr.calls == []
