@@ -3,77 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from live_fakes import SHORT, FakeSession, FakeTts, until
 
 from callcenter.calls.control import IvrRuntime, LiveCallControl
 from callcenter.ivr.control import CallerHangup, DigitSpec, PromptItem, QueueRequest, SpeechSpec
 from callcenter.speech.cache import PromptCache
-
-SHORT = 0.05  # timeouts that must expire in these tests (no assertion is made on how long anything took)
-
-
-class FakeTts:
-    name = "fake"
-    version = "1"
-
-    def __init__(self) -> None:
-        self.texts: list[tuple[str, str]] = []
-
-    async def synthesize(self, text: str, voice: str = "en-us", rate: float = 1.0, pitch: float = 1.0) -> Any:
-        self.texts.append((text, voice))
-        return np.full(1600, 1000, np.int16)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class FakeRtp:
-    """Plays nothing: each play() future stays pending until finish_playing() (or stop_playback)."""
-
-    codec = "PCMU"
-    closed = False
-
-    def __init__(self) -> None:
-        self.playing: asyncio.Future[bool] | None = None
-        self.played: list[int] = []
-        self.stopped = 0
-        self.taps: list[Any] = []
-
-    def play(self, frames: Iterable[bytes]) -> asyncio.Future[bool]:
-        self.played.append(len(list(frames)))
-        self.playing = asyncio.get_running_loop().create_future()
-        return self.playing
-
-    def finish_playing(self) -> None:
-        assert self.playing is not None
-        self.playing.set_result(True)
-
-    def stop_playback(self) -> None:
-        self.stopped += 1
-        if self.playing is not None and not self.playing.done():
-            self.playing.set_result(False)
-
-    def add_audio_tap(self, tap: Any) -> None:
-        self.taps.append(tap)
-
-    def remove_audio_tap(self, tap: Any) -> None:
-        self.taps.remove(tap)
-
-
-class FakeSession:
-    call_id = "call-1@test"
-
-    def __init__(self) -> None:
-        self.rtp: Any = FakeRtp()
-        self.hangups: list[str] = []
-
-    def request_hangup(self, reason: str) -> None:
-        self.hangups.append(reason)
 
 
 @pytest.fixture
@@ -90,15 +28,6 @@ def session() -> FakeSession:
 def control(tmp_path: Path, tts: FakeTts, session: FakeSession) -> LiveCallControl:
     runtime = IvrRuntime(flows={}, prompts=PromptCache(tmp_path / "prompts", tts), data_dir=tmp_path)
     return LiveCallControl(session, runtime)
-
-
-async def until(condition: Any) -> None:
-    """Let the loop run until `condition()` holds (bounded by iterations, not by time)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def test_digits_stop_at_max_digits(control: LiveCallControl) -> None:

@@ -6,72 +6,20 @@ The first test runs the real path: espeak-ng speech at 8 kHz, webrtcvad, Whisper
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from live_fakes import SHORT, FakeSession, FakeTts, until
 
 from callcenter.calls.control import IvrRuntime, LiveCallControl, SpeechRuntime
 from callcenter.ivr.control import DigitSpec, PromptItem, SpeechSpec
 from callcenter.speech.base import AsrResult, PcmLike
 from callcenter.speech.cache import PromptCache
 
-SHORT = 0.05  # timeouts that must expire (no assertion is made on how long anything took)
 FRAME = 160
-
-
-class FakeTts:
-    name = "fake"
-    version = "1"
-
-    async def synthesize(self, text: str, voice: str = "en-us", rate: float = 1.0, pitch: float = 1.0) -> Any:
-        return np.full(1600, 1000, np.int16)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class FakeRtp:
-    """Plays nothing: a play() future stays pending until finish_playing() or stop_playback()."""
-
-    codec = "PCMU"
-    closed = False
-
-    def __init__(self) -> None:
-        self.playing: asyncio.Future[bool] | None = None
-        self.stopped = 0
-        self.taps: list[Any] = []
-
-    def play(self, frames: Iterable[bytes]) -> asyncio.Future[bool]:
-        self.playing = asyncio.get_running_loop().create_future()
-        return self.playing
-
-    def finish_playing(self) -> None:
-        assert self.playing is not None
-        self.playing.set_result(True)
-
-    def stop_playback(self) -> None:
-        self.stopped += 1
-        if self.playing is not None and not self.playing.done():
-            self.playing.set_result(False)
-
-    def add_audio_tap(self, tap: Any) -> None:
-        self.taps.append(tap)
-
-    def remove_audio_tap(self, tap: Any) -> None:
-        self.taps.remove(tap)
-
-
-class FakeSession:
-    call_id = "call-1@test"
-
-    def __init__(self) -> None:
-        self.rtp: Any = FakeRtp()
-
-    def request_hangup(self, reason: str) -> None:
-        pass
 
 
 class FakeAsr:
@@ -117,14 +65,6 @@ def tone_speech(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * 8000)) / 8000
     x = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450, 900, 1350), 1))
     return (x * 4000 * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
-
-
-async def until(condition: Any) -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 @pytest.fixture(scope="module")
