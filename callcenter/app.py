@@ -111,6 +111,7 @@ class Application:
                 ivr.default_flow,
                 self.settings.data_dir,
                 ptime_ms=self.settings.media.ptime_ms,
+                intents_file=ivr.intents_file,
             )
         except ConfigError as exc:
             raise StartupError(f"IVR flows are not valid:\n{exc}") from None

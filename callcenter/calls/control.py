@@ -55,6 +55,7 @@ from callcenter.ivr.control import (
     SpeechSpec,
     TransferResult,
 )
+from callcenter.ivr.intents import load_intents
 from callcenter.ivr.loader import FlowLoadError, load_flows
 from callcenter.ivr.schema import Flow
 from callcenter.ivr.services import Services
@@ -195,6 +196,7 @@ async def load_ivr_runtime(
     *,
     engine: TtsEngine | None = None,
     ptime_ms: int = 20,
+    intents_file: Path | None = None,
 ) -> IvrRuntime | None:
     """Load and check the flows (in a worker thread); None when no number uses a flow.
 
@@ -217,6 +219,8 @@ async def load_ivr_runtime(
         problems.append(f"ivr.default_flow: no flow {default_flow!r} in {flows_dir}")
     if problems:
         raise ConfigError("\n".join(problems))
+    # An IntentsError is a ConfigError: one file:line:column line per problem, start-up stops.
+    intents = await asyncio.to_thread(load_intents, intents_file) if intents_file is not None else None
     if engine is None:
         from callcenter.speech.tts import EspeakNgEngine
 
@@ -230,7 +234,7 @@ async def load_ivr_runtime(
         data_dir=data_dir,
         numbers=dict(numbers),
         default_flow=default_flow,
-        services=Services(flows=flows),
+        services=Services(flows=flows, intents=intents),
         ptime_ms=ptime_ms,
     )
 

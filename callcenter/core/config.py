@@ -231,6 +231,10 @@ class IvrSettings(_Section):
     default_flow: str | None = Field(
         None, description="flow for numbers not in `numbers` (null = those calls hear the demo tone)"
     )
+    intents_file: Path | None = Field(
+        Path("ivr_flows/intents/intents.yaml"),
+        description="intents for `intent` nodes: examples and keywords per language (null = keyword match)",
+    )
 
     @field_validator("numbers", mode="before")
     @classmethod

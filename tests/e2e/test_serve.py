@@ -98,3 +98,11 @@ def test_fixed_prompts_of_the_flows_are_rendered_after_start(tmp_path: Path) -> 
         server.stop()
     rendered = list((tmp_path / "data" / "prompts").rglob("*.wav"))
     assert event["count"] > 30 and len(rendered) >= event["count"]
+
+
+def test_a_broken_intents_file_stops_start_up_naming_the_place(tmp_path: Path) -> None:
+    bad = tmp_path / "intents.yaml"
+    bad.write_text("intents:\n  - name: refund\n    colour: red\n")
+    result = _serve(tmp_path, env={"CALLCENTER_IVR_INTENTS_FILE": str(bad)})
+    assert result.returncode == 2
+    assert f"{bad}:3:" in result.stderr, result.stderr
