@@ -192,11 +192,13 @@ class Application:
             await self.stop()
 
     async def _prerender_prompts(self) -> None:
-        """Synthesise every fixed prompt of every flow now, so no caller waits for TTS (issue 4); the
-        texts that depend on the call (``${...}``) are rendered on first use."""
+        """Synthesise every fixed prompt of every flow now and load the speech recogniser, so no caller
+        waits for either (issue 4); texts that depend on the call (``${...}``) are rendered on first use."""
         runtime = self.calls.deps.ivr
         if runtime is None:
             return
+        # Load the recogniser now too (in its worker), so the first caller who speaks does not wait.
+        runtime.speech.warm()
         specs = [
             PromptSpec(p.text, p.voice or voice_for(p.language))
             for flow in runtime.flows.values()

@@ -45,7 +45,7 @@ def test_caller_says_billing_and_the_menu_routes_to_the_billing_queue(
         f"127.0.0.1:{server.sip_port}",
         tmp_path / "sipp",
         scenario=str(pcap_caller_scenario(tmp_path, pcap)),
-        extra=["-s", "100", "-d", "14000"],  # hang up 14 s after the answer
+        extra=["-s", "100", "-d", "25000"],  # hang up 25 s after the answer: time to spare on a busy machine
         timeout_s=60,
     )
     assert result.successful == 1 and result.failed == 0, result.errors
@@ -53,7 +53,8 @@ def test_caller_says_billing_and_the_menu_routes_to_the_billing_queue(
     assert call["flow"] == "hotline_en"
     path = call["ivr_path"]
     assert "main_menu" in path, path
-    assert path[path.index("main_menu") + 1] == "queue_billing", (path, call.get("transcript"))
+    after_menu = path[path.index("main_menu") + 1 :]
+    assert after_menu[:1] == ["queue_billing"], (path, call.get("transcript"))
     assert call["queue"] == "billing"
     said = [u for u in call["transcript"] if u["speaker"] == "caller"]
     assert any("billing" in u["text"].lower() for u in said), call["transcript"]
