@@ -172,6 +172,31 @@ async def ask_with_retries(
     return None
 
 
+async def ask_free_speech(
+    ctx: RunContext,
+    *,
+    prompt: SpeechFields | None,
+    retries: int,
+    no_input: SpeechFields | None,
+    timeout_s: float,
+) -> str | None:
+    """Ask an open question (no phrase list, no keys) until something is said: the transcript, or None
+    when the caller said nothing through every retry."""
+
+    async def ask(prompts: list[PromptItem]) -> InputResult:
+        return await ctx.ask(prompts, digits=None, speech=SpeechSpec((), ctx.language), timeout_s=timeout_s)
+
+    return await ask_with_retries(
+        ctx,
+        prompt=prompt,
+        retries=retries,
+        no_input=no_input,
+        invalid=None,
+        ask=ask,
+        interpret=lambda r: r.transcript.strip() or None,
+    )
+
+
 async def yes_no(ctx: RunContext, confirm: ConfirmSpec, *, timeout_s: float, retries: int = 1) -> bool | None:
     """Ask a yes/no question; None when the caller gave no usable answer."""
 

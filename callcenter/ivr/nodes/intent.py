@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from callcenter.ivr.control import InputResult, PromptItem, SpeechSpec
-from callcenter.ivr.nodes.base import RunContext, ask_with_retries
+from callcenter.ivr.nodes.base import RunContext, ask_free_speech
 from callcenter.ivr.schema import IntentNode
 
 
 async def run(node: IntentNode, ctx: RunContext) -> str | None:
     text = ctx.render(node.text).strip() if node.text is not None else ""
     if not text:
-
-        async def ask(prompts: list[PromptItem]) -> InputResult:
-            return await ctx.ask(
-                prompts, digits=None, speech=SpeechSpec((), ctx.language), timeout_s=node.timeout_s
-            )
-
-        heard = await ask_with_retries(
-            ctx,
-            prompt=node.prompt,
-            retries=node.retries,
-            no_input=node.no_input,
-            invalid=None,
-            ask=ask,
-            interpret=lambda r: r.transcript.strip() or None,
+        heard = await ask_free_speech(
+            ctx, prompt=node.prompt, retries=node.retries, no_input=node.no_input, timeout_s=node.timeout_s
         )
         if heard is None:
             ctx.vars[node.into] = None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from callcenter.ivr.control import InputResult, PromptItem, SpeechSpec
-from callcenter.ivr.nodes.base import RunContext, ask_with_retries, yes_no
+from callcenter.ivr.control import PromptItem
+from callcenter.ivr.nodes.base import RunContext, ask_free_speech, yes_no
 from callcenter.ivr.schema import KbAnswerNode
 from callcenter.ivr.services import KbAnswer
 
@@ -11,20 +11,8 @@ from callcenter.ivr.services import KbAnswer
 async def run(node: KbAnswerNode, ctx: RunContext) -> str | None:
     question = ctx.render(node.question).strip() if node.question is not None else ""
     if not question:
-
-        async def ask(prompts: list[PromptItem]) -> InputResult:
-            return await ctx.ask(
-                prompts, digits=None, speech=SpeechSpec((), ctx.language), timeout_s=node.timeout_s
-            )
-
-        heard = await ask_with_retries(
-            ctx,
-            prompt=node.ask,
-            retries=node.retries,
-            no_input=node.no_input,
-            invalid=None,
-            ask=ask,
-            interpret=lambda r: r.transcript.strip() or None,
+        heard = await ask_free_speech(
+            ctx, prompt=node.ask, retries=node.retries, no_input=node.no_input, timeout_s=node.timeout_s
         )
         if heard is None:
             return node.on_unresolved
