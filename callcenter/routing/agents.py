@@ -1,0 +1,391 @@
+"""Agent states as an explicit transition table, and the board that holds every agent.
+
+Each state change is one entry of :data:`TRANSITIONS`; the rules that depend on more than the state and
+the event (auto-available at login, N missed offers, wrap-up length, a logout during a call) are
+compositions of table entries, so the table is the whole truth about which moves exist.
+
+Requests that cannot apply now because the agent is ringing or talking (log out, not-ready, offline)
+are *deferred*: the agent stays reserved / on call and the request applies when that offer or call
+ends. Ringing and talking are never cut short by the state machine; the glue ends the SIP legs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from callcenter.core.errors import CallcenterError
+
+__all__ = [
+    "DEFERRED",
+    "TRANSITIONS",
+    "Agent",
+    "AgentBoard",
+    "AgentEvent",
+    "AgentState",
+    "InvalidTransition",
+    "language_ok",
+]
+
+
+class AgentState(StrEnum):
+    OFFLINE = "offline"
+    AVAILABLE = "available"
+    RESERVED = "reserved"  # being offered a call (phone ringing)
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    NOT_READY = "not_ready"
+
+
+class AgentEvent(StrEnum):
+    LOGIN = "login"  # softphone registered / agent logged in
+    LOGOUT = "logout"  # last contact unregistered or expired / agent logged out
+    SET_AVAILABLE = "set_available"
+    SET_NOT_READY = "set_not_ready"
+    SET_OFFLINE = "set_offline"
+    OFFER = "offer"  # reserved for an offer (router only)
+    ANSWER = "answer"  # the offer was answered (router only)
+    OFFER_FAILED = "offer_failed"  # rejected / no answer / caller gone / cancelled (router only)
+    HANGUP = "hangup"  # the bridged call ended (router only)
+    WRAP_UP_DONE = "wrap_up_done"  # wrap-up timer, or the agent ends wrap-up early
+
+
+class InvalidTransition(CallcenterError):
+    """The event is not allowed in the agent's current state (the message says which)."""
+
+
+_S, _E = AgentState, AgentEvent
+_BUSY = (_S.RESERVED, _S.ON_CALL)
+
+TRANSITIONS: Mapping[tuple[AgentState, AgentEvent], AgentState] = MappingProxyType(
+    {
+        (_S.OFFLINE, _E.LOGIN): _S.AVAILABLE,  # + SET_NOT_READY("login") unless auto_available
+        (_S.OFFLINE, _E.LOGOUT): _S.OFFLINE,
+        (_S.OFFLINE, _E.SET_AVAILABLE): _S.AVAILABLE,
+        (_S.OFFLINE, _E.SET_NOT_READY): _S.NOT_READY,
+        (_S.OFFLINE, _E.SET_OFFLINE): _S.OFFLINE,
+        (_S.AVAILABLE, _E.LOGIN): _S.AVAILABLE,  # a REGISTER refresh
+        (_S.AVAILABLE, _E.LOGOUT): _S.OFFLINE,
+        (_S.AVAILABLE, _E.SET_AVAILABLE): _S.AVAILABLE,
+        (_S.AVAILABLE, _E.SET_NOT_READY): _S.NOT_READY,
+        (_S.AVAILABLE, _E.SET_OFFLINE): _S.OFFLINE,
+        (_S.AVAILABLE, _E.OFFER): _S.RESERVED,
+        # Ringing: presence requests are deferred (see DEFERRED) until the offer ends.
+        (_S.RESERVED, _E.LOGIN): _S.RESERVED,
+        (_S.RESERVED, _E.LOGOUT): _S.RESERVED,
+        (_S.RESERVED, _E.SET_AVAILABLE): _S.RESERVED,
+        (_S.RESERVED, _E.SET_NOT_READY): _S.RESERVED,
+        (_S.RESERVED, _E.SET_OFFLINE): _S.RESERVED,
+        (_S.RESERVED, _E.ANSWER): _S.ON_CALL,
+        (_S.RESERVED, _E.OFFER_FAILED): _S.AVAILABLE,  # + missed-offer rule, + deferred request
+        # Talking: likewise deferred until the call ends.
+        (_S.ON_CALL, _E.LOGIN): _S.ON_CALL,
+        (_S.ON_CALL, _E.LOGOUT): _S.ON_CALL,
+        (_S.ON_CALL, _E.SET_AVAILABLE): _S.ON_CALL,
+        (_S.ON_CALL, _E.SET_NOT_READY): _S.ON_CALL,
+        (_S.ON_CALL, _E.SET_OFFLINE): _S.ON_CALL,
+        (_S.ON_CALL, _E.HANGUP): _S.WRAP_UP,  # + WRAP_UP_DONE at once when the queue has no wrap-up
+        (_S.WRAP_UP, _E.LOGIN): _S.WRAP_UP,
+        (_S.WRAP_UP, _E.LOGOUT): _S.OFFLINE,
+        (_S.WRAP_UP, _E.SET_AVAILABLE): _S.AVAILABLE,  # ends wrap-up early
+        (_S.WRAP_UP, _E.SET_NOT_READY): _S.NOT_READY,
+        (_S.WRAP_UP, _E.SET_OFFLINE): _S.OFFLINE,
+        (_S.WRAP_UP, _E.WRAP_UP_DONE): _S.AVAILABLE,  # + a deferred not-ready
+        (_S.NOT_READY, _E.LOGIN): _S.NOT_READY,
+        (_S.NOT_READY, _E.LOGOUT): _S.OFFLINE,
+        (_S.NOT_READY, _E.SET_AVAILABLE): _S.AVAILABLE,
+        (_S.NOT_READY, _E.SET_NOT_READY): _S.NOT_READY,  # a new reason
+        (_S.NOT_READY, _E.SET_OFFLINE): _S.OFFLINE,
+    }
+)
+
+# Requests remembered while ringing or talking; the latest wins. SET_AVAILABLE cancels any of them,
+# LOGIN (the softphone registered again) cancels a deferred LOGOUT.
+DEFERRED: frozenset[tuple[AgentState, AgentEvent]] = frozenset(
+    (s, e) for s in _BUSY for e in (_E.LOGOUT, _E.SET_OFFLINE, _E.SET_NOT_READY)
+)
+_GOES_OFFLINE = (_E.LOGOUT, _E.SET_OFFLINE)
+MISSED_REASON = "missed offers"
+
+
+def language_ok(languages: frozenset[str], wanted: str | None) -> bool:
+    """An agent without languages takes any caller; ``en`` serves ``en-us`` (primary subtag)."""
+    if wanted is None or not languages:
+        return True
+    wanted = wanted.lower()
+    return wanted in languages or wanted.split("-", 1)[0] in languages
+
+
+@dataclass(eq=False)
+class Agent:
+    name: str
+    skills: dict[str, int]
+    languages: frozenset[str]
+    state: AgentState = AgentState.OFFLINE
+    since: float = 0.0  # when the current state began
+    reason: str | None = None  # not-ready reason
+    missed_in_row: int = 0
+    idle_since: float = 0.0  # last time the agent became free after a call / log-in (longest idle)
+    talk_s_total: float = 0.0
+    offers: int = 0
+    answered: int = 0
+    call_id: str | None = None  # the call reserved for (ringing) or bridged to
+    last_offer_at: float | None = None
+    pending: AgentEvent | None = None  # a deferred LOGOUT / SET_OFFLINE / SET_NOT_READY
+    pending_reason: str | None = None
+    wrap_up_until: float | None = None
+    last_call_id: str | None = None  # during wrap-up: the call that just ended
+    revision: int = 0  # the board's generation when skills / languages last changed (caches key on it)
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "since_s": round(max(0.0, now - self.since), 3),
+            "reason": self.reason,
+            "pending": str(self.pending) if self.pending else None,
+            "skills": dict(self.skills),
+            "languages": sorted(self.languages),
+            "call_id": self.call_id if self.call_id is not None else self.last_call_id,
+            "missed_in_row": self.missed_in_row,
+            "offers": self.offers,
+            "answered": self.answered,
+            "talk_s_total": round(self.talk_s_total, 3),
+            "wrap_up_left_s": round(max(0.0, self.wrap_up_until - now), 3) if self.wrap_up_until else None,
+        }
+
+
+def _check_skills(skills: Mapping[str, int]) -> dict[str, int]:
+    out = {}
+    for skill, level in skills.items():
+        if not isinstance(level, int) or not 1 <= level <= 5:
+            raise ValueError(f"skill {skill!r}: expected a level 1-5, got {level!r}")
+        out[skill] = level
+    return out
+
+
+@dataclass
+class AgentBoard:
+    """Every agent's definition and state, plus the indexes the dispatcher needs.
+
+    The router drives OFFER / ANSWER / OFFER_FAILED / HANGUP through :meth:`apply`; the glue changes
+    presence through ``Router.agent_event`` (which keeps the router's offers consistent), never here.
+    A new board (server restart) has every agent offline.
+    """
+
+    max_missed: int = 3
+    auto_available: bool = True
+    _agents: dict[str, Agent] = field(default_factory=dict)
+    _available: set[str] = field(default_factory=set)
+    _by_skill: dict[str, set[str]] = field(default_factory=dict)  # available agents having the skill
+    _changed: set[str] = field(default_factory=set)  # became available / redefined: worth a dispatch
+    _wrap_timers: list[tuple[float, str]] = field(default_factory=list)
+    generation: int = 0  # bumped by every definition change (caches key on it)
+
+    # -- definitions --------------------------------------------------------------------------------
+
+    def define(
+        self, name: str, skills: Mapping[str, int] | None = None, languages: Iterable[str] = (), *,
+        now: float = 0.0,
+    ) -> Agent:
+        """Add the agent (offline) or update an existing one's skills and languages, keeping its state."""
+        if name in self._agents:
+            return self.update(name, skills=skills or {}, languages=languages)
+        self.generation += 1
+        agent = Agent(name, _check_skills(skills or {}), frozenset(x.lower() for x in languages),
+                      since=now, idle_since=now, revision=self.generation)
+        self._agents[name] = agent
+        return agent
+
+    def update(
+        self, name: str, *, skills: Mapping[str, int] | None = None, languages: Iterable[str] | None = None
+    ) -> Agent:
+        agent = self._agents[name]
+        free = name in self._available
+        if free:
+            self._unindex(agent)
+        if skills is not None:
+            agent.skills = _check_skills(skills)
+        if languages is not None:
+            agent.languages = frozenset(x.lower() for x in languages)
+        if free:
+            self._index(agent)
+            self._changed.add(name)
+        self.generation += 1
+        agent.revision = self.generation
+        return agent
+
+    def remove(self, name: str) -> None:
+        """Forget an agent; refused while ringing or on a call (log them out first)."""
+        agent = self._agents[name]
+        if agent.state in _BUSY:
+            raise InvalidTransition(f"agent {name!r} is {agent.state}: cannot be removed now")
+        if name in self._available:
+            self._unindex(agent)
+        del self._agents[name]
+        self._changed.discard(name)
+        self.generation += 1
+
+    def __getitem__(self, name: str) -> Agent:
+        return self._agents[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+    def __iter__(self) -> Iterator[Agent]:
+        return iter(self._agents.values())
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    # -- indexes ------------------------------------------------------------------------------------
+
+    @property
+    def available(self) -> set[str]:
+        """Names of available agents (read only: do not mutate)."""
+        return self._available
+
+    def available_with(self, skill: str) -> set[str]:
+        """Available agents having ``skill`` at any level (read only)."""
+        return self._by_skill.get(skill, _EMPTY)
+
+    def take_changed(self) -> set[str]:
+        """Agents that became available or were redefined since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _index(self, agent: Agent) -> None:
+        self._available.add(agent.name)
+        for skill in agent.skills:
+            self._by_skill.setdefault(skill, set()).add(agent.name)
+
+    def _unindex(self, agent: Agent) -> None:
+        self._available.discard(agent.name)
+        for skill in agent.skills:
+            holders = self._by_skill.get(skill)
+            if holders is not None:
+                holders.discard(agent.name)
+
+    # -- the state machine --------------------------------------------------------------------------
+
+    def apply(
+        self,
+        name: str,
+        event: AgentEvent,
+        now: float,
+        *,
+        reason: str | None = None,
+        missed: bool = False,
+        call_id: str | None = None,
+        wrap_up_s: float = 0.0,
+    ) -> Agent:
+        """Apply one event with its composite rules; raises InvalidTransition when the table has no entry."""
+        agent = self._agents[name]
+        state = agent.state
+        if (state, event) not in TRANSITIONS:
+            raise InvalidTransition(f"agent {name!r} is {state}: {event} is not allowed")
+        if (state, event) in DEFERRED:
+            agent.pending, agent.pending_reason = event, reason
+            return agent
+        if state in _BUSY and event in (_E.SET_AVAILABLE, _E.LOGIN):
+            if event is _E.SET_AVAILABLE or agent.pending in _GOES_OFFLINE:
+                agent.pending = agent.pending_reason = None
+            return agent
+
+        if event is _E.LOGIN:  # from offline (the busy / already logged-in cases are self-loops)
+            if state is _S.OFFLINE:
+                agent.missed_in_row = 0
+                self._step(agent, _E.LOGIN, now)
+                if not self.auto_available:
+                    self._step(agent, _E.SET_NOT_READY, now, reason="login")
+            return agent
+        if event is _E.OFFER:
+            self._step(agent, event, now)
+            agent.call_id, agent.offers, agent.last_offer_at = call_id, agent.offers + 1, now
+            return agent
+        if event is _E.ANSWER:
+            self._step(agent, event, now)
+            agent.missed_in_row, agent.answered = 0, agent.answered + 1
+            return agent
+        if event is _E.OFFER_FAILED:
+            self._step(agent, event, now)
+            if missed:
+                agent.missed_in_row += 1
+            if agent.pending is not None:
+                self._apply_pending(agent, now)
+            elif agent.missed_in_row >= self.max_missed:
+                self._step(agent, _E.SET_NOT_READY, now, reason=MISSED_REASON)
+            return agent
+        if event is _E.HANGUP:
+            agent.last_call_id = agent.call_id
+            self._step(agent, event, now)
+            if agent.pending in _GOES_OFFLINE:
+                self._apply_pending(agent, now)
+            elif wrap_up_s > 0:
+                agent.wrap_up_until = now + wrap_up_s
+                heapq.heappush(self._wrap_timers, (agent.wrap_up_until, name))
+            else:
+                self._step(agent, _E.WRAP_UP_DONE, now)
+                self._apply_pending(agent, now)
+            return agent
+        if event is _E.WRAP_UP_DONE:
+            self._step(agent, event, now)
+            self._apply_pending(agent, now)
+            return agent
+        if event is _E.SET_AVAILABLE:
+            agent.missed_in_row = 0
+        self._step(agent, event, now, reason=reason)
+        return agent
+
+    def _apply_pending(self, agent: Agent, now: float) -> None:
+        event, reason = agent.pending, agent.pending_reason
+        agent.pending = agent.pending_reason = None
+        if event is not None:
+            self._step(agent, event, now, reason=reason)
+
+    def _step(self, agent: Agent, event: AgentEvent, now: float, *, reason: str | None = None) -> None:
+        """One table entry: the state, its start time and the indexes."""
+        before = agent.state
+        after = TRANSITIONS[(before, event)]
+        if after is not before:
+            agent.state, agent.since = after, now
+            if before is _S.AVAILABLE:
+                self._unindex(agent)
+            elif after is _S.AVAILABLE:
+                self._index(agent)
+                self._changed.add(agent.name)
+                if before is not _S.RESERVED:  # a failed offer does not make an agent "fresh"
+                    agent.idle_since = now
+            if before in _BUSY and after not in _BUSY:
+                agent.call_id = None
+            if before is _S.WRAP_UP:
+                agent.wrap_up_until = None
+                agent.last_call_id = None
+        agent.reason = reason if after is _S.NOT_READY else None
+
+    # -- wrap-up timers -----------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        timers = self._wrap_timers
+        while timers:
+            deadline, name = timers[0]
+            agent = self._agents.get(name)
+            if agent is not None and agent.state is _S.WRAP_UP and agent.wrap_up_until == deadline:
+                return deadline
+            heapq.heappop(timers)  # stale: wrap-up ended early or the agent was removed
+        return None
+
+    def handle_timer(self, now: float) -> list[str]:
+        """End the wrap-ups due by ``now``; returns the agents concerned."""
+        ended = []
+        while (deadline := self.get_timer()) is not None and deadline <= now:
+            _, name = heapq.heappop(self._wrap_timers)
+            self.apply(name, _E.WRAP_UP_DONE, now)
+            ended.append(name)
+        return ended
+
+
+_EMPTY: set[str] = set()
