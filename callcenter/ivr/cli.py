@@ -1,4 +1,5 @@
-"""``callcenter flows …``: check flow files, export their JSON Schema, try a flow in the terminal.
+"""``callcenter flows …``: check flow files, export their JSON Schema, try a flow in the terminal;
+publish, roll back and compare versions (kept in the database, see ``callcenter.ivr.registry``).
 
 ``flows_app`` is mounted by ``callcenter/cli.py`` (``app.add_typer(flows_app, name="flows")``).
 """
@@ -28,7 +29,9 @@ __all__ = ["DEFAULT_FLOWS_DIR", "flows_app"]
 
 DEFAULT_FLOWS_DIR = Path("ivr_flows")
 
-flows_app = typer.Typer(help="Check, export and try IVR flows (ivr_flows/*.yaml).", no_args_is_help=True)
+flows_app = typer.Typer(
+    help="Check, export, try and publish IVR flows (ivr_flows/*.yaml).", no_args_is_help=True
+)
 
 
 def _names(text: str | None) -> frozenset[str] | None:
@@ -214,3 +217,202 @@ def try_flow(
     typer.echo(f"ivr_path: {' > '.join(result.ivr_path)}")
     if result.queue:
         typer.echo(f"queue: {result.queue}, agent: {result.agent or '-'}")
+
+
+# -- versions: publish, history, rollback, diff -----------------------------------------------------------
+
+_ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: ./config.yaml if present).", show_default=False
+    ),
+]
+_DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Override data_dir (the database).", show_default=False)
+]
+_FlowsDirOpt = Annotated[
+    Path | None, typer.Option("--flows-dir", help="Override ivr.flows_dir.", show_default=False)
+]
+_AuthorOpt = Annotated[str, typer.Option("--author", help="Who publishes (kept in the history).")]
+_MessageOpt = Annotated[
+    str | None, typer.Option("--message", "-m", help="Why (kept in the history).", show_default=False)
+]
+
+
+def _settings(config: Path | None, data_dir: Path | None, flows_dir: Path | None) -> Any:
+    from callcenter.core.config import load_settings
+    from callcenter.core.errors import ConfigError
+
+    overrides: dict[str, Any] = {"data_dir": data_dir, "ivr.flows_dir": flows_dir}
+    try:
+        return load_settings(config, {k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _registry(settings: Any, context: FlowContext | None = None) -> Any:
+    from callcenter.ivr.registry import FlowRegistry
+    from callcenter.store import Store  # SQLAlchemy only for the commands that need it
+
+    try:
+        store = Store.from_settings(settings)
+    except Exception as exc:  # noqa: BLE001 - any driver error: say which database
+        typer.echo(f"error: database {settings.db_url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return FlowRegistry(store, context=context)
+
+
+async def _load_others(registry: Any, flows_dir: Path, exclude: Sequence[Path] = ()) -> None:
+    """Load the folder's flows (the context for checks; changed files get recorded) without failing on
+    an invalid one: the flow being published may be the fix."""
+    if not flows_dir.is_dir():
+        typer.echo(f"error: {flows_dir}: no such folder (ivr.flows_dir)", err=True)
+        raise typer.Exit(2)
+    for error in await registry.load(flows_dir, strict=False, exclude=exclude):
+        typer.echo(f"warning: {error}", err=True)
+
+
+def _run(coro: Any) -> Any:
+    """``asyncio.run`` with the registry's own log lines muted: this command prints what matters."""
+    quiet = logging.getLogger("callcenter.ivr.flows")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(coro)
+    finally:
+        quiet.setLevel(level)
+
+
+def _report(result: Any, what: str) -> None:
+    if not result.ok:
+        for error in result.errors:
+            typer.echo(str(error))
+        live = f"; version {result.version} stays live" if result.version is not None else ""
+        typer.echo(f"{what} refused: {len(result.errors)} error(s){live}", err=True)
+        raise typer.Exit(1)
+    if result.changed:
+        path = result.live.path if result.live is not None else None
+        typer.echo(f"{result.flow_id}: version {result.version} is live ({path})")
+    else:
+        typer.echo(f"{result.flow_id}: unchanged, version {result.version} stays live")
+
+
+@flows_app.command("publish")
+def publish(
+    file: Annotated[Path, typer.Argument(help="The flow file to publish (its id names the flow).")],
+    author: _AuthorOpt,
+    message: _MessageOpt = None,
+    config: _ConfigOpt = None,
+    data_dir: _DataDirOpt = None,
+    flows_dir: _FlowsDirOpt = None,
+    queues: Annotated[str | None, _names_opt("queue names")] = None,
+    skills: Annotated[str | None, _names_opt("skill names")] = None,
+    intents: Annotated[str | None, _names_opt("intent names")] = None,
+    schedules: Annotated[str | None, _names_opt("schedule names")] = None,
+) -> None:
+    """Check FILE against the other flows and make it the live version: stored with its author and
+    diff, written into the flows folder (a running server picks it up for new calls). Exit 1 if refused."""
+    from callcenter.ivr.versions import InvalidPublishError, declared_id, read_flow_file
+
+    settings = _settings(config, data_dir, flows_dir)
+    text, _, error = read_flow_file(file)
+    if text is None:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+    context = FlowContext(
+        queues=_names(queues), skills=_names(skills), intents=_names(intents), schedules=_names(schedules)
+    )
+    registry = _registry(settings, context)
+    flow_id = declared_id(text) or file.stem
+
+    async def run() -> Any:
+        await _load_others(registry, settings.ivr.flows_dir, exclude=[file])
+        # a file inside the flows folder is published in place: it is that flow's file
+        folder = settings.ivr.flows_dir
+        in_place = folder / file.name if file.resolve().parent == folder.resolve() else None
+        return await registry.publish(
+            flow_id, text, author=author, source="cli", message=message, path=in_place
+        )
+
+    try:
+        result = _run(run())
+    except InvalidPublishError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _report(result, "publish")
+
+
+@flows_app.command("history")
+def history(
+    flow: Annotated[str, typer.Argument(help="Flow id.")],
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    config: _ConfigOpt = None,
+    data_dir: _DataDirOpt = None,
+) -> None:
+    """Every published version of a flow, oldest first: who, when, how, why."""
+    from callcenter.ivr.versions import FlowNotFoundError
+    from callcenter.store.flow_versions import flow_version_public
+
+    registry = _registry(_settings(config, data_dir, None))
+    try:
+        rows = _run(registry.history(flow))
+    except FlowNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_out:
+        typer.echo(json.dumps([flow_version_public(r) for r in rows], indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        when = row.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        how = f"rollback of v{row.rolled_back_from}" if row.rolled_back_from is not None else row.source
+        note = f"  {row.message}" if row.message else ""
+        typer.echo(f"v{row.version}  {when}  {row.author}  ({how}){note}")
+
+
+@flows_app.command("rollback")
+def rollback(
+    flow: Annotated[str, typer.Argument(help="Flow id.")],
+    version: Annotated[int, typer.Argument(help="The version to make live again.", min=1)],
+    author: _AuthorOpt,
+    message: _MessageOpt = None,
+    config: _ConfigOpt = None,
+    data_dir: _DataDirOpt = None,
+    flows_dir: _FlowsDirOpt = None,
+) -> None:
+    """Publish an earlier version again, as a new version (the history is kept). Exit 1 if refused."""
+    from callcenter.ivr.versions import FlowNotFoundError, InvalidPublishError
+
+    settings = _settings(config, data_dir, flows_dir)
+    registry = _registry(settings)
+
+    async def run() -> Any:
+        await _load_others(registry, settings.ivr.flows_dir)
+        return await registry.rollback(flow, version, author=author, message=message)
+
+    try:
+        result = _run(run())
+    except (FlowNotFoundError, InvalidPublishError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _report(result, "rollback")
+
+
+@flows_app.command("diff")
+def diff(
+    flow: Annotated[str, typer.Argument(help="Flow id.")],
+    v1: Annotated[int | None, typer.Argument(help="From this version (default: the one before V2).")] = None,
+    v2: Annotated[int | None, typer.Argument(help="To this version (default: the newest).")] = None,
+    config: _ConfigOpt = None,
+    data_dir: _DataDirOpt = None,
+) -> None:
+    """Unified diff between two versions of a flow (default: the newest change)."""
+    from callcenter.ivr.versions import FlowNotFoundError
+
+    registry = _registry(_settings(config, data_dir, None))
+    try:
+        text = _run(registry.diff(flow, v1, v2))
+    except FlowNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(text, nl=False)

@@ -1,5 +1,6 @@
 """Persistence: SQLModel tables, a synchronous repository and the batched call-record writer."""
 
+from callcenter.store.flow_versions import FlowVersion as FlowVersion  # a table: create_all makes it
 from callcenter.store.models import Agent, AgentPublic, CallRecord, HangupBy, agent_public, call_public
 from callcenter.store.repo import (
     AgentExistsError,

@@ -128,3 +128,120 @@ def test_try_unknown_or_broken_flows() -> None:
     assert "node welcome: unknown target 'mian_menu'" in result.stderr
     result = runner.invoke(flows_app, ["try", "hotline_en", "--flows-dir", FLOWS, "--var", "novalue"])
     assert result.exit_code == 2 and "expected NAME=VALUE" in result.stderr
+
+
+# -- publish, history, rollback, diff (versions in the database) -------------------------------------------
+
+
+def _flow(greeting: str, flow_id: str = "main") -> str:
+    return (
+        f"id: {flow_id}\nstart: welcome\nnodes:\n  welcome:\n    type: say\n    text: {greeting}\n"
+        "    next: bye\n  bye:\n    type: hangup\n"
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with ivr_flows/main.yaml, no config file and no CALLCENTER_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CALLCENTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ivr_flows").mkdir()
+    (tmp_path / "ivr_flows" / "main.yaml").write_text(_flow("Hello"), encoding="utf-8")
+    return tmp_path
+
+
+def test_publish_a_file_then_history_diff_and_rollback(site: Path) -> None:
+    draft = site / "draft.yaml"
+    draft.write_text(_flow("Good morning"), encoding="utf-8")
+    result = runner.invoke(flows_app, ["publish", str(draft), "--author", "alice", "-m", "morning"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"main: version 2 is live ({Path('ivr_flows') / 'main.yaml'})\n"
+    assert (site / "ivr_flows" / "main.yaml").read_text(encoding="utf-8") == _flow("Good morning")
+    assert (site / "data" / "callcenter.db").is_file()
+
+    history = runner.invoke(flows_app, ["history", "main"])
+    lines = history.stdout.splitlines()
+    assert history.exit_code == 0 and len(lines) == 2
+    assert lines[0].startswith("v1  ") and lines[0].endswith("  file  (file)  loaded from file")
+    assert lines[1].startswith("v2  ") and lines[1].endswith("  alice  (cli)  morning")
+
+    diff = runner.invoke(flows_app, ["diff", "main"])
+    assert diff.exit_code == 0
+    assert diff.stdout.splitlines() == [
+        "--- main v1",
+        "+++ main v2",
+        "@@ -3,7 +3,7 @@",
+        " nodes:",
+        "   welcome:",
+        "     type: say",
+        "-    text: Hello",
+        "+    text: Good morning",
+        "     next: bye",
+        "   bye:",
+        "     type: hangup",
+    ]
+
+    back = runner.invoke(flows_app, ["rollback", "main", "1", "--author", "bob"])
+    assert back.exit_code == 0, back.output
+    assert (site / "ivr_flows" / "main.yaml").read_text(encoding="utf-8") == _flow("Hello")
+    rows = json.loads(runner.invoke(flows_app, ["history", "main", "--json"]).stdout)
+    assert [(r["version"], r["author"], r["source"], r["rolled_back_from"]) for r in rows] == [
+        (1, "file", "file", None),
+        (2, "alice", "cli", None),
+        (3, "bob", "rollback", 1),
+    ]
+    assert runner.invoke(flows_app, ["diff", "main", "1", "3"]).stdout == ""  # same text
+
+
+def test_publish_refuses_an_invalid_file_and_keeps_the_live_one(site: Path) -> None:
+    draft = site / "draft.yaml"
+    draft.write_text(_flow("Broken").replace("next: bye", "nxt: bye"), encoding="utf-8")
+    result = runner.invoke(flows_app, ["publish", str(draft), "--author", "alice"])
+    assert result.exit_code == 1
+    assert result.stdout == (
+        f"{Path('ivr_flows') / 'main.yaml'}:7:5: node welcome: unknown key 'nxt' (did you mean 'next'?)\n"
+    )
+    assert result.stderr == "publish refused: 1 error(s); version 1 stays live\n"
+    assert (site / "ivr_flows" / "main.yaml").read_text(encoding="utf-8") == _flow("Hello")
+
+
+def test_publish_in_place_fixes_a_broken_file_in_the_flows_folder(site: Path) -> None:
+    live = site / "ivr_flows" / "main.yaml"
+    assert runner.invoke(flows_app, ["publish", str(live), "--author", "alice"]).exit_code == 0
+    live.write_text(_flow("Edited in place"), encoding="utf-8")
+    result = runner.invoke(flows_app, ["publish", str(live), "--author", "carol"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(runner.invoke(flows_app, ["history", "main", "--json"]).stdout)
+    assert [(r["version"], r["author"]) for r in rows] == [(1, "alice"), (2, "carol")]
+
+
+def test_publish_a_new_flow_and_checks_queue_names(site: Path) -> None:
+    draft = site / "sales.yaml"
+    draft.write_text(
+        _flow("Sales", "sales").replace("next: bye", "next: q")
+        + "  q:\n    type: queue\n    queue: sales\n    next: bye\n",
+        encoding="utf-8",
+    )
+    refused = runner.invoke(flows_app, ["publish", str(draft), "--author", "a", "--queues", "support"])
+    assert refused.exit_code == 1 and "unknown queue 'sales' (known: support)" in refused.stdout
+    ok = runner.invoke(flows_app, ["publish", str(draft), "--author", "a", "--queues", "sales"])
+    assert ok.exit_code == 0, ok.output
+    assert (site / "ivr_flows" / "sales.yaml").read_text(encoding="utf-8") == draft.read_text(
+        encoding="utf-8"
+    )
+
+
+def test_version_commands_report_unknown_flows_and_versions(site: Path) -> None:
+    assert runner.invoke(flows_app, ["history", "nope"]).stderr == "error: no flow 'nope'\n"
+    draft = site / "d.yaml"
+    draft.write_text(_flow("Two"), encoding="utf-8")
+    runner.invoke(flows_app, ["publish", str(draft), "--author", "a"])
+    missing = runner.invoke(flows_app, ["rollback", "main", "7", "--author", "a"])
+    assert missing.exit_code == 1 and missing.stderr == "error: flow 'main' has no version 7\n"
+    assert runner.invoke(flows_app, ["diff", "main", "5"]).stderr == "error: flow 'main' has no version 5\n"
+    no_author = runner.invoke(flows_app, ["publish", str(draft)])
+    assert no_author.exit_code == 2 and "--author" in no_author.stderr
