@@ -20,7 +20,10 @@ from typing import Any
 import uvicorn
 
 from callcenter import __version__
+from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
+from callcenter.api.routing import create_routing_router
+from callcenter.calls.acd import Acd
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
 from callcenter.calls.session import CallDeps
@@ -28,6 +31,7 @@ from callcenter.core.config import Settings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
 from callcenter.ivr.prompts import fixed_prompts
+from callcenter.ivr.versions import PublishedFlow
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.registration import RegistrationService
@@ -86,6 +90,7 @@ class Application:
             CallDeps(settings=settings, media=self.media, writer=self.writer, endpoint=self.endpoint)
         )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
+        self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
         self.endpoint.on_invite = self.calls.on_invite
         self.endpoint.on_register = self.registration.on_register
         self.http_socket: socket.socket | None = None
@@ -105,6 +110,10 @@ class Application:
         raise StartupError."""
         ivr = self.settings.ivr
         try:
+            await asyncio.to_thread(self.store.create_all)
+        except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure
+            raise StartupError(f"database_url: cannot open the database: {exc}") from None
+        try:
             self.calls.deps.ivr = await load_ivr_runtime(
                 ivr.flows_dir,
                 ivr.numbers,
@@ -112,13 +121,12 @@ class Application:
                 self.settings.data_dir,
                 ptime_ms=self.settings.media.ptime_ms,
                 intents_file=ivr.intents_file,
+                store=self.store,
+                queues=self.settings.routing.queues.keys(),
+                speech=self.settings.speech,
             )
         except ConfigError as exc:
             raise StartupError(f"IVR flows are not valid:\n{exc}") from None
-        try:
-            await asyncio.to_thread(self.store.create_all)
-        except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure
-            raise StartupError(f"database_url: cannot open the database: {exc}") from None
         await self._start_sip()
         try:
             self.http_socket = self._bind_http()
@@ -127,6 +135,9 @@ class Application:
             raise
         self.writer.start()
         await self.registration.start()
+        await self.acd.start()
+        if self.calls.deps.ivr is not None:
+            self.calls.deps.ivr.acd = self.acd
         self.media.start()
 
     async def _start_sip(self) -> None:
@@ -169,7 +180,15 @@ class Application:
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         assert self.http_socket is not None
-        http_app = create_http_app(self.health)
+        token = self.settings.http.admin_token
+        routers = [create_routing_router(self.acd, token)]
+        runtime = self.calls.deps.ivr
+        background: list[asyncio.Task[Any]] = []
+        if runtime is not None and runtime.registry is not None:
+            routers.append(flows_router(runtime.registry, admin_token=token))
+            runtime.registry.on_published(self._render_published)
+            background.append(asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s)))
+        http_app = create_http_app(self.health, routers=routers)
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
         server = _HttpServer(config)
         http_task = asyncio.create_task(server.serve(sockets=[self.http_socket]))
@@ -187,8 +206,10 @@ class Application:
             log_event(log, "server_stopping", active_calls=self.calls.active)
             await self.calls.shutdown(grace_s=self.settings.calls.shutdown_grace_s)
             prerender.cancel()
+            for task in background:
+                task.cancel()
             server.should_exit = True
-            await asyncio.wait([http_task, prerender], timeout=5.0)
+            await asyncio.wait([http_task, prerender, *background], timeout=5.0)
             await self.stop()
 
     async def _prerender_prompts(self) -> None:
@@ -211,7 +232,24 @@ class Application:
             return
         log_event(log, "prompts_rendered", count=len(specs))
 
+    async def _render_published(self, event: PublishedFlow) -> None:
+        """A new flow version went live: its fixed prompts are synthesised now, not on a caller's time."""
+        runtime = self.calls.deps.ivr
+        if runtime is None:
+            return
+        specs = [PromptSpec(p.text, p.voice or voice_for(p.language)) for p in fixed_prompts(event.flow)]
+        try:
+            await runtime.prompts.render_all(specs)
+        except SpeechError as exc:
+            log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc), flow=event.flow_id)
+            return
+        log_event(log, "flow_live", flow=event.flow_id, version=event.version, author=event.author,
+                  source=event.source, prompts=len(specs))
+
     async def stop(self) -> None:
+        await self.acd.stop()
+        if self.calls.deps.ivr is not None:
+            await self.calls.deps.ivr.speech.aclose()
         await self.registration.stop()
         await self.endpoint.close()
         await self.media.stop()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from callcenter import __version__
@@ -14,7 +14,7 @@ from callcenter.api.demo_crm import router as demo_crm_router
 __all__ = ["create_http_app"]
 
 
-def create_http_app(health: Callable[[], dict[str, Any]]) -> FastAPI:
+def create_http_app(health: Callable[[], dict[str, Any]], routers: Sequence[APIRouter] = ()) -> FastAPI:
     """A FastAPI app whose ``GET /healthz`` reports ``{sip, http, db, version}``.
 
     ``health()`` returns at least ``sip`` and ``db`` states ("up" / "down" / ...). It runs in the
@@ -42,4 +42,6 @@ def create_http_app(health: Callable[[], dict[str, Any]]) -> FastAPI:
         return JSONResponse(body, status_code=503 if down else 200)
 
     app.include_router(demo_crm_router)
+    for router in routers:
+        app.include_router(router)
     return app

@@ -15,13 +15,17 @@ Decisions worth knowing:
 - Once the caller is gone (:meth:`caller_gone`: BYE/CANCEL, or the session ending the call for RTP
   timeout or shutdown) every waiting method raises :class:`CallerHangup`, except ``record``, which
   returns what it has with ``ended_by="hangup"``.
-- No routing exists yet: ``enqueue`` answers "closed" (no agent available) and ``transfer`` "failed", so
-  the flow's overflow / fallback path runs.
-- ``listen`` feeds the caller's audio (an RTP audio tap) to a VAD segmenter from the first prompt on;
-  with ``barge_in`` the start of speech stops the prompt. At the end of speech the utterance goes to
-  Whisper (tiny.en, English only, in its worker thread); other languages answer a speech result with an
-  empty transcript (no match) for now. An utterance Whisper hears nothing in (a cough, line noise)
-  does not end the input: the silence timeout starts again. Digits win when a DigitSpec is given.
+- ``enqueue`` hands the caller to the ACD (calls/acd.py: hold music, agents rung, bridge) and returns
+  when the agent hangs up or the caller overflows; without an ACD it answers "closed". ``transfer``
+  is not built yet: it answers "failed", so the flow's fallback runs.
+- ``listen`` feeds the caller's audio (an RTP audio tap) to a VAD segmenter (webrtcvad or Silero,
+  ``speech.vad``) from the first prompt on; with ``barge_in`` the start of speech stops the prompt.
+  The recogniser follows the call's language (speech/select.py): Vosk, where a model serves the
+  language, is fed each frame from the start of speech (grammar mode with the menu's phrases, free mode
+  otherwise) and finishes at the end of speech; Whisper tiny.en (English without a Vosk model)
+  transcribes the finished utterance. Languages with neither answer a speech result with an empty
+  transcript (no match). An utterance the recogniser hears nothing in (a cough, line noise) does not
+  end the input: the silence timeout starts again. Digits win when a DigitSpec is given.
   Every recognised utterance is appended to ``transcript`` (the CallSession writes it to the record).
 """
 
@@ -34,14 +38,16 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 
+from callcenter.calls.agent_leg import CallerInfo
 from callcenter.core.errors import ConfigError
 from callcenter.core.logging import log_event
 from callcenter.ivr.control import (
@@ -55,8 +61,10 @@ from callcenter.ivr.control import (
     SpeechSpec,
     TransferResult,
 )
+from callcenter.ivr.graph import FlowContext
 from callcenter.ivr.intents import load_intents
 from callcenter.ivr.loader import FlowLoadError, load_flows
+from callcenter.ivr.registry import FlowRegistry
 from callcenter.ivr.schema import Flow
 from callcenter.ivr.services import Services
 from callcenter.media import g711, tones
@@ -66,11 +74,22 @@ from callcenter.media.recorder import LEFT, CallRecorder, RecordingError
 from callcenter.media.session import RtpSession
 from callcenter.speech.base import AsrResult, PcmLike, SpeechEnded, SpeechError, TtsEngine
 from callcenter.speech.cache import PromptCache, PromptSpec
+from callcenter.speech.select import (
+    ClassifierPool,
+    LiveRecognition,
+    SpeechEngineSettings,
+    SpeechRouter,
+    StreamingTranscriber,
+    close_later,
+)
 from callcenter.speech.tts import voice_for
-from callcenter.speech.vad import Segmenter, VadConfig, WebRtcVad
+from callcenter.speech.vad import Segmenter, VadConfig
 
 if TYPE_CHECKING:
-    from callcenter.speech.whisper_engine import WhisperEngine
+    from callcenter.calls.acd import Acd, QueueVisit
+    from callcenter.core.config import SpeechSettings
+    from callcenter.media.bridge import Bridge
+    from callcenter.store import Store
 
 __all__ = [
     "IvrRuntime",
@@ -131,42 +150,88 @@ class Utterance:
 
 
 class SpeechRuntime:
-    """Recognition shared by every call. Whisper is created on first use in a worker thread (and
-    its model loads in Whisper's own worker), so start-up stays fast and nothing blocks the loop."""
+    """Recognition and voice activity detection shared by every call.
 
-    def __init__(self, transcriber: Transcriber | None = None, vad: VadConfig | None = None) -> None:
+    The recogniser is a :class:`~callcenter.speech.select.SpeechRouter`: the engine for each call
+    language per the ``speech`` settings (Vosk streamed while the caller speaks, Whisper tiny.en on the
+    finished utterance). It is built on first use in a worker thread, and each language's engine and
+    model load in their own workers when the language is warmed (at start-up for ``languages``, and
+    by every ``listen`` for its language while the prompts play), so nothing blocks the loop.
+    ``transcriber`` replaces the router (tests)."""
+
+    def __init__(
+        self,
+        transcriber: Transcriber | None = None,
+        vad: VadConfig | None = None,
+        *,
+        settings: SpeechEngineSettings | None = None,
+        models_dir: Path | None = None,
+        languages: Sequence[str] = ("en",),
+    ) -> None:
         self._preset = transcriber
+        self.settings = settings or SpeechEngineSettings()
+        self.models_dir = models_dir
+        self.languages = tuple(languages)
+        self.vad = vad or VadConfig(end_silence_ms=self.settings.end_silence_ms)
+        self.classifiers = ClassifierPool(self.settings)
         self._task: asyncio.Task[Transcriber | None] | None = None
-        self.vad = vad or VadConfig()
+        self._ready: Transcriber | None = None
+        self._warming: dict[str, asyncio.Task[None]] = {}
 
-    def segmenter(self) -> Segmenter:
-        return Segmenter(WebRtcVad(3), self.vad)
+    async def open_segmenter(self) -> Segmenter:
+        """A segmenter for one ``listen`` (webrtcvad or Silero per ``speech.vad``); give it back with
+        :meth:`release_segmenter`."""
+        return Segmenter(await self.classifiers.acquire(), self.vad)
 
-    def warm(self) -> asyncio.Future[Transcriber | None]:
-        """Start loading the engine (once); the future gives it, or None when it cannot load."""
+    def release_segmenter(self, segmenter: Segmenter) -> None:
+        self.classifiers.release(segmenter.classifier)
+
+    def warm(self, languages: Sequence[str] = ()) -> asyncio.Future[Transcriber | None]:
+        """Start building the recogniser (once) and loading the engines for ``languages`` (default:
+        the runtime's ``languages``); the future gives the recogniser, or None when there is none."""
+        task = self._build()
+        for language in languages or self.languages:
+            key = language.strip().lower()
+            if key not in self._warming:
+                self._warming[key] = asyncio.ensure_future(self._warm(language))
+        return task
+
+    def ready(self) -> Transcriber | None:
+        """The recogniser if it is built already (for the audio tap, which cannot wait)."""
+        return self._ready
+
+    async def transcriber(self) -> Transcriber | None:
+        return await asyncio.shield(self._build())
+
+    def _build(self) -> asyncio.Task[Transcriber | None]:
         if self._task is None:
             self._task = asyncio.ensure_future(self._load())
         return self._task
 
-    async def transcriber(self) -> Transcriber | None:
-        return await asyncio.shield(self.warm())
-
     async def _load(self) -> Transcriber | None:
         if self._preset is not None:
+            self._ready = self._preset
             return self._preset
         try:
-            engine = await asyncio.to_thread(_whisper)
-            await engine.load()
-        except SpeechError as exc:
+            router = await asyncio.to_thread(SpeechRouter.build, self.settings, self.models_dir)
+        except (SpeechError, OSError) as exc:
             log_event(log, "asr_unavailable", level=logging.ERROR, error=str(exc))
             return None
-        return engine
+        self._ready = router
+        return router
 
+    async def _warm(self, language: str) -> None:
+        engine = await self.transcriber()
+        if isinstance(engine, SpeechRouter):
+            await engine.warm(language)  # logs its own failures
 
-def _whisper() -> WhisperEngine:
-    from callcenter.speech.whisper_engine import WhisperEngine
-
-    return WhisperEngine()
+    async def aclose(self) -> None:
+        """Stop warm-ups and close the engines (their worker threads)."""
+        for task in self._warming.values():
+            task.cancel()
+        engine = self._ready
+        if isinstance(engine, SpeechRouter):
+            await engine.aclose()
 
 
 @dataclass
@@ -181,9 +246,14 @@ class IvrRuntime:
     services: Services = field(default_factory=Services)
     ptime_ms: int = 20
     speech: SpeechRuntime = field(default_factory=SpeechRuntime)
+    acd: Acd | None = None  # routing; None = queue nodes overflow at once (no agents)
+    registry: FlowRegistry | None = None  # live versions (publish, rollback, hot reload)
 
     def flow_for(self, number: str) -> Flow | None:
-        """The flow for a dialled number (Request-URI user part), or None (demo behaviour)."""
+        """The flow for a dialled number (Request-URI user part), or None (demo behaviour). The caller
+        keeps the returned object (that version) for the whole call."""
+        if self.registry is not None:
+            return self.registry.flow_for(number)
         flow_id = self.numbers.get(number, self.default_flow)
         return self.flows.get(flow_id) if flow_id is not None else None
 
@@ -197,17 +267,36 @@ async def load_ivr_runtime(
     engine: TtsEngine | None = None,
     ptime_ms: int = 20,
     intents_file: Path | None = None,
+    store: Store | None = None,
+    queues: Collection[str] | None = None,
+    speech: SpeechSettings | None = None,
 ) -> IvrRuntime | None:
     """Load and check the flows (in a worker thread); None when no number uses a flow.
 
-    Raises ConfigError with one line per problem (``file:line:column: ...`` for flow errors)."""
+    With a ``store`` the flows are live versions in a :class:`FlowRegistry` (every changed file recorded
+    as a version; publish, rollback and hot reload keep running calls on their version); ``queues``
+    are the configured queue names flows may use. Raises ConfigError with one line per problem
+    (``file:line:column: ...`` for flow errors)."""
     wanted = {**{n: f for n, f in numbers.items()}}
     if not wanted and default_flow is None:
         return None
     if not flows_dir.is_dir():
         raise ConfigError(f"ivr.flows_dir: {flows_dir} is not a folder (the numbers name flows in it)")
+    # An IntentsError is a ConfigError: one file:line:column line per problem, start-up stops.
+    intents = await asyncio.to_thread(load_intents, intents_file) if intents_file is not None else None
+    registry: FlowRegistry | None = None
+    flows: Mapping[str, Flow]
     try:
-        flows = await asyncio.to_thread(load_flows, [flows_dir])
+        if store is not None:
+            context = FlowContext(
+                queues=frozenset(queues) if queues is not None else None,
+                intents=frozenset(intents.names) if intents is not None else None,
+            )
+            registry = FlowRegistry(store, context=context, numbers=numbers, default_flow=default_flow)
+            await registry.load(flows_dir)
+            flows = registry.flows
+        else:
+            flows = await asyncio.to_thread(load_flows, [flows_dir])
     except FlowLoadError as exc:
         raise ConfigError("\n".join(str(e) for e in exc.errors)) from None
     problems = [
@@ -219,8 +308,6 @@ async def load_ivr_runtime(
         problems.append(f"ivr.default_flow: no flow {default_flow!r} in {flows_dir}")
     if problems:
         raise ConfigError("\n".join(problems))
-    # An IntentsError is a ConfigError: one file:line:column line per problem, start-up stops.
-    intents = await asyncio.to_thread(load_intents, intents_file) if intents_file is not None else None
     if engine is None:
         from callcenter.speech.tts import EspeakNgEngine
 
@@ -236,6 +323,16 @@ async def load_ivr_runtime(
         default_flow=default_flow,
         services=Services(flows=flows, intents=intents),
         ptime_ms=ptime_ms,
+        registry=registry,
+        speech=SpeechRuntime(
+            settings=SpeechEngineSettings.model_validate(
+                speech.model_dump(include=set(SpeechEngineSettings.model_fields))
+            ),
+            models_dir=speech.models_dir,
+            languages=sorted({f.language for f in flows.values()}),
+        )
+        if speech is not None
+        else SpeechRuntime(),
     )
 
 
@@ -247,9 +344,17 @@ class LiveCallControl:
         *,
         language: str = "en-US",
         transcript: list[Utterance] | None = None,
+        caller: str = "",
+        caller_name: str | None = None,
     ) -> None:
         self.session = session
         self.runtime = runtime
+        self.caller = caller
+        self.caller_name = caller_name
+        self.queue_visits: list[QueueVisit] = []
+        self.voicemails: list[str] = []  # files of messages left on this call
+        self.bridge: Bridge | None = None
+        self.agent: str | None = None
         self.language = language
         self.voice: str | None = None
         self.transcript: list[Utterance] = transcript if transcript is not None else []
@@ -429,30 +534,46 @@ class LiveCallControl:
     ) -> InputResult:
         language = spec.language or self.language
         rtp = self._rtp()
-        segmenter = self.runtime.speech.segmenter()
+        speech = self.runtime.speech
+        speech.warm((language,))  # the recogniser for this language loads while the prompts play
+        segmenter = await self._race(speech.open_segmenter())
         talking = asyncio.Event()
-        ended: deque[SpeechEnded] = deque()
+        # ended utterances, each with its live recognition (Vosk, fed while the caller spoke) or None
+        # (Whisper, or the recogniser was not built yet: the utterance is transcribed whole)
+        ended: deque[tuple[SpeechEnded, LiveRecognition | None]] = deque()
         ended_flag = asyncio.Event()
         first_frame_at: list[float] = []
+        current: list[LiveRecognition] = []  # the live recognition of the utterance under way
 
-        def tap(frame: PcmLike, now: float) -> None:  # on the loop: webrtcvad costs ~2 µs a frame
+        def tap(frame: PcmLike, now: float) -> None:
+            # On the loop: webrtcvad ~2 µs a frame, Silero ~60 µs; a live feed only queues the audio.
             if not first_frame_at:
                 first_frame_at.append(now)
-            for event in segmenter.process(frame):
+            was_speaking = segmenter.in_speech
+            events = segmenter.process(frame)
+            if was_speaking and current:
+                current[0].feed(frame)
+            for event in events:
                 if event.kind == "start":
                     talking.set()
+                    live = self._open_live(language, spec)
+                    if live is not None:
+                        live.feed(event.audio)  # the pre-roll, up to and including this frame
+                        current[:] = [live]
                 else:
-                    ended.append(event)
+                    ended.append((event, current.pop() if current else None))
                     ended_flag.set()
 
-        self.runtime.speech.warm()  # loads Whisper (first call only) while the prompts play
         rtp.add_audio_tap(tap)
         try:
             await self._play_prompts(prompts, barge_in, talking if barge_in else None)
             if not barge_in:
                 # input given while the caller was asked to listen does not count
                 self._digits.clear()
-                ended.clear()
+                while ended:
+                    dropped = ended.popleft()[1]
+                    if dropped is not None:
+                        close_later(dropped)
                 ended_flag.clear()
                 if not segmenter.in_speech:
                     talking.clear()
@@ -463,10 +584,14 @@ class LiveCallControl:
                 if got == "digit":
                     assert digits is not None
                     return await self.collect_digits(digits, barge_in=barge_in, timeout_s=timeout_s)
-                utterance = ended.popleft()
+                utterance, live = ended.popleft()
                 if not ended:
                     ended_flag.clear()
-                result = await self._recognise(utterance, spec, language)
+                try:
+                    result = await self._recognise(utterance, spec, language, live)
+                finally:
+                    if live is not None:
+                        close_later(live)  # done with (or failed, or the caller hung up meanwhile)
                 if result is None:
                     talking.clear()  # nothing was said after all: listen again, silence counts anew
                     continue
@@ -496,6 +621,9 @@ class LiveCallControl:
                 )
         finally:
             rtp.remove_audio_tap(tap)
+            speech.release_segmenter(segmenter)
+            for pending in [*current, *(lv for _, lv in ended if lv is not None)]:
+                close_later(pending)  # recognizers go back to the pool, even on hangup
 
     async def _wait_input(
         self, timeout_s: float, talking: asyncio.Event, ended: asyncio.Event, keys: bool
@@ -530,9 +658,19 @@ class LiveCallControl:
                 for w in waiters:
                     w.cancel()
 
-    async def _recognise(self, utterance: SpeechEnded, spec: SpeechSpec, language: str) -> AsrResult | None:
-        """The utterance recognised; None when Whisper heard nothing in it. Languages without an
-        engine give an empty (no-match) result."""
+    def _open_live(self, language: str, spec: SpeechSpec) -> LiveRecognition | None:
+        """A recognition fed while the caller speaks, when the language's engine streams (Vosk)."""
+        engine = self.runtime.speech.ready()
+        if not isinstance(engine, StreamingTranscriber) or not engine.supports(language):
+            return None
+        return engine.live(language, spec.phrases or None)
+
+    async def _recognise(
+        self, utterance: SpeechEnded, spec: SpeechSpec, language: str, live: LiveRecognition | None = None
+    ) -> AsrResult | None:
+        """The utterance recognised (``live`` finished, else the whole utterance transcribed); None when
+        the recogniser heard nothing in it. Languages without a recogniser give an empty (no-match)
+        result. ``listen`` closes ``live`` afterwards, whatever happened."""
         engine = await self._race(self.runtime.speech.transcriber())
         if engine is None or not engine.supports(language):
             log_event(
@@ -545,7 +683,10 @@ class LiveCallControl:
             )
             return AsrResult("", True, 0.0)
         try:
-            result = await self._race(engine.transcribe(utterance.audio, spec.phrases or None, language))
+            if live is not None:
+                result = await self._race(live.finish())
+            else:
+                result = await self._race(engine.transcribe(utterance.audio, spec.phrases or None, language))
         except SpeechError as exc:
             log_event(log, "asr_failed", call_id=self.session.call_id, level=logging.WARNING, error=str(exc))
             return AsrResult("", True, 0.0)
@@ -635,13 +776,49 @@ class LiveCallControl:
             duration_s=round(duration, 2),
             ended_by=how,
         )
+        self.voicemails.append(str(path))
         return RecordResult(str(path), duration, how)
 
     async def enqueue(self, request: QueueRequest) -> QueueResult:
-        # No routing yet: no agent is ever available, so the flow's overflow path (on_overflow) runs.
+        """Wait in the queue (hold music, announcements), ring agents, bridge the answer; returns when
+        the agent hangs up with the caller still there, or on overflow (see calls/acd.py)."""
         self._rtp()
-        log_event(log, "ivr_queue_unavailable", call_id=self.session.call_id, queue=request.queue)
-        return QueueResult("closed")
+        acd = self.runtime.acd
+        if acd is None:
+            log_event(log, "ivr_queue_unavailable", call_id=self.session.call_id, queue=request.queue)
+            return QueueResult("closed")
+        return await acd.serve(self, request, self.queue_visits)
+
+    # -- what the ACD needs from the caller's side -------------------------------------------------------
+
+    def caller_info(self, queue: str | None, screen_pop_base: str | None) -> CallerInfo:
+        call_id = self.session.call_id
+        url = f"{screen_pop_base.rstrip('/')}/calls/{quote(call_id, safe='')}" if screen_pop_base else None
+        return CallerInfo(call_id, self.caller, self.caller_name, queue, url)
+
+    async def hold_music(self, file: str | None) -> tuple[bytes, ...]:
+        """The queue's hold music in the call's codec: its file, or the built-in tune when there is
+        none or it cannot be read (logged)."""
+        codec = self._rtp().codec
+        if file is not None:
+            try:
+                return (await self._race(self._load(file))).frames
+            except PromptError as exc:
+                log_event(log, "hold_music_missing", call_id=self.session.call_id, level=logging.WARNING,
+                          file=file, error=str(exc))
+        from callcenter.calls.acd import default_hold_music
+
+        return default_hold_music(codec)
+
+    async def announce(self, prompts: Sequence[PromptItem]) -> None:
+        """Queue announcements: no barge-in; a digit pressed meanwhile is kept for the flow."""
+        await self._play_prompts(prompts, barge_in=False)
+
+    def on_bridge(self, bridge: Bridge | None, agent: str) -> None:
+        """Connected to (or disconnected from) an agent: the bridge is where supervisors and live
+        transcription of the agent's side attach."""
+        self.bridge = bridge
+        self.agent = agent if bridge is not None else self.agent
 
     async def transfer(
         self, target: str, *, timeout_s: float = 30.0, caller_id: str | None = None

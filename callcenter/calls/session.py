@@ -114,6 +114,7 @@ class CallSession:
         finally:
             self._release_media()
             self._record_ivr()
+            disposition = self._record_queue(disposition)
             if self.digits:
                 writer.call_extra(self.call_id, {"dtmf": "".join(self.digits)})
             if self.transcript:
@@ -234,10 +235,21 @@ class CallSession:
         except ValueError:
             return ""
 
+    def _caller_name(self) -> str | None:
+        try:
+            return parse_name_addr(self.call.from_header).display or None
+        except ValueError:
+            return None
+
     async def _run_ivr(self, flow: Flow) -> None:
         assert self.deps.ivr is not None
         self.control = LiveCallControl(
-            self, self.deps.ivr, language=flow.language, transcript=self.transcript
+            self,
+            self.deps.ivr,
+            language=flow.language,
+            transcript=self.transcript,
+            caller=self._caller(),
+            caller_name=self._caller_name(),
         )
         info = CallInfo(call_id=self.call_id, caller=self._caller(), called=self._called())
         self.runner = FlowRunner(flow, self.control, self.deps.ivr.services, call=info)
@@ -273,6 +285,41 @@ class CallSession:
                 extras["queue"] = result.queue
         self.deps.writer.call_extra(self.call_id, extras)
         self.runner = None
+
+    def _record_queue(self, disposition: str) -> str:
+        """Queue, agent, wait and talk time on the record; the queue's outcome becomes the disposition
+        (answered by an agent, abandoned in the queue, overflowed, or a voicemail left)."""
+        control = self.control
+        if control is None:
+            return disposition
+        visits = control.queue_visits
+        if visits:
+            last = visits[-1]
+            answered = next((v for v in visits if v.answered_at is not None), None)
+            first_at = visits[0].enqueued_at
+            wait_end = answered.answered_at if answered is not None else (last.ended_at or first_at)
+            self.deps.writer.call_extra(
+                self.call_id,
+                {
+                    "queue": (answered or last).queue,
+                    "agent": answered.agent if answered is not None else None,
+                    "offered_agents": [a for v in visits for a in v.offered],
+                    "wait_s": round((wait_end or first_at) - first_at, 2),
+                    "talk_s": round(sum(v.as_json()["talk_s"] for v in visits), 2),
+                    "queue_visits": [v.as_json() for v in visits],
+                },
+            )
+            if answered is not None:
+                disposition = "answered"
+            elif control.voicemails:
+                disposition = "voicemail"
+            else:
+                disposition = last.disposition
+        elif control.voicemails:
+            disposition = "voicemail"
+        if control.voicemails:
+            self.deps.writer.call_extra(self.call_id, {"voicemails": list(control.voicemails)})
+        return disposition
 
     def _negotiate(self, request: SipRequest) -> bytes | int:
         """Our SDP answer to the offer in `request`, or the status to refuse it with."""

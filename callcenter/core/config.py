@@ -14,7 +14,7 @@ import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import yaml
@@ -209,6 +209,11 @@ class CallsSettings(_Section):
 class HttpSettings(_Section):
     host: str = Field("0.0.0.0", min_length=1, description="address the HTTP API listens on")
     port: int = Field(8080, ge=1, le=65535, description="HTTP API port")
+    admin_token: str | None = Field(
+        None,
+        min_length=16,
+        description="bearer token for the admin API (publishing flows, agent states); null = disabled",
+    )
 
 
 class SpeechSettings(_Section):
@@ -220,6 +225,23 @@ class SpeechSettings(_Section):
         min_length=1,
         description="where official Vosk models are listed and downloaded from (model-list.json)",
     )
+    engines: dict[str, Literal["vosk", "whisper"]] = Field(
+        default_factory=dict,
+        description="language → engine (vosk | whisper); unlisted: Vosk when a model serves the language, "
+        "else Whisper tiny.en for English",
+    )
+    vosk_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="language → Vosk model folder or package (overrides models found in models_dir)",
+    )
+    vad: Literal["webrtc", "silero"] = Field(
+        "webrtc", description="voice activity detector (silero: noisy lines)"
+    )
+    vad_aggressiveness: int = Field(3, ge=0, le=3, description="webrtcvad mode, 0 (permissive) to 3")
+    silero_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Silero speech probability threshold")
+    end_silence_ms: int = Field(
+        700, ge=200, le=5000, multiple_of=20, description="trailing silence that ends an utterance"
+    )
 
 
 class IvrSettings(_Section):
@@ -230,6 +252,9 @@ class IvrSettings(_Section):
     )
     default_flow: str | None = Field(
         None, description="flow for numbers not in `numbers` (null = those calls hear the demo tone)"
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0, description="seconds between looks at flows_dir for changed flow files (hot reload)"
     )
     intents_file: Path | None = Field(
         Path("ivr_flows/intents/intents.yaml"),
@@ -243,6 +268,82 @@ class IvrSettings(_Section):
         if isinstance(value, Mapping):
             return {str(k): v for k, v in value.items()}
         return value
+
+
+class EscalationSettings(_Section):
+    after_s: float = Field(gt=0, description="seconds of waiting after which these skills apply instead")
+    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=dict, description="skill → minimum level (empty = any agent of the queue)"
+    )
+
+
+class QueueSettings(_Section):
+    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=dict, description="skill → minimum level an agent needs (empty = any agent)"
+    )
+    strategy: Literal["longest_idle", "round_robin", "ring_all", "least_talk_time", "skill_weighted"] = Field(
+        "longest_idle", description="which free agent is offered the call"
+    )
+    max_wait_s: float | None = Field(
+        None, gt=0, description="overflow after this many seconds (null = never)"
+    )
+    max_length: int | None = Field(None, ge=1, description="callers beyond this many overflow at once")
+    overflow: str | None = Field(
+        None, description="queue:NAME, voicemail or callback (null = the flow's on_overflow decides)"
+    )
+    escalations: list[EscalationSettings] = Field(
+        default_factory=list, description="widen the skills after a while"
+    )
+    service_level_s: float = Field(20.0, gt=0, description="answered within this counts for service level")
+    wrap_up_s: float = Field(0.0, ge=0, description="seconds an agent gets after a call before the next")
+    ring_timeout_s: float = Field(
+        15.0, gt=0, description="seconds an agent's phone rings before the next agent"
+    )
+    join_when_empty: bool = Field(
+        False, description="queue callers even when no agent with the skills is logged in"
+    )
+
+    @field_validator("overflow")
+    @classmethod
+    def _overflow(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("voicemail", "callback") and not re.fullmatch(
+            r"queue:[A-Za-z0-9_.-]+", value
+        ):
+            raise _custom("expected queue:NAME, voicemail, callback or null")
+        return value
+
+
+def _default_queues() -> dict[str, QueueSettings]:
+    return {name: QueueSettings(skills={name: 1}) for name in ("sales", "support", "billing")} | {
+        "general": QueueSettings()
+    }
+
+
+class RoutingSettings(_Section):
+    queues: dict[str, QueueSettings] = Field(
+        default_factory=_default_queues, description="queue name → its settings (flows name these queues)"
+    )
+    max_missed_offers: int = Field(
+        3, ge=1, description="offers an agent misses in a row before going not-ready automatically"
+    )
+    available_on_register: bool = Field(
+        True, description="an agent whose softphone registers becomes available (else not-ready)"
+    )
+    caller_id_header: bool = Field(
+        True, description="agents' phones show the caller's number and name (From of the offer)"
+    )
+
+    @model_validator(mode="after")
+    def _overflow_targets(self) -> RoutingSettings:
+        for name, queue in self.queues.items():
+            if queue.overflow is not None and queue.overflow.startswith("queue:"):
+                target = queue.overflow.removeprefix("queue:")
+                key = f"queues.{name}.overflow"
+                if target not in self.queues:
+                    raise _related(key, f"expected a configured queue, no {target!r}", queue.overflow)
+                if target == name:
+                    raise _related(key, "expected another queue, not itself", queue.overflow)
+        return self
 
 
 class LogSettings(_Section):
@@ -266,6 +367,7 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     ivr: IvrSettings = Field(default_factory=IvrSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("data_dir", mode="before")
@@ -487,11 +589,23 @@ def _show(value: Any) -> str:
 def _field_at(loc: list[str]) -> FieldInfo | None:
     model: type[BaseModel] = Settings
     field: FieldInfo | None = None
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         if part not in model.model_fields:
             return None
         field = model.model_fields[part]
         base = _base_type(field.annotation)
+        if get_origin(base) is dict:  # a mapping of named entries (routing.queues.NAME): skip the name
+            if next(parts, None) is None:
+                return field
+            value = get_args(base)[1]
+            if get_origin(value) is Annotated:  # e.g. skill → level 1-5
+                return FieldInfo.from_annotation(value)
+            base = value
+        elif get_origin(base) is list and next(iter(get_args(base)), None) is not None:
+            item = get_args(base)[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                base = item  # list of sections: the index is not a str part of loc
         if isinstance(base, type) and issubclass(base, BaseModel):
             model, field = base, None
     return field
@@ -537,5 +651,7 @@ def _expected(field: FieldInfo) -> str:
     elif base is Path:
         text = "a directory path"
     else:
-        text = "a non-empty string" if "MinLen" in bounds else "a string"
+        min_len = getattr(bounds.get("MinLen"), "min_length", 0)
+        text = f"a string of at least {min_len} characters" if min_len > 1 else (
+            "a non-empty string" if min_len else "a string")
     return text + (" or null" if _is_optional(field.annotation) else "")

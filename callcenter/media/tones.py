@@ -82,3 +82,23 @@ def comfort_noise(duration: float, *, level_db: float = -60.0, seed: int | None 
     rms = amplitude(level_db) / np.sqrt(2.0)
     noise = rng.standard_normal(_samples(duration, rate)) * rms
     return np.clip(np.rint(noise), -32768, 32767).astype(np.int16)
+
+
+def hold_music(rate: int = SAMPLE_RATE, *, level_db: float = -20.0) -> Pcm:
+    """One 6.4 s cycle of a soft arpeggio (C major, then A minor), each note a decaying sine with a
+    quiet fifth: generated, so the package ships no licensed music. Phones' narrow band (300-3400 Hz)
+    keeps the notes between 260 and 1050 Hz."""
+    notes = (261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 261.63, 329.63,
+             220.00, 261.63, 329.63, 440.00, 329.63, 261.63, 220.00, 261.63)
+    note_s = 0.4
+    n = _samples(note_s, rate)
+    t = np.arange(n, dtype=np.float64) / rate
+    # 10 ms attack and 20 ms release: no clicks between notes
+    envelope = np.exp(-3.0 * t) * np.minimum(1.0, t / 0.01) * np.minimum(1.0, (note_s - t) / 0.02)
+    peak = amplitude(level_db)
+    parts = []
+    for f in notes:
+        wave = np.sin(2.0 * np.pi * f * t) + 0.3 * np.sin(2.0 * np.pi * f * 1.5 * t)
+        parts.append(wave * envelope * (peak / 1.3))
+    out = np.concatenate(parts)
+    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)

@@ -41,12 +41,12 @@ from callcenter.sip.uri import format_host, parse_name_addr, parse_uri, parse_vi
 
 log = logging.getLogger("callcenter.sip")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY"
 ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
 SUPPORTED = "path"
 _SUPPORTED_SET = frozenset({"path"})
 # Methods we know but do not serve here: 405 with Allow. Anything else: 501 (§8.2.1).
-_KNOWN_UNSERVED = frozenset({"SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH", "UPDATE", "PRACK", "REFER"})
+_KNOWN_UNSERVED = frozenset({"SUBSCRIBE", "MESSAGE", "PUBLISH", "UPDATE", "PRACK"})
 _URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 
@@ -286,10 +286,38 @@ class SipEndpoint:
             self.respond(txn, make_response(request, 200))
             if call.on_info is not None:
                 call.on_info(request)
+        elif method == "REFER":
+            self._on_refer(request, source, txn)
+        elif method == "NOTIFY":
+            # Only in-dialog NOTIFYs exist here (a peer reporting on a REFER we sent): accepted, unused.
+            if self._in_dialog(request, txn) is not None:
+                self.respond(txn, make_response(request, 200))
         elif method in _KNOWN_UNSERVED:
             self.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]))
         else:
             self.respond(txn, make_response(request, 501, extra=[("Allow", ALLOW)]))
+
+    def _on_refer(self, request: SipRequest, source: Addr, txn: ServerTransaction) -> None:
+        """RFC 3515 §2.4: a REFER inside a call we hold; outside a dialog → 403 (we take no orders
+        from strangers), without a usable Refer-To → 400, a leg that cannot transfer → 603."""
+        if not parse_name_addr(request.headers.get("To") or "").tag:
+            self.respond(txn, make_response(request, 403, "REFER Outside A Dialog Is Not Accepted"))
+            return
+        call = self._in_dialog(request, txn)
+        if call is None:
+            return
+        refer_to = request.headers.get_all("Refer-To")
+        if len(refer_to) != 1:  # §2.4.1: exactly one Refer-To
+            self.respond(txn, make_response(request, 400, "Exactly One Refer-To Required"))
+            return
+        try:
+            parse_name_addr(refer_to[0]).parsed_uri()
+        except ValueError:
+            self.respond(txn, make_response(request, 400, "Bad Refer-To"))
+            return
+        handler = call.on_refer
+        status = handler(request) if handler is not None else 603
+        self.respond(txn, make_response(request, status, "Accepted" if status == 202 else None))
 
     def _on_invite(self, request: SipRequest, source: Addr, txn: ServerTransaction) -> None:
         to = parse_name_addr(request.headers.get("To") or "")

@@ -27,6 +27,8 @@ END_ERROR = "error"  # transport failure or timeout of our BYE
 
 ReinviteHandler = Callable[[SipRequest], tuple[int, bytes]]
 InfoHandler = Callable[[SipRequest], None]
+# A REFER in the dialog (RFC 3515): the handler answers with a status (202 to accept; 4xx to refuse).
+ReferHandler = Callable[[SipRequest], int]
 
 
 class IncomingCall:
@@ -46,6 +48,7 @@ class IncomingCall:
         self.hangup_by: str | None = None  # "caller" | "server"
         self.on_reinvite: ReinviteHandler | None = None
         self.on_info: InfoHandler | None = None
+        self.on_refer: ReferHandler | None = None
         self._answer_body = b""
         from_ = parse_name_addr(request.headers.get("From") or "")
         self.remote_tag = from_.tag or ""

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from callcenter.sip.dialog import Dialog, new_branch, new_call_id, new_tag
-from callcenter.sip.invite import END_BYE, END_CANCEL, END_ERROR, END_LOCAL, InfoHandler, ReinviteHandler
+from callcenter.sip.invite import (
+    END_BYE,
+    END_CANCEL,
+    END_ERROR,
+    END_LOCAL,
+    InfoHandler,
+    ReferHandler,
+    ReinviteHandler,
+)
 from callcenter.sip.message import Headers, SipRequest, SipResponse
 from callcenter.sip.transaction import Addr, ClientTransaction, ServerTransaction
 from callcenter.sip.uri import format_host, parse_name_addr
@@ -37,6 +45,7 @@ class OutgoingCall:
         self.on_provisional: ProvisionalHandler | None = None
         self.on_reinvite: ReinviteHandler | None = None
         self.on_info: InfoHandler | None = None
+        self.on_refer: ReferHandler | None = None
         self.txn: ServerTransaction | None = None  # the latest re-INVITE from the peer, for its ACK
         self.client_txn: ClientTransaction | None = None
         self.local_tag = parse_name_addr(invite.headers.get("From") or "").tag or ""

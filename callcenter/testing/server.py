@@ -37,8 +37,16 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1", even: bool
 class ServerProcess:
     """`callcenter serve` on 127.0.0.1 with free SIP/HTTP ports; stopped (by its PID) on exit."""
 
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, ipv6: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        ipv6: bool = False,
+        config: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.config = config  # YAML text for --config (sections env cannot express, e.g. routing.queues)
         self.sip_port = free_port()
         self.http_port = free_port(socket.SOCK_STREAM)
         self.rtp_min = 20000 + (os.getpid() % 200) * 100
@@ -67,9 +75,13 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = os.devnull
+        if self.config is not None:
+            config = str(self.data_dir / "config.yaml")
+            Path(config).write_text(self.config)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callcenter.cli", "serve", "--config", os.devnull,
+            [sys.executable, "-m", "callcenter.cli", "serve", "--config", config,
              "--sip-port", str(self.sip_port), "--http-port", str(self.http_port),
              "--data-dir", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, env=self._environ(),

@@ -142,8 +142,11 @@ def render_scenario(name: str, workdir: Path, **subs: str) -> Path:
     return out
 
 
-def pcap_caller_scenario(workdir: Path, pcap: Path, *, telephone_event: bool = True) -> Path:
-    """uac_pcap.xml for `pcap`, offering PCMU with telephone-event 101 or (for in-band DTMF) without."""
+def pcap_caller_scenario(
+    workdir: Path, pcap: Path, *, telephone_event: bool = True, number: str = "100"
+) -> Path:
+    """uac_pcap.xml for `pcap` dialling `number`, offering PCMU with telephone-event 101 or (for in-band
+    DTMF) without."""
     te = "\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16" if telephone_event else ""
     return render_scenario(
         "uac_pcap.xml",
@@ -151,4 +154,5 @@ def pcap_caller_scenario(workdir: Path, pcap: Path, *, telephone_event: bool = T
         pcap=str(pcap),
         formats="0 101" if telephone_event else "0",
         telephone_event=te,
+        number=number,
     )

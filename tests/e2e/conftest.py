@@ -44,12 +44,13 @@ def ipv6() -> None:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """start_server(ENV_OVERRIDES..., ipv6=False) → a started ServerProcess, stopped after the test."""
+    """start_server(ENV_OVERRIDES..., ipv6=False, config=YAML) → a started ServerProcess, stopped after
+    the test."""
     servers: list[ServerProcess] = []
 
-    def start(ipv6: bool = False, **env: Any) -> ServerProcess:
+    def start(ipv6: bool = False, config: str | None = None, **env: Any) -> ServerProcess:
         data = tmp_path / f"server{len(servers)}"
-        server = ServerProcess(data, env={k: str(v) for k, v in env.items()}, ipv6=ipv6)
+        server = ServerProcess(data, env={k: str(v) for k, v in env.items()}, ipv6=ipv6, config=config)
         servers.append(server)
         return server.start()
 

@@ -1,0 +1,527 @@
+"""The ACD on the event loop: the pure :class:`~callcenter.routing.router.Router` driven by real time,
+agents' registrations and live calls.
+
+- Presence: an agent whose first softphone contact registers logs in (available, or not-ready when
+  ``routing.available_on_register`` is false); when the last contact unregisters or expires they log
+  out. Agents added while the server runs are read from the database on their first REGISTER.
+- One timer task runs the router's timers (wrap-up ends, max-wait overflows, escalations) and its
+  dispatch whenever something changed; offers and overflows are handed to the waiting caller's task.
+- :meth:`Acd.serve` runs inside the caller's flow task (so inside the call's TaskGroup): hold music and
+  position announcements, ringing the offered agents (:class:`AgentRing`), then the bridge until one
+  side hangs up. Whatever ends it — caller hang-up, agent BYE, no answer, overflow — the call leaves
+  the router exactly once (``finally``) and an agent is never left reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
+from callcenter.core.config import Settings
+from callcenter.core.logging import log_event
+from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult
+from callcenter.media import tones
+from callcenter.media.bridge import Bridge
+from callcenter.media.engine import MediaEngine
+from callcenter.media.pacer import encode_frames, looping
+from callcenter.routing.agents import AgentEvent, AgentState
+from callcenter.routing.queues import Escalation, QueueConfig
+from callcenter.routing.router import Offer, OfferGone, Overflow, Router
+from callcenter.sip.endpoint import SipEndpoint
+from callcenter.sip.registrar import Binding
+
+if TYPE_CHECKING:
+    from callcenter.calls.control import LiveCallControl
+    from callcenter.sip.registration import RegistrationService
+
+log = logging.getLogger("callcenter.acd")
+
+_HOLD_MUSIC_CACHE: dict[str, tuple[bytes, ...]] = {}
+
+
+def default_hold_music(codec: str) -> tuple[bytes, ...]:
+    """A soft generated arpeggio (no licensed audio in the package), encoded once per codec."""
+    frames = _HOLD_MUSIC_CACHE.get(codec)
+    if frames is None:
+        frames = tuple(encode_frames(tones.hold_music(), codec))
+        _HOLD_MUSIC_CACHE[codec] = frames
+    return frames
+
+
+def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
+    return {
+        name: QueueConfig(
+            name=name,
+            skills=dict(q.skills),
+            strategy=q.strategy,
+            max_wait_s=q.max_wait_s,
+            max_length=q.max_length,
+            overflow=q.overflow,
+            escalations=tuple(Escalation(e.after_s, dict(e.skills)) for e in q.escalations),
+            service_level_s=q.service_level_s,
+            wrap_up_s=q.wrap_up_s,
+            ring_timeout_s=q.ring_timeout_s,
+            join_when_empty=q.join_when_empty,
+        )
+        for name, q in settings.routing.queues.items()
+    }
+
+
+class AgentDirectory(Protocol):
+    """Where agent definitions come from (the Store)."""
+
+    def list_agents(self) -> list[Any]: ...
+
+    def get_agent(self, username: str) -> Any | None: ...
+
+
+@dataclass
+class _Waiter:
+    call_id: str
+    events: asyncio.Queue[Offer | Overflow] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class QueueVisit:
+    """What the call record gets about one stay in a queue."""
+
+    queue: str
+    enqueued_at: float
+    offered: list[str] = field(default_factory=list)
+    agent: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disposition: str = "abandoned"
+    hangup_by: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        wait_end = self.answered_at or self.ended_at or self.enqueued_at
+        talk = (self.ended_at - self.answered_at) if self.answered_at and self.ended_at else 0.0
+        return {
+            "queue": self.queue,
+            "agent": self.agent,
+            "offered_agents": self.offered,
+            "wait_s": round(wait_end - self.enqueued_at, 2),
+            "talk_s": round(talk, 2),
+            "disposition": self.disposition,
+        }
+
+
+class Acd:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoint: SipEndpoint,
+        media: MediaEngine,
+        registration: RegistrationService,
+        directory: AgentDirectory | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.media = media
+        self.registration = registration
+        self.directory = directory
+        self.clock = clock
+        self.router = Router(
+            queue_configs(settings),
+            max_missed=settings.routing.max_missed_offers,
+            auto_available=settings.routing.available_on_register,
+        )
+        self._waiters: dict[str, _Waiter] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loading: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.screen_pop_base: str | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.directory is not None:
+            agents = await asyncio.to_thread(self.directory.list_agents)
+            for agent in agents:
+                self._define(agent)
+        self.registration.listeners.append(self._on_binding)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.registration.listeners.remove(self._on_binding)
+        tasks = [t for t in [self._task, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    def _define(self, agent: Any) -> None:
+        self.router.agents.define(agent.username, dict(agent.skills or {}), frozenset(), now=self.clock())
+
+    # -- presence -----------------------------------------------------------------------------------
+
+    def _on_binding(self, username: str, binding: Binding, registered: bool) -> None:
+        if username not in self.router.agents:
+            if registered and self.directory is not None and username not in self._loading:
+                self._loading.add(username)
+                self._spawn(self._load_then_login(username))
+            return
+        self._presence(username, registered)
+
+    async def _load_then_login(self, username: str) -> None:
+        try:
+            assert self.directory is not None
+            agent = await asyncio.to_thread(self.directory.get_agent, username)
+        finally:
+            self._loading.discard(username)
+        if agent is None:
+            return
+        self._define(agent)
+        self._presence(username, bool(self.registration.lookup(username)))
+
+    def _presence(self, username: str, registered: bool) -> None:
+        now = self.clock()
+        state = self.router.agents[username].state
+        if registered and state == AgentState.OFFLINE:
+            self._event(username, AgentEvent.LOGIN, now)
+        elif not registered and not self.registration.lookup(username) and state != AgentState.OFFLINE:
+            self._event(username, AgentEvent.LOGOUT, now)
+
+    def _event(self, username: str, event: AgentEvent, now: float, **kwargs: Any) -> None:
+        before = self.router.agents[username].state
+        agent = self.router.agent_event(username, event, now, **kwargs)
+        if agent.state != before:
+            log_event(
+                log,
+                "agent_state",
+                agent=username,
+                state=str(agent.state),
+                was=str(before),
+                reason=agent.reason,
+            )
+        self._kick()
+
+    def set_state(self, username: str, state: str, reason: str | None = None) -> dict[str, Any]:
+        """An agent's (or supervisor's) request: available, not_ready or offline. Raises KeyError for an
+        unknown agent and routing's InvalidTransition when the state machine forbids it now."""
+        event = {
+            "available": AgentEvent.SET_AVAILABLE,
+            "not_ready": AgentEvent.SET_NOT_READY,
+            "offline": AgentEvent.SET_OFFLINE,
+        }[state.replace("-", "_")]
+        self._event(username, event, self.clock(), reason=reason)
+        return dict(self.snapshot()["agents"][username])
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.router.snapshot(self.clock())
+
+    # -- the timer / dispatch task ------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            timer = self.router.get_timer()
+            timeout = None if timer is None else max(0.0, timer - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                self._step(self.clock())
+            except Exception as exc:  # noqa: BLE001 - one bad step must not stop routing for everyone
+                log_event(log, "acd_error", level=logging.ERROR, error=repr(exc))
+
+    def _step(self, now: float) -> None:
+        for overflow in self.router.handle_timer(now):
+            self._deliver(overflow.call_id, overflow)
+        for offer in self.router.dispatch(now):
+            if not self._deliver(offer.call_id, offer):
+                for agent in offer.agents:
+                    self.router.offer_failed(offer.call_id, agent, now, missed=False)
+
+    def _deliver(self, call_id: str, item: Offer | Overflow) -> bool:
+        waiter = self._waiters.get(call_id)
+        if waiter is None:
+            return False
+        waiter.events.put_nowait(item)
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- a caller in a queue ------------------------------------------------------------------------
+
+    async def serve(
+        self, control: LiveCallControl, request: QueueRequest, visits: list[QueueVisit]
+    ) -> QueueResult:
+        """Queue the caller, ring agents, bridge the answer; returns when the bridged call ends (agent
+        hung up, caller still there: the flow goes on) or the caller overflows."""
+        queue = request.queue
+        call_id = control.session.call_id
+        started = self.clock()
+        hops = 0
+        while True:
+            visit = QueueVisit(queue, self.clock())
+            visits.append(visit)
+            result, target = await self._serve_one(control, request, queue, visit, started)
+            if target is None or hops >= 3:
+                return result
+            hops += 1  # overflow into another queue keeps the caller in line
+            log_event(log, "queue_overflow_to", call_id=call_id, queue=queue, target=target)
+            queue = target
+
+    async def _serve_one(
+        self, control: LiveCallControl, request: QueueRequest, queue: str, visit: QueueVisit, started: float
+    ) -> tuple[QueueResult, str | None]:
+        call_id = control.session.call_id
+        waiter = _Waiter(call_id)
+        now = self.clock()
+        try:
+            joined = self.router.enqueue(
+                call_id,
+                queue,
+                now,
+                priority=request.priority,
+                skills=dict(request.skills) or None,
+                language=control.language,
+            )
+        except KeyError:
+            log_event(log, "queue_unknown", level=logging.ERROR, call_id=call_id, queue=queue)
+            visit.disposition, visit.ended_at = "overflowed", now
+            return QueueResult("closed"), None
+        if isinstance(joined, Overflow):
+            visit.disposition, visit.ended_at = "overflowed", now
+            return self._overflow_result(joined, started)
+        self._waiters[call_id] = waiter
+        log_event(
+            log, "queue_joined", call_id=call_id, queue=queue, position=joined, priority=request.priority
+        )
+        self._kick()
+        leave_reason = "abandoned"
+        # The hold task is this flow task's child: cancelled and awaited before we return, whatever
+        # happens (a TaskGroup would wrap the caller's CallerHangup in an ExceptionGroup).
+        hold = asyncio.ensure_future(self._hold(control, request, call_id))
+        try:
+            result, target, leave_reason = await self._wait_for_agent(
+                control, request, waiter, visit, started, hold
+            )
+            return result, target
+        except CallerHangup:
+            visit.disposition = "abandoned"
+            visit.hangup_by = visit.hangup_by or "caller"
+            raise
+        finally:
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
+            self._waiters.pop(call_id, None)
+            self.router.leave(call_id, self.clock(), reason=leave_reason)  # type: ignore[arg-type]
+            if visit.ended_at is None:
+                visit.ended_at = self.clock()
+            self._kick()
+
+    async def _wait_for_agent(
+        self,
+        control: LiveCallControl,
+        request: QueueRequest,
+        waiter: _Waiter,
+        visit: QueueVisit,
+        started: float,
+        hold: asyncio.Task[None],
+    ) -> tuple[QueueResult, str | None, str]:
+        loop = asyncio.get_running_loop()
+        deadline = (
+            None
+            if request.max_wait_s is None
+            else loop.time() + request.max_wait_s - (self.clock() - started)
+        )
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                visit.disposition, visit.ended_at = "overflowed", self.clock()
+                return QueueResult("timeout", waited_s=self.clock() - started), None, "overflow"
+            try:
+                item = await control._race(asyncio.wait_for(waiter.events.get(), remaining))
+            except TimeoutError:
+                continue
+            if isinstance(item, Overflow):
+                visit.disposition, visit.ended_at = "overflowed", self.clock()
+                result = self._overflow_result(item, started)
+                target = (
+                    item.target.removeprefix("queue:")
+                    if item.target and item.target.startswith("queue:")
+                    else None
+                )
+                return result[0], target, "overflow"
+            answered = await self._offer(control, item, visit)
+            if answered is None:
+                continue
+            hold.cancel()
+            visit.answered_at = self.clock()
+            visit.agent = answered.agent
+            visit.disposition = "answered"
+            self.router.leave(waiter.call_id, self.clock(), reason="answered")
+            self._kick()
+            await self._talk(control, answered, visit)
+            return (
+                QueueResult("answered", agent=answered.agent, waited_s=visit.answered_at - started),
+                None,
+                "answered",
+            )
+
+    def _overflow_result(self, overflow: Overflow, started: float) -> tuple[QueueResult, str | None]:
+        waited = self.clock() - started
+        if overflow.reason == "full":
+            return QueueResult("full", waited_s=waited), None
+        if overflow.reason == "no_agents":
+            return QueueResult("closed", waited_s=waited), None
+        return QueueResult("timeout", waited_s=waited), None
+
+    async def _offer(self, control: LiveCallControl, offer: Offer, visit: QueueVisit) -> RingResult | None:
+        """Ring the offered agents; the answer's RingResult, or None (the caller stays queued)."""
+        now = self.clock()
+        contacts = {
+            name: [RingTarget.from_binding(b) for b in self.registration.lookup(name)]
+            for name in offer.agents
+        }
+        for name in offer.agents:
+            visit.offered.append(name)
+        session = control.session
+        info = control.caller_info(offer.queue, self.screen_pop_base)
+        if not self.settings.routing.caller_id_header:
+            info = replace(info, number="", display_name=None)
+        ring = AgentRing(
+            self.endpoint,
+            self.media,
+            info,
+            {n: c for n, c in contacts.items() if c},
+            ptime_ms=self.settings.media.ptime_ms,
+            timeout_s=offer.timeout_s,
+        )
+        log_event(log, "agent_offered", call_id=session.call_id, queue=offer.queue, agents=list(offer.agents))
+        try:
+            result = await control._race(ring.ring())
+        except CallerHangup:
+            for name in offer.agents:
+                self.router.offer_failed(offer.call_id, name, self.clock(), missed=False)
+            raise
+        now = self.clock()
+        if result.agent is not None:
+            try:
+                others = self.router.offer_answered(offer.call_id, result.agent, now)
+            except OfferGone:  # the offer expired under us (never reported in time): drop that leg
+                log_event(log, "agent_answer_too_late", level=logging.WARNING, call_id=session.call_id,
+                          agent=result.agent)
+                await close_leg(result.leg, result.rtp, "offer withdrawn")
+                self._kick()
+                return None
+            log_event(log, "agent_answered", call_id=session.call_id, agent=result.agent, released=others)
+            return result
+        for name in offer.agents:
+            outcome = result.outcomes.get(name, "unreachable")
+            missed = outcome in ("rejected", "no_answer", "unreachable")
+            self.router.offer_failed(offer.call_id, name, now, missed=missed)
+            log_event(log, "agent_offer_failed", call_id=session.call_id, agent=name, outcome=outcome)
+        self._kick()
+        return None
+
+    async def _talk(self, control: LiveCallControl, answered: RingResult, visit: QueueVisit) -> None:
+        """Bridge caller and agent until either hangs up (or the agent's RTP stops)."""
+        caller_rtp = control.session.rtp
+        agent_rtp, leg = answered.rtp, answered.leg
+        assert agent_rtp is not None and leg is not None and answered.agent is not None
+        try:
+            if caller_rtp is None or caller_rtp.closed:
+                raise CallerHangup("the call has ended")
+            caller_rtp.stop_playback()
+            bridge = Bridge(caller_rtp, agent_rtp).start()
+            control.on_bridge(bridge, answered.agent)
+            try:
+                ended = await control._race(self._agent_gone(leg, agent_rtp))
+                visit.hangup_by = "agent"
+                log_event(
+                    log, "agent_hung_up", call_id=control.session.call_id, agent=answered.agent, how=ended
+                )
+            finally:
+                control.on_bridge(None, answered.agent)
+                bridge.stop()
+        except CallerHangup:
+            visit.hangup_by = visit.hangup_by or "caller"
+            raise
+        finally:
+            visit.ended_at = self.clock()
+            await close_leg(leg, agent_rtp, "caller hung up" if visit.hangup_by == "caller" else "call ended")
+            self.router.call_ended(answered.agent, self.clock())
+            self._kick()
+
+    async def _agent_gone(self, leg: Any, rtp: Any) -> str:
+        """The agent leg ended (BYE) or its RTP stopped for ``media.rtp_timeout_s`` (phone vanished)."""
+        timeout = self.settings.media.rtp_timeout_s
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while not leg.ended.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(leg.ended), min(1.0, timeout / 4))
+            if rtp.last_received_at is not None:
+                last = max(last, rtp.last_received_at)
+            if loop.time() - last >= timeout and not leg.ended.done():
+                return "rtp-timeout"
+        return str(leg.ended.result())
+
+    # -- hold music and announcements -----------------------------------------------------------------
+
+    async def _hold(self, control: LiveCallControl, request: QueueRequest, call_id: str) -> None:
+        """Hold music while waiting; every ``announce_every_s`` the announcement and, when asked for,
+        the caller's position and estimated wait."""
+        try:
+            music = await control.hold_music(request.hold_music)
+            while True:
+                items = list(request.announce)
+                if request.announce_position:
+                    items.extend(self._position_prompts(call_id, control.language))
+                if items:
+                    await control.announce(items)
+                rtp = control.session.rtp
+                if rtp is None or rtp.closed:
+                    return
+                rtp.play(looping(music))
+                await asyncio.sleep(max(request.announce_every_s, 5.0))
+        except CallerHangup:
+            return
+        except Exception as exc:  # noqa: BLE001 - a broken prompt must not drop the waiting caller
+            log_event(log, "hold_failed", level=logging.WARNING, call_id=call_id, error=repr(exc))
+
+    def _position_prompts(self, call_id: str, language: str) -> list[PromptItem]:
+        position = self.router.position(call_id)
+        if position is None:
+            return []
+        wait = self.router.estimated_wait_s(call_id, self.clock())
+        zh = language.lower().startswith("zh")
+        text = (
+            f"您前面还有{position - 1}位客户。"
+            if zh
+            else ("You are next in line." if position == 1 else f"You are number {position} in the queue.")
+        )
+        if wait is not None and wait >= 60:
+            minutes = round(wait / 60)
+            text += (
+                f"预计等待{minutes}分钟。"
+                if zh
+                else (f" Your estimated wait is about {minutes} minute{'s' if minutes != 1 else ''}.")
+            )
+        return [PromptItem(text, None, language)]
+
+
+def routing_summary(snapshot: Mapping[str, Any]) -> str:
+    """One log line's worth: queues with their waiting callers."""
+    queues = snapshot.get("queues", {})
+    return ", ".join(f"{name}={q.get('waiting', 0)}" for name, q in queues.items())

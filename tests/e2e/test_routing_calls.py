@@ -1,0 +1,189 @@
+"""Skills-based routing end to end: baresip softphones as agents, SIPp as the caller.
+
+The caller (SIPp, pcap audio: a 1000 Hz tone) dials a number whose flow queues it; the server rings the
+right agent's registered softphone (baresip, auto-answer, microphone = a 600 Hz tone) and bridges the
+audio. Assertions use what each side heard (baresip's recording, the server's call recording), what
+the call record says (`calls list --json`) and the live routing API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callcenter.testing.audio import tone_fraction
+from callcenter.testing.baresip import Baresip, write_wav
+from callcenter.testing.pcap import Segment, write_rtp_pcap
+from callcenter.testing.server import ServerProcess, StartServer
+from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("sipp", "baresip")]
+
+CALLER_HZ, AGENT_HZ = 1000.0, 600.0
+
+QUEUE_FLOW = """\
+id: to_sales
+language: en-US
+start: queue
+nodes:
+  queue:
+    type: queue
+    queue: sales
+    max_wait_s: 40
+    next: bye
+    on_overflow: overflowed
+  bye:
+    type: hangup
+  overflowed:
+    type: hangup
+    reason: overflow
+"""
+
+CONFIG = """\
+ivr:
+  flows_dir: {flows}
+  numbers: {{"300": to_sales}}
+routing:
+  queues:
+    sales: {{skills: {{sales: 1}}, ring_timeout_s: 4}}
+    support: {{skills: {{support: 1}}}}
+"""
+
+
+def _server(start_server: StartServer, tmp_path: Path, **env: Any) -> ServerProcess:
+    flows = tmp_path / "flows"
+    flows.mkdir(exist_ok=True)
+    (flows / "to_sales.yaml").write_text(QUEUE_FLOW)
+    return start_server(config=CONFIG.format(flows=flows), CALLCENTER_CALLS_RECORD=1, **env)
+
+
+def _agent(server: ServerProcess, tmp_path: Path, name: str, skills: str, *, answer: bool = True) -> Baresip:
+    server.cli("agents", "add", name, "--password", f"pw-{name}", "--skills", skills)
+    mode = "auto" if answer else "manual"
+    account = f"<sip:{name}@127.0.0.1:{server.sip_port}>;auth_pass=pw-{name};answermode={mode};regint=600"
+    work = tmp_path / name
+    work.mkdir()
+    mic = write_wav(work / "mic.wav", 70, AGENT_HZ)
+    phone = Baresip(work, account, audio_wav=mic, record_dir=work / "rec", life_s=70)
+    phone.start()
+    server.wait_for_event("agent_registered", username=name, timeout=15)
+    server.wait_for_event("agent_state", agent=name, state="available", timeout=10)
+    return phone
+
+
+def _caller(server: ServerProcess, tmp_path: Path, talk_s: float, hangup_after_ms: int) -> Any:
+    pcap = tmp_path / "caller.pcap"
+    t = np.arange(int(8000 * talk_s)) / 8000
+    tone = (6000 * np.sin(2 * np.pi * CALLER_HZ * t)).astype(np.int16)
+    write_rtp_pcap(pcap, [Segment(pcm=tone)])
+    return run_sipp(
+        f"127.0.0.1:{server.sip_port}",
+        tmp_path / "sipp",
+        scenario=str(pcap_caller_scenario(tmp_path, pcap, number="300")),
+        extra=["-d", str(hangup_after_ms)],
+        timeout_s=60,
+    )
+
+
+def _get(server: ServerProcess, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _wav(path: str | Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return data.reshape(-1, w.getnchannels())
+
+
+def _wait_agent_state(server: ServerProcess, name: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        agent = _get(server, "/api/agents/live")[name]
+        if agent["state"] == state or time.monotonic() > deadline:
+            return dict(agent)
+        time.sleep(0.2)
+
+
+def test_the_caller_reaches_the_agent_with_the_skill_and_both_hear_each_other(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = _server(start_server, tmp_path)
+    sam = _agent(server, tmp_path, "sam", "sales:3")
+    bob = _agent(server, tmp_path, "bob", "support:2")
+    try:
+        result = _caller(server, tmp_path, talk_s=14, hangup_after_ms=10_000)
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=20)
+        assert call["queue"] == "sales"
+        assert call["agent"] == "sam", call
+        assert call["offered_agents"] == ["sam"]  # bob lacks the skill: never rung
+        assert call["disposition"] == "answered" and call["hangup_by"] == "caller"
+        assert 0 <= call["wait_s"] < 10 and call["talk_s"] > 3
+        # The agent's phone saw the server hang up its leg when the caller left, and is free again.
+        assert _wait_agent_state(server, "sam", "available")["state"] == "available"
+        assert "Incoming call" not in bob.output()
+    finally:
+        sam.stop()
+        bob.stop()
+    server.stop()  # finalises the call recording
+    # What the agent heard: the caller's tone (baresip's decoded recording).
+    heard = [p for p in sam.recordings("dec")]
+    assert heard, sam.output()
+    agent_heard = _wav(max(heard, key=lambda p: p.stat().st_size))[:, 0]
+    assert tone_fraction(agent_heard, CALLER_HZ) > 0.5
+    # What the caller heard: the agent's tone, on the right channel of the server's recording.
+    caller_heard = _wav(call["recording"])[:, 1]
+    assert tone_fraction(caller_heard[-5 * 8000 :], AGENT_HZ) > 0.5
+
+
+def test_no_answer_moves_the_call_to_the_next_agent(start_server: StartServer, tmp_path: Path) -> None:
+    server = _server(start_server, tmp_path)
+    # Registered first, so longest idle: offered first, but never answers.
+    slow = _agent(server, tmp_path, "slow", "sales:1", answer=False)
+    time.sleep(1.0)
+    quick = _agent(server, tmp_path, "quick", "sales:1")
+    try:
+        result = _caller(server, tmp_path, talk_s=16, hangup_after_ms=12_000)
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=20)
+        assert call["offered_agents"] == ["slow", "quick"], call
+        assert call["agent"] == "quick" and call["disposition"] == "answered"
+        assert call["wait_s"] >= 3.5  # the first agent's ring timeout (4 s) passed first
+        failed = server.events("agent_offer_failed", agent="slow")
+        assert failed and failed[0]["outcome"] == "no_answer"
+        # The ring timeout cancelled the slow agent's leg: its phone stopped ringing.
+        assert slow.wait_for_output("session closed", timeout=5) == "session closed", slow.output()
+        live = _get(server, "/api/agents/live")
+        assert live["slow"]["missed_in_row"] == 1 and live["slow"]["state"] == "available"
+    finally:
+        slow.stop()
+        quick.stop()
+
+
+def test_a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = _server(start_server, tmp_path)
+    slow = _agent(server, tmp_path, "slow", "sales:1", answer=False)
+    try:
+        result = _caller(server, tmp_path, talk_s=3, hangup_after_ms=2_500)
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=20)
+        assert call["disposition"] == "abandoned" and call["agent"] is None
+        assert call["offered_agents"] == ["slow"]
+        assert slow.wait_for_output("session closed", timeout=5) == "session closed", slow.output()
+        agent = _wait_agent_state(server, "slow", "available")
+        assert agent["state"] == "available" and agent["missed_in_row"] == 0  # not the agent's fault
+        sales = _get(server, "/api/queues")["sales"]
+        assert sales["waiting"] == 0
+        assert sales["stats"]["abandoned"] == 1 and sales["stats"]["answered"] == 0
+    finally:
+        slow.stop()
