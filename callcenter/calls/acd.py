@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
-from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult
+from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult, TransferResult
 from callcenter.media import tones
 from callcenter.media.bridge import Bridge
 from callcenter.media.engine import MediaEngine
@@ -34,7 +36,10 @@ from callcenter.routing.agents import AgentEvent, AgentState
 from callcenter.routing.queues import Escalation, QueueConfig
 from callcenter.routing.router import Offer, OfferGone, Overflow, Router
 from callcenter.sip.endpoint import SipEndpoint
+from callcenter.sip.message import SipParseError, SipRequest
 from callcenter.sip.registrar import Binding
+from callcenter.sip.transaction import Addr
+from callcenter.sip.uri import parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
     from callcenter.calls.control import LiveCallControl
@@ -54,8 +59,26 @@ def default_hold_music(codec: str) -> tuple[bytes, ...]:
     return frames
 
 
+DIRECT_QUEUE = "_agent"  # built-in queue of calls transferred to a named agent
+
+
+def personal_skill(agent: str) -> str:
+    return f"@{agent}"
+
+
+@dataclass(frozen=True)
+class TransferTarget:
+    """Where a transfer goes: a queue, a named agent, or an outside SIP URI."""
+
+    kind: Literal["queue", "agent", "uri"]
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
 def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
-    return {
+    configs = {
         name: QueueConfig(
             name=name,
             skills=dict(q.skills),
@@ -71,6 +94,9 @@ def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
         )
         for name, q in settings.routing.queues.items()
     }
+    ring = max((q.ring_timeout_s for q in settings.routing.queues.values()), default=15.0)
+    configs[DIRECT_QUEUE] = QueueConfig(name=DIRECT_QUEUE, ring_timeout_s=ring, join_when_empty=False)
+    return configs
 
 
 class AgentDirectory(Protocol):
@@ -99,6 +125,7 @@ class QueueVisit:
     ended_at: float | None = None
     disposition: str = "abandoned"
     hangup_by: str | None = None
+    transferred_to: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         wait_end = self.answered_at or self.ended_at or self.enqueued_at
@@ -110,6 +137,7 @@ class QueueVisit:
             "wait_s": round(wait_end - self.enqueued_at, 2),
             "talk_s": round(talk, 2),
             "disposition": self.disposition,
+            **({"transferred_to": self.transferred_to} if self.transferred_to else {}),
         }
 
 
@@ -162,7 +190,10 @@ class Acd:
             await asyncio.wait(tasks, timeout=1.0)
 
     def _define(self, agent: Any) -> None:
-        self.router.agents.define(agent.username, dict(agent.skills or {}), frozenset(), now=self.clock())
+        # Every agent also has a personal skill, so a transfer to a named agent waits in DIRECT_QUEUE
+        # for that agent alone, through the same reservation and ring-timeout rules as any offer.
+        skills = {**dict(agent.skills or {}), personal_skill(agent.username): 1}
+        self.router.agents.define(agent.username, skills, frozenset(), now=self.clock())
 
     # -- presence -----------------------------------------------------------------------------------
 
@@ -273,15 +304,30 @@ class Acd:
             visit = QueueVisit(queue, self.clock())
             visits.append(visit)
             result, target = await self._serve_one(control, request, queue, visit, started)
-            if target is None or hops >= 3:
+            if target is None or hops >= 5:
                 return result
-            hops += 1  # overflow into another queue keeps the caller in line
-            log_event(log, "queue_overflow_to", call_id=call_id, queue=queue, target=target)
-            queue = target
+            hops += 1
+            if isinstance(target, str):  # overflow into another queue keeps the caller in line
+                log_event(log, "queue_overflow_to", call_id=call_id, queue=queue, target=target)
+                queue = target
+                continue
+            log_event(log, "call_transferred", call_id=call_id, by=visit.agent, target=str(target))
+            if target.kind == "uri":
+                outcome = await self.transfer_outside(control, target.value, timeout_s=30.0, visits=visits)
+                if outcome.outcome == "answered":
+                    return result
+                queue = visit.queue  # nobody took the outside call: back to the queue it came from
+                continue
+            if target.kind == "agent":
+                request = replace(request, skills={personal_skill(target.value): 1})
+                queue = DIRECT_QUEUE
+            else:
+                request = replace(request, skills={})
+                queue = target.value
 
     async def _serve_one(
         self, control: LiveCallControl, request: QueueRequest, queue: str, visit: QueueVisit, started: float
-    ) -> tuple[QueueResult, str | None]:
+    ) -> tuple[QueueResult, str | TransferTarget | None]:
         call_id = control.session.call_id
         waiter = _Waiter(call_id)
         now = self.clock()
@@ -316,7 +362,8 @@ class Acd:
             )
             return result, target
         except CallerHangup:
-            visit.disposition = "abandoned"
+            if visit.answered_at is None:
+                visit.disposition = "abandoned"
             visit.hangup_by = visit.hangup_by or "caller"
             raise
         finally:
@@ -337,7 +384,7 @@ class Acd:
         visit: QueueVisit,
         started: float,
         hold: asyncio.Task[None],
-    ) -> tuple[QueueResult, str | None, str]:
+    ) -> tuple[QueueResult, str | TransferTarget | None, str]:
         loop = asyncio.get_running_loop()
         deadline = (
             None
@@ -371,10 +418,10 @@ class Acd:
             visit.disposition = "answered"
             self.router.leave(waiter.call_id, self.clock(), reason="answered")
             self._kick()
-            await self._talk(control, answered, visit)
+            transfer = await self._talk(control, answered, visit)
             return (
                 QueueResult("answered", agent=answered.agent, waited_s=visit.answered_at - started),
-                None,
+                transfer,
                 "answered",
             )
 
@@ -419,8 +466,13 @@ class Acd:
             try:
                 others = self.router.offer_answered(offer.call_id, result.agent, now)
             except OfferGone:  # the offer expired under us (never reported in time): drop that leg
-                log_event(log, "agent_answer_too_late", level=logging.WARNING, call_id=session.call_id,
-                          agent=result.agent)
+                log_event(
+                    log,
+                    "agent_answer_too_late",
+                    level=logging.WARNING,
+                    call_id=session.call_id,
+                    agent=result.agent,
+                )
                 await close_leg(result.leg, result.rtp, "offer withdrawn")
                 self._kick()
                 return None
@@ -434,24 +486,54 @@ class Acd:
         self._kick()
         return None
 
-    async def _talk(self, control: LiveCallControl, answered: RingResult, visit: QueueVisit) -> None:
-        """Bridge caller and agent until either hangs up (or the agent's RTP stops)."""
+    async def _talk(
+        self, control: LiveCallControl, answered: RingResult, visit: QueueVisit
+    ) -> TransferTarget | None:
+        """Bridge caller and agent until either hangs up (or the agent's RTP stops); a blind transfer
+        (REFER from the agent's phone, RFC 3515) ends the agent's part and returns its target."""
         caller_rtp = control.session.rtp
         agent_rtp, leg = answered.rtp, answered.leg
         assert agent_rtp is not None and leg is not None and answered.agent is not None
+        referred: asyncio.Future[TransferTarget] = asyncio.get_running_loop().create_future()
+
+        def on_refer(request: SipRequest) -> int:
+            if referred.done():
+                return 491  # a transfer is already under way (Request Pending)
+            target = self.resolve_transfer(request.headers.get("Refer-To") or "")
+            if target is None:
+                return 404
+            referred.set_result(target)
+            return 202
+
+        transfer: TransferTarget | None = None
         try:
             if caller_rtp is None or caller_rtp.closed:
                 raise CallerHangup("the call has ended")
             caller_rtp.stop_playback()
             bridge = Bridge(caller_rtp, agent_rtp).start()
             control.on_bridge(bridge, answered.agent)
+            leg.on_refer = on_refer
+            gone = asyncio.ensure_future(self._agent_gone(leg, agent_rtp))
+            either: list[asyncio.Future[Any]] = [gone, referred]
             try:
-                ended = await control._race(self._agent_gone(leg, agent_rtp))
-                visit.hangup_by = "agent"
-                log_event(
-                    log, "agent_hung_up", call_id=control.session.call_id, agent=answered.agent, how=ended
-                )
+                await control._race(asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED))
+                if referred.done():
+                    transfer = referred.result()
+                    visit.transferred_to = str(transfer)
+                    visit.hangup_by = "agent"
+                    await self._finish_refer(leg, gone)
+                else:
+                    visit.hangup_by = "agent"
+                    log_event(
+                        log,
+                        "agent_hung_up",
+                        call_id=control.session.call_id,
+                        agent=answered.agent,
+                        how=gone.result(),
+                    )
             finally:
+                gone.cancel()
+                leg.on_refer = None
                 control.on_bridge(None, answered.agent)
                 bridge.stop()
         except CallerHangup:
@@ -462,6 +544,152 @@ class Acd:
             await close_leg(leg, agent_rtp, "caller hung up" if visit.hangup_by == "caller" else "call ended")
             self.router.call_ended(answered.agent, self.clock())
             self._kick()
+        return transfer
+
+    async def _finish_refer(self, leg: Any, gone: asyncio.Future[str]) -> None:
+        """Tell the transferring phone it worked (NOTIFY with a sipfrag, RFC 3515 §2.4.5) and give it a
+        moment to hang up itself, as phones do after a blind transfer; then we end that leg."""
+        if leg.dialog is None:
+            return
+        self._spawn(
+            self.endpoint.request_in_dialog(
+                leg.dialog,
+                "NOTIFY",
+                extra=[
+                    ("Event", "refer"),
+                    ("Subscription-State", "terminated;reason=noresource"),
+                    ("Content-Type", "message/sipfrag;version=2.0"),
+                ],
+                body=b"SIP/2.0 200 OK\r\n",
+                timeout=5.0,
+            )
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(gone), 2.0)
+
+    def resolve_transfer(self, refer_to: str) -> TransferTarget | None:
+        """A Refer-To (or a flow's transfer target) as a queue, one of our agents, or an outside URI:
+        ``sip:support@us`` → queue support; ``sip:bob@us`` → agent bob; ``sip:x@elsewhere`` → the URI;
+        ``queue:NAME`` / ``agent:NAME`` name them directly. None when it names nothing we can reach."""
+        text = refer_to.strip()
+        if text.startswith("queue:") or text.startswith("agent:"):
+            kind, _, name = text.partition(":")
+            if kind == "queue" and name in self.router.queues and name != DIRECT_QUEUE:
+                return TransferTarget("queue", name)
+            if kind == "agent" and name in self.router.agents:
+                return TransferTarget("agent", name)
+            return None
+        try:
+            uri = parse_name_addr(text).parsed_uri()
+        except (ValueError, SipParseError):
+            return None
+        if uri.scheme not in ("sip", "sips"):
+            return None
+        user = uri.user or ""
+        if self._is_local(uri.host_for_socket, uri.port):
+            if user in self.router.queues and user != DIRECT_QUEUE:
+                return TransferTarget("queue", user)
+            if user in self.router.agents:
+                return TransferTarget("agent", user)
+            return None
+        return TransferTarget("uri", str(uri))
+
+    def _is_local(self, host: str, port: int | None) -> bool:
+        sip = self.settings.sip
+        ours = {sip.host, sip.public_host, sip.host_v6, "127.0.0.1", "::1", "localhost"}
+        if host not in ours and not (sip.host in ("0.0.0.0", "::") and _is_own_address(host)):
+            return False
+        return port is None or port == (self.endpoint.bound_port or sip.port)
+
+    async def transfer_outside(
+        self,
+        control: LiveCallControl,
+        uri: str,
+        *,
+        timeout_s: float,
+        visits: list[QueueVisit] | None = None,
+        caller_id: str | None = None,
+    ) -> TransferResult:
+        """Ring an outside SIP URI for the caller and bridge the answer until one side hangs up."""
+        try:
+            parsed = parse_uri(uri)
+        except (ValueError, SipParseError):
+            return TransferResult("failed", f"not a SIP URI: {uri}")
+        host = parsed.host_for_socket
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, parsed.port or 5060, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            return TransferResult("failed", f"cannot resolve {host}: {exc}")
+        address = infos[0][4]
+        transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
+        target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
+        info = control.caller_info(None, None)
+        if caller_id:
+            info = replace(info, number=caller_id)
+        ring = AgentRing(
+            self.endpoint,
+            self.media,
+            info,
+            {uri: [target]},
+            ptime_ms=self.settings.media.ptime_ms,
+            timeout_s=timeout_s,
+        )
+        visit = QueueVisit(f"transfer:{uri}", self.clock())
+        if visits is not None:
+            visits.append(visit)
+        log_event(log, "transfer_ringing", call_id=control.session.call_id, target=uri)
+        result = await control._race(ring.ring())
+        if result.agent is None:
+            outcome = result.outcomes.get(uri, "unreachable")
+            visit.disposition, visit.ended_at = "overflowed", self.clock()
+            return TransferResult(
+                "busy" if outcome == "rejected" else ("no_answer" if outcome == "no_answer" else "failed"),
+                outcome,
+            )
+        visit.answered_at, visit.agent, visit.disposition = self.clock(), uri, "answered"
+        await self._bridge_outside(control, result, visit)
+        return TransferResult("answered")
+
+    async def _bridge_outside(
+        self, control: LiveCallControl, answered: RingResult, visit: QueueVisit
+    ) -> None:
+        caller_rtp = control.session.rtp
+        assert answered.leg is not None and answered.rtp is not None
+        try:
+            if caller_rtp is None or caller_rtp.closed:
+                raise CallerHangup("the call has ended")
+            caller_rtp.stop_playback()
+            with Bridge(caller_rtp, answered.rtp):
+                await control._race(self._agent_gone(answered.leg, answered.rtp))
+            visit.hangup_by = "agent"
+        except CallerHangup:
+            visit.hangup_by = "caller"
+            raise
+        finally:
+            visit.ended_at = self.clock()
+            await close_leg(answered.leg, answered.rtp, "call ended")
+
+    async def transfer(
+        self, control: LiveCallControl, target: str, *, timeout_s: float, caller_id: str | None
+    ) -> TransferResult:
+        """The IVR's transfer node: ``agent:NAME``, a queue (``queue:NAME``) or a SIP URI."""
+        resolved = self.resolve_transfer(target if ":" in target else f"queue:{target}")
+        if resolved is None:
+            return TransferResult("failed", f"no such agent, queue or reachable URI: {target}")
+        if resolved.kind == "uri":
+            return await self.transfer_outside(
+                control, resolved.value, timeout_s=timeout_s, visits=control.queue_visits, caller_id=caller_id
+            )
+        skills = {personal_skill(resolved.value): 1} if resolved.kind == "agent" else {}
+        queue = DIRECT_QUEUE if resolved.kind == "agent" else resolved.value
+        result = await self.serve(
+            control, QueueRequest(queue=queue, skills=skills, max_wait_s=timeout_s), control.queue_visits
+        )
+        if result.outcome == "answered":
+            return TransferResult("answered")
+        return TransferResult("no_answer" if result.outcome == "timeout" else "busy", result.outcome)
 
     async def _agent_gone(self, leg: Any, rtp: Any) -> str:
         """The agent leg ended (BYE) or its RTP stopped for ``media.rtp_timeout_s`` (phone vanished)."""
@@ -519,6 +747,22 @@ class Acd:
                 else (f" Your estimated wait is about {minutes} minute{'s' if minutes != 1 else ''}.")
             )
         return [PromptItem(text, None, language)]
+
+
+def _is_own_address(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (a literal; names are not ours to resolve here)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    try:
+        with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
 
 
 def routing_summary(snapshot: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ Decisions worth knowing:
   returns what it has with ``ended_by="hangup"``.
 - ``enqueue`` hands the caller to the ACD (calls/acd.py: hold music, agents rung, bridge) and returns
   when the agent hangs up or the caller overflows; without an ACD it answers "closed". ``transfer``
-  is not built yet: it answers "failed", so the flow's fallback runs.
+  rings an agent (``agent:NAME``), a queue or an outside SIP URI through the ACD and bridges it.
 - ``listen`` feeds the caller's audio (an RTP audio tap) to a VAD segmenter (webrtcvad or Silero,
   ``speech.vad``) from the first prompt on; with ``barge_in`` the start of speech stops the prompt.
   The recogniser follows the call's language (speech/select.py): Vosk, where a model serves the
@@ -823,10 +823,14 @@ class LiveCallControl:
     async def transfer(
         self, target: str, *, timeout_s: float = 30.0, caller_id: str | None = None
     ) -> TransferResult:
-        # No outgoing legs yet: the transfer fails and the flow's fallback runs.
+        """Ring ``agent:NAME``, a queue or a SIP URI for the caller and bridge the answer until one side
+        hangs up ("answered"); otherwise busy / no_answer / failed and the flow's fallback runs."""
         self._rtp()
-        log_event(log, "ivr_transfer_unavailable", call_id=self.session.call_id, target=target)
-        return TransferResult("failed", "transfers are not available yet")
+        acd = self.runtime.acd
+        if acd is None:
+            log_event(log, "ivr_transfer_unavailable", call_id=self.session.call_id, target=target)
+            return TransferResult("failed", "no routing on this server")
+        return await acd.transfer(self, target, timeout_s=timeout_s, caller_id=caller_id)
 
     async def set_language(self, language: str, voice: str | None = None) -> None:
         self.language, self.voice = language, voice

@@ -295,14 +295,17 @@ class CallSession:
         visits = control.queue_visits
         if visits:
             last = visits[-1]
-            answered = next((v for v in visits if v.answered_at is not None), None)
+            taken = [v for v in visits if v.answered_at is not None]
+            answered = taken[0] if taken else None
             first_at = visits[0].enqueued_at
             wait_end = answered.answered_at if answered is not None else (last.ended_at or first_at)
             self.deps.writer.call_extra(
                 self.call_id,
                 {
                     "queue": (answered or last).queue,
-                    "agent": answered.agent if answered is not None else None,
+                    # the last one who had the caller (after transfers); all of them in `agents`
+                    "agent": taken[-1].agent if taken else None,
+                    "agents": [v.agent for v in taken],
                     "offered_agents": [a for v in visits for a in v.offered],
                     "wait_s": round((wait_end or first_at) - first_at, 2),
                     "talk_s": round(sum(v.as_json()["talk_s"] for v in visits), 2),

@@ -159,6 +159,11 @@ class Baresip:
                 if not self._wait_for_count(sent, before + 1, timeout):
                     raise RuntimeError(f"baresip did not send DTMF {key!r}: {self.output()[-2000:]}")
 
+    def command(self, text: str) -> None:
+        """A long menu command on the cons console, e.g. ``command("/transfer sip:bob@host")``."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(text.encode() + b"\n", ("127.0.0.1", self.cons_port))
+
     def _wait_for_count(self, needle: str, count: int, timeout: float) -> bool:
         """Whether `needle` appears `count` times in the output within `timeout` (polled)."""
         deadline = time.monotonic() + timeout

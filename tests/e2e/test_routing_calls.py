@@ -9,6 +9,7 @@ the call record says (`calls list --json`) and the live routing API.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 import wave
@@ -187,3 +188,36 @@ def test_a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
         assert sales["stats"]["abandoned"] == 1 and sales["stats"]["answered"] == 0
     finally:
         slow.stop()
+
+
+def test_the_agent_blind_transfers_the_caller_to_another_queue_by_refer(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = _server(start_server, tmp_path)
+    sam = _agent(server, tmp_path, "sam", "sales:3")
+    bob = _agent(server, tmp_path, "bob", "support:2")
+    try:
+        sipp = threading.Thread(
+            target=lambda: results.append(_caller(server, tmp_path, talk_s=20, hangup_after_ms=16_000))
+        )
+        results: list[Any] = []
+        sipp.start()
+        server.wait_for_event("agent_answered", agent="sam", timeout=20)
+        time.sleep(1.0)  # sam talks for a moment, then transfers the caller to the support queue
+        sam.command(f"/transfer sip:support@127.0.0.1:{server.sip_port}")
+        server.wait_for_event("agent_answered", agent="bob", timeout=20)
+        sipp.join(timeout=60)
+        (result,) = results
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=20)
+        first, second = call["queue_visits"]
+        assert (first["queue"], first["agent"], first["transferred_to"]) == ("sales", "sam", "queue:support")
+        assert (second["queue"], second["agent"], second["disposition"]) == ("support", "bob", "answered")
+        assert call["agent"] == "bob" and call["disposition"] == "answered"
+        assert _wait_agent_state(server, "sam", "available")["state"] == "available"
+    finally:
+        sam.stop()
+        bob.stop()
+    heard = bob.recordings("dec")
+    assert heard, bob.output()
+    assert tone_fraction(_wav(max(heard, key=lambda p: p.stat().st_size))[:, 0], CALLER_HZ) > 0.5
