@@ -447,6 +447,8 @@ class LiveCallControl:
             if barge_in and barged():
                 return
             audio = await self._prompt_audio(item)
+            if audio is not None:
+                self._note_system(item.text)
             if audio is None:
                 continue
             rtp = self._rtp()
@@ -489,12 +491,20 @@ class LiveCallControl:
 
     # -- CallControl ------------------------------------------------------------------------------------
 
+    def _note_system(self, text: str | None) -> None:
+        """What the system said goes on the transcript too (speaker ``system``), when it was text."""
+        if text:
+            self.transcript.append(Utterance("system", text, time.monotonic() - self._started_at, 1.0))
+
     async def say(self, text: str, *, language: str | None = None, voice: str | None = None) -> None:
-        await self._play_frames(await self._tts(text, language, voice))
+        audio = await self._tts(text, language, voice)
+        self._note_system(text)
+        await self._play_frames(audio)
 
     async def play(self, file: str, *, fallback_text: str | None = None, language: str | None = None) -> None:
         audio = await self._prompt_audio(PromptItem(fallback_text, file, language))
         if audio is not None:
+            self._note_system(fallback_text)
             await self._play_frames(audio)
 
     async def collect_digits(

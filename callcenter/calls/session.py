@@ -118,7 +118,8 @@ class CallSession:
             if self.digits:
                 writer.call_extra(self.call_id, {"dtmf": "".join(self.digits)})
             if self.transcript:
-                writer.call_extra(self.call_id, {"transcript": [u.as_json() for u in self.transcript]})
+                transcript = sorted(self.transcript, key=lambda u: u.start)  # caller's land after recognition
+                writer.call_extra(self.call_id, {"transcript": [u.as_json() for u in transcript]})
             if call.state != "terminated":
                 call.reject(500)
             ended = call.ended.result() if call.ended.done() else None

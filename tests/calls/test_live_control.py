@@ -130,6 +130,9 @@ async def test_say_uses_the_voice_of_the_language(
     session.rtp.finish_playing()
     await task
     assert tts.texts == [("你好", "cmn"), ("Hello", "en-gb")]
+    # What the system said is on the call's transcript, in order, as the system's words.
+    assert [(u.speaker, u.text) for u in control.transcript] == [("system", "你好"), ("system", "Hello")]
+    assert control.transcript[0].start <= control.transcript[1].start
 
 
 async def test_play_falls_back_to_text_when_the_file_is_missing(
