@@ -293,8 +293,13 @@ async def load_ivr_runtime(
                 intents=frozenset(intents.names) if intents is not None else None,
             )
             registry = FlowRegistry(store, context=context, numbers=numbers, default_flow=default_flow)
-            await registry.load(flows_dir)
+            # Lenient: a file refused by hot reload stays on disk, and its flow must restart on the
+            # newest stored version. Errors only stop start-up when a flow a number needs is not live.
+            errors = await registry.load(flows_dir, strict=False)
             flows = registry.flows
+            needed = {*wanted.values(), *([default_flow] if default_flow else [])}
+            if errors and not needed <= set(flows):
+                raise FlowLoadError(errors)
         else:
             flows = await asyncio.to_thread(load_flows, [flows_dir])
     except FlowLoadError as exc:
