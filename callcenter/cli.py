@@ -1,11 +1,14 @@
-"""The ``callcenter`` command: serve, agents, calls, config."""
+"""The ``callcenter`` command: serve, agents, calls, queues, config."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 import yaml
@@ -24,8 +27,10 @@ app = typer.Typer(
 agents_app = typer.Typer(help="Manage agents (their SIP accounts and skills).", no_args_is_help=True)
 calls_app = typer.Typer(help="Inspect recorded calls.", no_args_is_help=True)
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+queues_app = typer.Typer(help="Queue statistics computed from call records.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 app.add_typer(calls_app, name="calls")
+app.add_typer(queues_app, name="queues")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(flows_app, name="flows")
@@ -234,6 +239,180 @@ def agents_remove(
     typer.echo(f"removed agent {name}")
 
 
+# -- agents on the running server (HTTP API) ------------------------------------------------------------
+
+_STATES = ("available", "not-ready", "offline")
+_API_TIMEOUT_S = 10.0
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The running server's HTTP address (default: http://HOST:PORT from http.host/http.port).",
+        show_default=False,
+    ),
+]
+
+
+def _api_base(settings: Settings) -> str:
+    """Where the server listening on ``http.host`` is reached from this machine."""
+    host = settings.http.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http.port}"
+
+
+def _api_detail(response: Any) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(detail, list):  # FastAPI validation errors
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+
+def _api(
+    settings: Settings,
+    url: str | None,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    admin: bool = False,
+    hint_404: str = "",
+) -> Any:
+    """JSON from the running server; any failure is one line on stderr and exit status 1."""
+    import httpx
+
+    base = (url or _api_base(settings)).rstrip("/")
+    token = settings.http.admin_token
+    headers = {"Authorization": f"Bearer {token}"} if admin and token else {}
+    try:
+        # The configured address is this machine's own server: never send it through an HTTP proxy.
+        with httpx.Client(base_url=base, timeout=_API_TIMEOUT_S, trust_env=url is not None) as client:
+            response = client.request(method, path, json=body, headers=headers)
+    except httpx.ConnectError as exc:
+        _fail(
+            f"error: cannot reach the callcenter server at {base} ({exc or 'connection refused'}): "
+            "is `callcenter serve` running? (address from http.host/http.port, or --url)"
+        )
+    except httpx.TimeoutException:
+        _fail(f"error: the callcenter server at {base} did not answer within {_API_TIMEOUT_S:g} s")
+    except httpx.HTTPError as exc:
+        _fail(f"error: {base}{path}: {exc}")
+    code = response.status_code
+    if code == 401:
+        if token is None:
+            _fail(
+                "error: the server wants its admin token: set http.admin_token in the config "
+                "or CALLCENTER_HTTP_ADMIN_TOKEN"
+            )
+        _fail(
+            "error: the server refused the admin token: http.admin_token (or CALLCENTER_HTTP_ADMIN_TOKEN) "
+            "here differs from the server's"
+        )
+    if code == 403:
+        _fail(
+            "error: the server's admin API is disabled: set http.admin_token in the server's config "
+            "(or CALLCENTER_HTTP_ADMIN_TOKEN) and restart it"
+        )
+    if code == 404:
+        detail = _api_detail(response)
+        if detail == "Not Found":  # no such route: something else listens there
+            _fail(f"error: {base}{path}: not found; is that a callcenter server?")
+        _fail(f"error: {detail}{hint_404}")
+    if code >= 400:
+        prefix = "" if code in (409, 422) else f"the server answered {code}: "
+        _fail(f"error: {prefix}{_api_detail(response)}")
+    return response.json()
+
+
+def _pending(agent: dict[str, Any]) -> str | None:
+    """The state a deferred request will put a ringing / talking agent in."""
+    pending = agent.get("pending")
+    if not pending:
+        return None
+    return {"set_not_ready": "not_ready", "set_offline": "offline", "logout": "offline"}.get(pending, pending)
+
+
+def _state_line(name: str, agent: dict[str, Any]) -> str:
+    line = f"{name}: {agent['state']}"
+    if agent.get("reason"):
+        line += f" ({agent['reason']})"
+    then = _pending(agent)
+    if then:
+        line += f"; {then} when the {'offer' if agent['state'] == 'reserved' else 'call'} ends"
+    return line
+
+
+@agents_app.command("state")
+def agents_state(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The agent's SIP username.")],
+    state: Annotated[
+        str, typer.Argument(metavar="available|not-ready|offline", help="The state to put the agent in.")
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why not ready (break, training, ...).", show_default=False),
+    ] = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change an agent's state on the running server and print the state it is in now.
+
+    Needs the server's admin token (http.admin_token or CALLCENTER_HTTP_ADMIN_TOKEN). An agent who is
+    ringing or talking keeps doing so: the change applies when that offer or call ends.
+    """
+    wanted = state.strip().lower().replace("_", "-")
+    if wanted not in _STATES:
+        raise typer.BadParameter(f"{state!r}: expected one of {', '.join(_STATES)}", param_hint="STATE")
+    settings = _settings(config)
+    body = {"state": wanted.replace("-", "_"), "reason": reason}
+    path = f"/api/agents/{quote(name, safe='')}/state"
+    hint = (
+        " on the server (agents come from `callcenter agents add`; one added after the server started "
+        "is known once its softphone registers)"
+    )
+    agent = _api(settings, url, "POST", path, body=body, admin=True, hint_404=hint)
+    typer.echo(_state_line(name, agent))
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
+@agents_app.command("live")
+def agents_live(json_out: JsonOpt = False, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+    """Agents' live states on the running server: state, for how long, reason, call."""
+    settings = _settings(config)
+    agents: dict[str, Any] = _api(settings, url, "GET", "/api/agents/live")
+    if json_out:
+        typer.echo(json.dumps(agents, indent=2))
+        return
+    if not agents:
+        typer.echo("no agents")
+        return
+    rows = [
+        (
+            name,
+            a["state"] + (f" (then {then})" if (then := _pending(a)) else ""),
+            _duration(a.get("since_s") or 0.0),
+            a.get("reason") or "-",
+            a.get("call_id") or "-",
+            # "@NAME" is routing's personal skill for calls transferred to that agent: not news.
+            ",".join(f"{k}:{v}" for k, v in (a.get("skills") or {}).items() if not k.startswith("@")) or "-",
+        )
+        for name, a in sorted(agents.items())
+    ]
+    _table(("AGENT", "STATE", "FOR", "REASON", "CALL", "SKILLS"), rows)
+
+
 # -- calls ----------------------------------------------------------------------------------------------
 
 
@@ -270,6 +449,184 @@ def calls_list(
         for c in calls
     ]
     _table(("STARTED (UTC)", "FROM", "TO", "HANGUP BY", "DISPOSITION", "CALL-ID"), rows)
+
+
+def _time_bound(text: str | None, option: str, *, end: bool = False) -> Any:
+    from callcenter.store.reports import parse_when
+
+    if text is None:
+        return None
+    try:
+        return parse_when(text, end=end)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Calls started at or after this ISO 8601 date/time (no zone = UTC).",
+        show_default=False,
+    ),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        help="Calls started before this ISO 8601 date/time (no zone = UTC); a bare date includes that day.",
+        show_default=False,
+    ),
+]
+
+
+@calls_app.command("export")
+def calls_export(
+    csv_file: Annotated[
+        Path,
+        typer.Option(
+            "--csv", help="CSV file to write ('-' = standard output).", dir_okay=False, show_default=False
+        ),
+    ],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export call records as CSV, one row per call, oldest first (times in UTC, ISO 8601).
+
+    Columns: sip_call_id, from, to, started_at, answered_at, ended_at, hangup_by, disposition, flow,
+    queue, agent, wait_s, talk_s, offered_agents (;-separated), end_reason, recording. A file is
+    written under FILE.part and renamed when complete.
+    """
+    from callcenter.store.reports import count_calls, iter_calls
+
+    lo, hi = _time_bound(since, "'--since'"), _time_bound(until, "'--until'", end=True)
+    to_stdout = str(csv_file) == "-"
+    part = csv_file.with_name(csv_file.name + ".part")
+    store = _open_store(config, data_dir)
+    try:
+        total = count_calls(store, since=lo, until=hi)
+        try:
+            out = sys.stdout if to_stdout else part.open("w", newline="", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"error: cannot write {csv_file}: {exc.strerror}")
+        try:
+            count = _write_csv(out, iter_calls(store, since=lo, until=hi), total, bar=not to_stdout)
+        except BrokenPipeError:  # `... --csv - | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
+        finally:
+            if not to_stdout:
+                out.close()
+    except BaseException:
+        if not to_stdout:
+            part.unlink(missing_ok=True)  # never leave half a file that looks like an export
+        raise
+    finally:
+        store.close()
+    if not to_stdout:
+        part.replace(csv_file)
+        typer.echo(f"exported {count} call{'s' if count != 1 else ''} to {csv_file}")
+
+
+def _write_csv(out: Any, calls: Any, total: int, *, bar: bool) -> int:
+    """Header + one row per call; a progress bar on stderr when it is a terminal. Returns the count."""
+    import csv
+
+    from callcenter.store.reports import CSV_COLUMNS, csv_row
+
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    hidden = not (bar and sys.stderr.isatty())
+    with typer.progressbar(length=total, label="exporting", file=sys.stderr, hidden=hidden) as progress:
+        for call in calls:
+            writer.writerow(csv_row(call))
+            count += 1
+            if count % 1000 == 0:
+                progress.update(1000)
+        progress.update(count % 1000)
+    return count
+
+
+# -- queues ---------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return f"{value * 100:.1f}%" if value is not None else "-"
+
+
+def _secs(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else "-"
+
+
+@queues_app.command("stats")
+def queues_stats(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    json_out: JsonOpt = False,
+    sl_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--sl-seconds",
+            min=0,
+            help="Service-level threshold in seconds (default: each queue's "
+            "routing.queues.NAME.service_level_s, which is 20 unless configured).",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Per queue, from the call records: offered, answered, abandoned, overflowed, voicemail,
+    service level, average speed of answer (ASA), average handle time (AHT, talk) and longest wait.
+
+    Service level = callers answered within the threshold / (answered + abandoned): every abandoned
+    caller counts against it, however short the wait; overflowed callers and voicemails are left out.
+    A caller who overflows from one queue into another is counted in both (overflowed in the first);
+    waits are per queue. Calls are picked by when they started.
+    """
+    from callcenter.store.reports import DEFAULT_SL_SECONDS, queue_report
+
+    lo, hi = _time_bound(since, "'--since'"), _time_bound(until, "'--until'", end=True)
+    settings = _settings(config, data_dir=data_dir)
+    configured = settings.routing.queues
+    sl_by_queue = {} if sl_seconds is not None else {n: q.service_level_s for n, q in configured.items()}
+    store = _open_store(config, data_dir, settings)
+    try:
+        reports = queue_report(
+            store,
+            since=lo,
+            until=hi,
+            sl_seconds=DEFAULT_SL_SECONDS if sl_seconds is None else sl_seconds,
+            sl_by_queue=sl_by_queue,
+            queues=configured.keys(),
+        )
+    finally:
+        store.close()
+    if json_out:
+        typer.echo(json.dumps({name: rep.as_json() for name, rep in reports.items()}, indent=2))
+        return
+    if not reports:
+        typer.echo("no queues")
+        return
+    callbacks = any(rep.callback for rep in reports.values())
+    header = ["QUEUE", "OFFERED", "ANSWERED", "ABANDONED", "OVERFLOWED", "VOICEMAIL"]
+    header += ["CALLBACK"] if callbacks else []
+    header += ["SERVICE LEVEL", "ASA", "AHT", "LONGEST WAIT"]
+    rows = []
+    for rep in reports.values():
+        row: list[Any] = [rep.queue, rep.offered, rep.answered, rep.abandoned, rep.overflowed, rep.voicemail]
+        row += [rep.callback] if callbacks else []
+        row += [
+            f"{_pct(rep.service_level)} in {rep.sl_seconds:g}s",
+            _secs(rep.asa_s),
+            _secs(rep.aht_s),
+            _secs(rep.longest_wait_s if rep.offered else None),
+        ]
+        rows.append(row)
+    _table(header, rows)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
