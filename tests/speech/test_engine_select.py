@@ -252,7 +252,11 @@ async def test_korean_free_speech_and_silence_through_the_router(ko_router: Spee
     sentence = say("안녕하세요 고객 센터입니다 무엇을 도와드릴까요", "ko")
     audio = np.concatenate([silence(0.3), sentence, silence(2.5)])
     result = await feed_live(ko_router, audio, None)  # long enough for Vosk to end it by itself
-    assert result.text and all("\uac00" <= ch <= "\ud7a3" or ch == " " for ch in result.text)
+    # Free mode gives words, mostly Hangul (the Korean model also knows a few Latin-script loanwords,
+    # e.g. "LAVA", and espeak-ng's Korean is not a person's, so which words come back varies).
+    words = result.text.split()
+    hangul = [w for w in words if any("\uac00" <= ch <= "\ud7a3" for ch in w)]
+    assert words and len(hangul) * 2 > len(words), result.text
     assert result.words and 0.0 < result.words[0].start < result.words[-1].end <= len(audio) / 8000
     assert (await feed_live(ko_router, silence(1.0), None)).text == ""
     await settled(ko_router)
