@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from callcenter.calls.leg_sdp import LegSdp
 from callcenter.core.logging import log_event
 from callcenter.media import sdp
 from callcenter.media.engine import MediaEngine
@@ -94,9 +94,7 @@ class AgentRing:
         self.timeout_s = timeout_s
         self.rtp: RtpSession | None = None
         self._offer: sdp.SessionDescription | None = None
-        self._session_id = secrets.randbelow(2**31)
-        self._version = 0
-        self._local_ip = ""
+        self.sdp = LegSdp(ptime_ms)
         self._legs: list[tuple[str, OutgoingCall]] = []
 
     async def ring(self) -> RingResult:
@@ -126,24 +124,14 @@ class AgentRing:
         first = next((b for bindings in self.agents.values() for b in bindings), None)
         if first is None:
             return
-        self._local_ip = self.endpoint.local_ip_for(first.dest.host)
+        self.sdp.local_ip = self.endpoint.local_ip_for(first.dest.host)
         self.rtp = await RtpSession.open(
             allocator=self.media.ports,
             scheduler=self.media.scheduler,
-            local_ip="::" if ":" in self._local_ip else "0.0.0.0",
+            local_ip="::" if ":" in self.sdp.local_ip else "0.0.0.0",
             ptime_ms=self.ptime_ms,
         )
-        self._offer = sdp.make_offer(
-            self._local_ip,
-            self.rtp.local_port,
-            session_id=self._session_id,
-            version=self._next_version(),
-            ptime=self.ptime_ms,
-        )
-
-    def _next_version(self) -> int:
-        self._version += 1
-        return self._version
+        self._offer = self.sdp.offer(self.rtp)
 
     def _send_invites(self) -> None:
         assert self._offer is not None
@@ -238,33 +226,8 @@ class AgentRing:
         return True
 
     def _on_reinvite(self, request: SipRequest) -> tuple[int, bytes]:
-        """Hold/resume from the agent's phone (RFC 3264 §8): answer with our port and codecs."""
-        if self.rtp is None or self.rtp.closed:
-            return 481, b""
-        if not request.body:
-            offer = sdp.make_offer(
-                self._local_ip,
-                self.rtp.local_port,
-                session_id=self._session_id,
-                version=self._next_version(),
-                ptime=self.ptime_ms,
-            )
-            return 200, offer.to_bytes()
-        try:
-            answer = sdp.negotiate_answer(
-                request.body,
-                self._local_ip,
-                self.rtp.local_port,
-                session_id=self._session_id,
-                version=self._next_version(),
-                ptime=self.ptime_ms,
-            )
-        except sdp.SdpParseError:
-            return 400, b""
-        if not answer.ok:
-            return 488, b""
-        self.rtp.apply(answer.media)
-        return 200, answer.answer.to_bytes()
+        """Hold/resume from the agent's phone (RFC 3264 §8)."""
+        return self.sdp.reinvite(request, self.rtp)
 
     def _cancel_all(self, keep: OutgoingCall | None) -> None:
         for _name, leg in self._legs:

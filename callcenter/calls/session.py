@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from callcenter.calls.control import IvrRuntime, LiveCallControl, Utterance
+from callcenter.calls.leg_sdp import LegSdp
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
 from callcenter.ivr.engine import CallInfo, FlowResult, FlowRunner
@@ -69,9 +69,7 @@ class CallSession:
         self.rtp: RtpSession | None = None
         self.end_reason: str | None = None
         self._hangup_requested = asyncio.Event()
-        self._sdp_session_id = secrets.randbelow(2**31)
-        self._sdp_version = 0
-        self._local_ip = ""
+        self.sdp = LegSdp(deps.settings.media.ptime_ms)
         self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
         self.digits: list[str] = []  # every DTMF digit the caller sent, in order
         self.recorder: CallRecorder | None = None
@@ -137,8 +135,8 @@ class CallSession:
 
     async def _answer_and_serve(self) -> str:
         call, settings = self.call, self.deps.settings
-        self._local_ip = self.deps.endpoint.local_ip_for(call.source.host)
-        bind_ip = "::" if ":" in self._local_ip else "0.0.0.0"
+        self.sdp.local_ip = self.deps.endpoint.local_ip_for(call.source.host)
+        bind_ip = "::" if ":" in self.sdp.local_ip else "0.0.0.0"
         try:
             self.rtp = await RtpSession.open(
                 allocator=self.deps.media.ports,
@@ -162,12 +160,7 @@ class CallSession:
                 return REJECTED
             body = answer
         else:  # RFC 3264 §5 late offer: we offer in the 200, the answer comes in the ACK
-            offer = sdp.make_offer(
-                self._local_ip,
-                self.rtp.local_port,
-                session_id=self._sdp_session_id,
-                version=self._next_version(),
-            )
+            offer = self.sdp.offer(self.rtp)
             body = offer.to_bytes()
         ring_s = settings.calls.ring_s
         if ring_s > 0 and call.state == "early":
@@ -328,44 +321,17 @@ class CallSession:
     def _negotiate(self, request: SipRequest) -> bytes | int:
         """Our SDP answer to the offer in `request`, or the status to refuse it with."""
         assert self.rtp is not None
-        try:
-            offer = sdp.parse(request.body)
-        except sdp.SdpParseError:
-            return 400
-        result = sdp.negotiate_answer(
-            offer,
-            self._local_ip,
-            self.rtp.local_port,
-            session_id=self._sdp_session_id,
-            version=self._next_version(),
-            ptime=self.deps.settings.media.ptime_ms,
-        )
-        if not result.ok:
-            return 488
-        self.rtp.apply(result.media)
-        self._expect_rtp = result.media.receives
-        return result.answer.to_bytes()
+        answer = self.sdp.answer(request.body, self.rtp)
+        if not isinstance(answer, int) and self.sdp.media is not None:
+            self._expect_rtp = self.sdp.media.receives
+        return answer
 
     def _on_reinvite(self, request: SipRequest) -> tuple[int, bytes]:
         """Hold/resume and address changes (RFC 3264 §8); a refused re-offer keeps the old media."""
-        if self.rtp is None or self.rtp.closed:
-            return 481, b""
-        if not request.body:
-            offer = sdp.make_offer(
-                self._local_ip,
-                self.rtp.local_port,
-                session_id=self._sdp_session_id,
-                version=self._next_version(),
-            )
-            return 200, offer.to_bytes()
-        answer = self._negotiate(request)
-        if isinstance(answer, int):
-            return answer, b""
-        return 200, answer
-
-    def _next_version(self) -> int:
-        self._sdp_version += 1
-        return self._sdp_version
+        status, body = self.sdp.reinvite(request, self.rtp)
+        if status == 200 and request.body and self.sdp.media is not None:
+            self._expect_rtp = self.sdp.media.receives  # a held peer legitimately sends nothing
+        return status, body
 
     async def _apply_ack_answer(self, offer: sdp.SessionDescription) -> None:
         await self.call.acked.wait()
