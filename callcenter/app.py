@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from callcenter import __version__
+from callcenter.api.calls import create_calls_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
 from callcenter.api.routing import create_routing_router
@@ -181,7 +182,10 @@ class Application:
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         assert self.http_socket is not None
         token = self.settings.http.admin_token
-        routers = [create_routing_router(self.acd, token)]
+        routers = [
+            create_routing_router(self.acd, token),
+            create_calls_router(self._live_call, self.store, token),
+        ]
         runtime = self.calls.deps.ivr
         background: list[asyncio.Task[Any]] = []
         if runtime is not None and runtime.registry is not None:
@@ -231,6 +235,10 @@ class Application:
             log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc))
             return
         log_event(log, "prompts_rendered", count=len(specs))
+
+    def _live_call(self, call_id: str) -> dict[str, Any] | None:
+        session = self.calls.find(call_id)
+        return session.live_view() if session is not None else None
 
     async def _render_published(self, event: PublishedFlow) -> None:
         """A new flow version went live: its fixed prompts are synthesised now, not on a caller's time."""

@@ -9,13 +9,13 @@ bounded (``max_body_bytes``, 413 beyond). Flow errors come back as JSON with fil
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from callcenter.api.auth import require_admin_token
 from callcenter.ivr.registry import FlowRegistry
 from callcenter.ivr.versions import (
     MAX_FLOW_BYTES,
@@ -29,7 +29,6 @@ from callcenter.store.flow_versions import flow_version_public
 
 __all__ = ["flows_router"]
 
-DISABLED = "admin API disabled: set http.admin_token"
 
 
 class RollbackRequest(BaseModel):
@@ -74,17 +73,7 @@ def flows_router(
 ) -> APIRouter:
     """The ``/api/flows`` routes over ``registry``; ``admin_token`` None disables the mutating ones."""
     router = APIRouter(prefix="/api/flows", tags=["flows"])
-    expected = admin_token.encode("utf-8") if admin_token else None
-
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        if expected is None:
-            raise HTTPException(403, DISABLED)
-        scheme, _, token = (authorization or "").partition(" ")
-        # compare_digest: the time taken does not reveal how much of the token matched
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("utf-8"), expected):
-            raise HTTPException(401, "a valid admin token is required", {"WWW-Authenticate": "Bearer"})
-
-    admin_only = [Depends(admin)]  # runs before the body is read
+    admin_only = [Depends(require_admin_token(admin_token))]  # runs before the body is read
 
     async def body_text(request: Request) -> str:
         length = request.headers.get("content-length", "")

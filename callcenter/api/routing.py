@@ -6,15 +6,15 @@ admin bearer token (``http.admin_token``) until users and roles arrive (issue 8)
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from callcenter.api.auth import require_admin_token
 from callcenter.core.errors import CallcenterError
 
-__all__ = ["RoutingView", "StateChange", "create_routing_router", "require_admin_token"]
+__all__ = ["RoutingView", "StateChange", "create_routing_router"]
 
 
 class RoutingView(Protocol):
@@ -26,21 +26,6 @@ class RoutingView(Protocol):
 class StateChange(BaseModel):
     state: Literal["available", "not_ready", "offline"]
     reason: str | None = Field(None, max_length=100, description="why not ready (break, training, ...)")
-
-
-def require_admin_token(token: str | None) -> Any:
-    """A dependency admitting ``Authorization: Bearer <token>``; 403 when no token is configured."""
-
-    def check(authorization: str | None = Header(None)) -> None:
-        if token is None:
-            raise HTTPException(403, "admin API disabled: set http.admin_token")
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(
-                401, "a valid admin bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    return check
 
 
 def create_routing_router(acd: RoutingView, admin_token: str | None) -> APIRouter:

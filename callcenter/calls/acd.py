@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -39,7 +39,7 @@ from callcenter.sip.endpoint import SipEndpoint
 from callcenter.sip.message import SipParseError, SipRequest
 from callcenter.sip.registrar import Binding
 from callcenter.sip.transaction import Addr
-from callcenter.sip.uri import parse_name_addr, parse_uri
+from callcenter.sip.uri import format_host, parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
     from callcenter.calls.control import LiveCallControl
@@ -168,7 +168,8 @@ class Acd:
         self._task: asyncio.Task[None] | None = None
         self._loading: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.screen_pop_base: str | None = None
+        # Agents' phones get a Call-Info link to GET /api/calls/{id} on this port (None: no link).
+        self.screen_pop_port: int | None = settings.http.port
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -435,7 +436,6 @@ class Acd:
 
     async def _offer(self, control: LiveCallControl, offer: Offer, visit: QueueVisit) -> RingResult | None:
         """Ring the offered agents; the answer's RingResult, or None (the caller stays queued)."""
-        now = self.clock()
         contacts = {
             name: [RingTarget.from_binding(b) for b in self.registration.lookup(name)]
             for name in offer.agents
@@ -443,7 +443,13 @@ class Acd:
         for name in offer.agents:
             visit.offered.append(name)
         session = control.session
-        info = control.caller_info(offer.queue, self.screen_pop_base)
+        first = next((t for targets in contacts.values() for t in targets), None)
+        base = None
+        if first is not None and self.screen_pop_port is not None:
+            # the address of ours the agent's phone reaches (sip.public_host when set)
+            host = format_host(self.endpoint.local_ip_for(first.dest.host))
+            base = f"http://{host}:{self.screen_pop_port}/api"
+        info = control.caller_info(offer.queue, base)
         if not self.settings.routing.caller_id_header:
             info = replace(info, number="", display_name=None)
         ring = AgentRing(
@@ -454,7 +460,8 @@ class Acd:
             ptime_ms=self.settings.media.ptime_ms,
             timeout_s=offer.timeout_s,
         )
-        log_event(log, "agent_offered", call_id=session.call_id, queue=offer.queue, agents=list(offer.agents))
+        log_event(log, "agent_offered", call_id=session.call_id, queue=offer.queue, agents=list(offer.agents),
+                  screen_pop=info.screen_pop_url)
         try:
             result = await control._race(ring.ring())
         except CallerHangup:
@@ -763,9 +770,3 @@ def _is_own_address(host: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def routing_summary(snapshot: Mapping[str, Any]) -> str:
-    """One log line's worth: queues with their waiting callers."""
-    queues = snapshot.get("queues", {})
-    return ", ".join(f"{name}={q.get('waiting', 0)}" for name, q in queues.items())

@@ -40,6 +40,10 @@ class CallManager:
 
         task.add_done_callback(done)
 
+    def find(self, call_id: str) -> CallSession | None:
+        """The live call with this SIP Call-ID (the first, should two dialogs share it)."""
+        return next((s for s in self.sessions.values() if s.call_id == call_id), None)
+
     @property
     def active(self) -> int:
         return len(self.sessions)

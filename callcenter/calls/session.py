@@ -229,6 +229,27 @@ class CallSession:
         except ValueError:
             return ""
 
+    def live_view(self) -> dict[str, Any]:
+        """What an agent's screen-pop shows while the call is up: who calls, where the IVR took them,
+        the queue and agent, and the transcript so far."""
+        control, runner = self.control, self.runner
+        visits = control.queue_visits if control is not None else []
+        return {
+            "sip_call_id": self.call_id,
+            "live": True,
+            "from": self.call.from_header,
+            "to": self.call.to_header,
+            "caller": self._caller(),
+            "caller_name": self._caller_name(),
+            "called": self._called(),
+            "flow": runner.flow.id if runner is not None else None,
+            "ivr_path": list(runner.ivr_path) if runner is not None else [],
+            "queue": visits[-1].queue if visits else None,
+            "agent": control.agent if control is not None else None,
+            "dtmf": "".join(self.digits),
+            "transcript": [u.as_json() for u in sorted(self.transcript, key=lambda u: u.start)],
+        }
+
     def _caller_name(self) -> str | None:
         try:
             return parse_name_addr(self.call.from_header).display or None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 import wave
 from pathlib import Path
@@ -28,6 +29,7 @@ from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("sipp", "baresip")]
 
 CALLER_HZ, AGENT_HZ = 1000.0, 600.0
+TOKEN = "routing-test-admin-token"
 
 QUEUE_FLOW = """\
 id: to_sales
@@ -93,8 +95,11 @@ def _caller(server: ServerProcess, tmp_path: Path, talk_s: float, hangup_after_m
     )
 
 
-def _get(server: ServerProcess, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=5) as r:
+def _get(server: ServerProcess, path: str, token: str | None = None) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -116,11 +121,28 @@ def _wait_agent_state(server: ServerProcess, name: str, state: str, timeout: flo
 def test_the_caller_reaches_the_agent_with_the_skill_and_both_hear_each_other(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = _server(start_server, tmp_path)
+    server = _server(start_server, tmp_path, CALLCENTER_HTTP_ADMIN_TOKEN=TOKEN)
     sam = _agent(server, tmp_path, "sam", "sales:3")
     bob = _agent(server, tmp_path, "bob", "support:2")
     try:
-        result = _caller(server, tmp_path, talk_s=14, hangup_after_ms=10_000)
+        results: list[Any] = []
+        sipp = threading.Thread(
+            target=lambda: results.append(_caller(server, tmp_path, talk_s=14, hangup_after_ms=10_000))
+        )
+        sipp.start()
+        offered = server.wait_for_event("agent_offered", timeout=20)
+        server.wait_for_event("agent_answered", agent="sam", timeout=20)
+        # The screen-pop link the agent's phone got (Call-Info) shows the live call to an admin.
+        url = offered["screen_pop"]
+        assert url.startswith(f"http://127.0.0.1:{server.http_port}/api/calls/"), offered
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        pop = _get(server, url.removeprefix(f"http://127.0.0.1:{server.http_port}"), token=TOKEN)
+        assert pop["live"] and pop["queue"] == "sales" and pop["agent"] == "sam" and pop["flow"] == "to_sales"
+        assert pop["caller"] == "caller" and pop["ivr_path"] == ["queue"]
+        sipp.join(timeout=60)
+        (result,) = results
         assert result.successful == 1 and result.failed == 0, result.errors
         (call,) = server.new_calls(set(), 1, timeout=20)
         assert call["queue"] == "sales"
