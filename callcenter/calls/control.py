@@ -39,7 +39,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
@@ -250,12 +250,25 @@ class IvrRuntime:
     registry: FlowRegistry | None = None  # live versions (publish, rollback, hot reload)
 
     def flow_for(self, number: str) -> Flow | None:
-        """The flow for a dialled number (Request-URI user part), or None (demo behaviour). The caller
-        keeps the returned object (that version) for the whole call."""
-        if self.registry is not None:
-            return self.registry.flow_for(number)
-        flow_id = self.numbers.get(number, self.default_flow)
-        return self.flows.get(flow_id) if flow_id is not None else None
+        """The flow for a dialled number (Request-URI user part), or None (demo behaviour)."""
+        started = self.start_flow(number)
+        return started[0] if started is not None else None
+
+    def start_flow(self, number: str) -> tuple[Flow, Services] | None:
+        """The flow for a dialled number and the services its call keeps, or None (demo behaviour).
+
+        With live versions the whole set of flows is frozen here: the call runs the version it
+        started with, and so do the subflows it enters later, whatever is published meanwhile."""
+        if self.registry is None:
+            flow_id = self.numbers.get(number, self.default_flow)
+            flow = self.flows.get(flow_id) if flow_id is not None else None
+            return (flow, self.services) if flow is not None else None
+        flows = self.registry.snapshot()
+        flow_id = self.registry.numbers.get(number, self.registry.default_flow)
+        flow = flows.get(flow_id) if flow_id is not None else None
+        if flow is None:
+            return None
+        return flow, replace(self.services, flows=flows)
 
 
 async def load_ivr_runtime(

@@ -22,6 +22,7 @@ from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
 from callcenter.ivr.engine import CallInfo, FlowResult, FlowRunner
 from callcenter.ivr.schema import Flow
+from callcenter.ivr.services import Services
 from callcenter.media import dtmf, sdp, tones
 from callcenter.media.engine import MediaEngine
 from callcenter.media.pacer import encode_frames, looping
@@ -181,10 +182,10 @@ class CallSession:
             tasks = [tg.create_task(self._media_timeout_watch())]
             if offer is not None:
                 tasks.append(tg.create_task(self._apply_ack_answer(offer)))
-            flow = self._ivr_flow()
+            started = self._ivr_flow()
             ivr: asyncio.Task[None] | None = None
-            if flow is not None:
-                ivr = tg.create_task(self._run_ivr(flow))
+            if started is not None:
+                ivr = tg.create_task(self._run_ivr(*started))
             else:
                 demo_s = settings.calls.demo_hangup_after_s
                 if demo_s > 0:
@@ -213,9 +214,9 @@ class CallSession:
 
     # -- IVR ------------------------------------------------------------------------------------------
 
-    def _ivr_flow(self) -> Flow | None:
+    def _ivr_flow(self) -> tuple[Flow, Services] | None:
         runtime = self.deps.ivr
-        return runtime.flow_for(self._called()) if runtime is not None else None
+        return runtime.start_flow(self._called()) if runtime is not None else None
 
     def _called(self) -> str:
         try:
@@ -256,7 +257,7 @@ class CallSession:
         except ValueError:
             return None
 
-    async def _run_ivr(self, flow: Flow) -> None:
+    async def _run_ivr(self, flow: Flow, services: Services) -> None:
         assert self.deps.ivr is not None
         self.control = LiveCallControl(
             self,
@@ -267,7 +268,7 @@ class CallSession:
             caller_name=self._caller_name(),
         )
         info = CallInfo(call_id=self.call_id, caller=self._caller(), called=self._called())
-        self.runner = FlowRunner(flow, self.control, self.deps.ivr.services, call=info)
+        self.runner = FlowRunner(flow, self.control, services, call=info)
         log_event(log, "ivr_started", call_id=self.call_id, level=logging.DEBUG, flow=flow.id)
         self.ivr_result = await self.runner.run()
 

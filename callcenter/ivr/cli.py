@@ -58,20 +58,26 @@ def check(
     intents: Annotated[str | None, _names_opt("intent names")] = None,
     schedules: Annotated[str | None, _names_opt("schedule names")] = None,
     files: Annotated[bool, typer.Option(help="Check that recordings exist.")] = True,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file whose queues, intents file and flows folder the check uses, as the server"
+            " would (default: ./config.yaml if present; the name flags override it).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate flows: YAML, schema, targets, reachability, loops, recordings, names. Exit 1 on errors."""
-    targets = paths or [DEFAULT_FLOWS_DIR]
+    settings = _settings(config, None, None) if config is not None or Path("config.yaml").is_file() else None
+    default_dir = settings.ivr.flows_dir if settings is not None else DEFAULT_FLOWS_DIR
+    targets = paths or [default_dir]
     missing = [p for p in targets if not p.exists()]
     if missing:
         typer.echo(f"error: {missing[0]}: no such file or folder", err=True)
         raise typer.Exit(2)
-    context = FlowContext(
-        queues=_names(queues),
-        skills=_names(skills),
-        intents=_names(intents),
-        schedules=_names(schedules),
-        check_files=files,
-    )
+    context = _context(settings, queues, skills, intents, schedules, check_files=files)
     errors = check_flows(targets, context)
     count = len(flow_files(targets))
     for error in errors:
@@ -251,6 +257,41 @@ def _settings(config: Path | None, data_dir: Path | None, flows_dir: Path | None
         raise typer.Exit(2) from None
 
 
+def _context(
+    settings: Any,
+    queues: str | None,
+    skills: str | None,
+    intents: str | None,
+    schedules: str | None,
+    *,
+    check_files: bool = True,
+) -> FlowContext:
+    """What flows may name: the flags when given, else what the server checks against — the queues in
+    ``routing.queues`` and the intents of ``ivr.intents_file`` (no settings or no such file: not checked)."""
+    queue_names = _names(queues)
+    intent_names = _names(intents)
+    if settings is not None:
+        if queue_names is None:
+            queue_names = frozenset(settings.routing.queues)
+        intents_file = settings.ivr.intents_file
+        if intent_names is None and intents_file is not None and intents_file.is_file():
+            from callcenter.core.errors import ConfigError
+            from callcenter.ivr.intents import load_intents
+
+            try:
+                intent_names = frozenset(load_intents(intents_file).names)
+            except ConfigError as exc:
+                typer.echo(f"error: ivr.intents_file: {exc}", err=True)
+                raise typer.Exit(2) from None
+    return FlowContext(
+        queues=queue_names,
+        skills=_names(skills),
+        intents=intent_names,
+        schedules=_names(schedules),
+        check_files=check_files,
+    )
+
+
 def _registry(settings: Any, context: FlowContext | None = None) -> Any:
     from callcenter.ivr.registry import FlowRegistry
     from callcenter.store import Store  # SQLAlchemy only for the commands that need it
@@ -320,9 +361,7 @@ def publish(
     if text is None:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2)
-    context = FlowContext(
-        queues=_names(queues), skills=_names(skills), intents=_names(intents), schedules=_names(schedules)
-    )
+    context = _context(settings, queues, skills, intents, schedules)
     registry = _registry(settings, context)
     flow_id = declared_id(text) or file.stem
 

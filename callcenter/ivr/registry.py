@@ -94,6 +94,9 @@ class LiveFlows(Mapping[str, Flow]):
         return len(self._registry._state.flows)
 
 
+_NEVER = "never seen"  # not a sha256: no deferred content matches it
+
+
 @dataclass
 class _Candidate:
     path: Path
@@ -122,6 +125,7 @@ class FlowRegistry:
         self.flows_dir: Path | None = None
         self._state = _State(MappingProxyType({}), MappingProxyType({}))
         self._files: dict[Path, FileState] = {}  # what the watcher last saw (and what we wrote)
+        self._deferred: dict[Path, str | None] = {}  # invalid at first sight: content hash, judged next poll
         self._listeners: list[PublishListener] = []
         self._lock = asyncio.Lock()
         self.flows = LiveFlows(self)
@@ -448,10 +452,30 @@ class FlowRegistry:
                 log_event(log, "flow_file_removed", level=logging.WARNING, file=str(path), flow_id=owner)
             results = []
             for c in changed:
+                if await self._unsettled(c):
+                    continue
                 if c.state is not None:
                     self._files[c.path] = c.state  # judged once per change: no repeated rejections
                 results.append(await self._publish_file(c))
             return results
+
+    async def _unsettled(self, c: _Candidate) -> bool:
+        """True when an invalid file is seen for the first time with this content: it is judged at the
+        next poll instead. An editor saving in place truncates, then writes; a poll in between reads a
+        half-written file that the next poll finds complete — refusing it would log a false
+        ``flow_rejected``. Valid files go live at once; a file still invalid one poll later is refused."""
+        seen = c.state.sha256 if c.state is not None else None
+        if self._deferred.pop(c.path, _NEVER) == seen:
+            return False
+        if c.text is not None:
+            flow_id = declared_id(c.text) or c.path.stem
+            flow, _ = await asyncio.to_thread(
+                self._check_sync, flow_id, c.text, self._target(flow_id, c.path), True
+            )
+            if flow is not None:
+                return False
+        self._deferred[c.path] = seen
+        return True
 
     def _changed_files(self, flows_dir: Path) -> tuple[list[_Candidate], list[Path]]:
         try:

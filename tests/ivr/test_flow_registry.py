@@ -11,11 +11,15 @@ import os
 from pathlib import Path
 
 import pytest
+from ivr_fakes import ScriptedCall
 
+from callcenter.calls.control import IvrRuntime
+from callcenter.ivr.engine import CallInfo, FlowRunner
 from callcenter.ivr.graph import FlowContext
 from callcenter.ivr.loader import FlowLoadError
 from callcenter.ivr.registry import FlowRegistry
-from callcenter.ivr.schema import SayNode
+from callcenter.ivr.schema import Flow, SayNode
+from callcenter.ivr.services import Services
 from callcenter.ivr.versions import (
     FlowNotFoundError,
     InvalidPublishError,
@@ -159,6 +163,31 @@ async def test_a_running_call_keeps_the_flow_it_started_with(store: Store, flows
     new = registry.flow_for("100")
     assert new is not in_call and new is runtime_view["main"]
     assert isinstance(new.nodes["welcome"], SayNode) and new.nodes["welcome"].text == "New version"
+
+
+async def test_a_call_keeps_the_subflow_versions_it_started_with(store: Store, flows_dir: Path) -> None:
+    # main says Hello, runs the subflow "other" (which says "Hi there"), then hangs up.
+    main = flow_text(extra="  sub:\n    type: subflow\n    flow: other\n    next: bye\n").replace(
+        "    next: bye\n", "    next: sub\n", 1
+    )
+    (flows_dir / "main.yaml").write_text(main, encoding="utf-8")
+    registry = await loaded(store, flows_dir)
+    runtime = IvrRuntime(flows=registry.flows, prompts=None, data_dir=flows_dir, registry=registry)  # type: ignore[arg-type]
+
+    started = runtime.start_flow("100")
+    assert started is not None
+    await registry.publish("other", flow_text("other", "Changed meanwhile"), author="alice")
+
+    async def run(flow: Flow, services: Services) -> list[str]:
+        call = ScriptedCall()
+        await FlowRunner(flow, call, services, call=CallInfo("c1", "alice", "100")).run()
+        return call.said
+
+    assert await run(*started) == ["Hello", "Hi there"]  # the subflow as it was (its hangup ends the call)
+    later = runtime.start_flow("100")
+    assert later is not None
+    assert await run(*later) == ["Hello", "Changed meanwhile"]
+    assert runtime.start_flow("999") is None  # no number plan entry, no default flow
 
 
 async def test_an_invalid_version_is_refused_and_the_old_one_stays_live(
@@ -338,6 +367,7 @@ async def test_poll_refuses_an_invalid_file_logs_it_once_and_takes_the_fix(
     registry = await loaded(store, flows_dir)
     (flows_dir / "main.yaml").write_text(INVALID, encoding="utf-8")
     with caplog.at_level(logging.WARNING, "callcenter.ivr.flows"):
+        assert await registry.poll_once() == []  # first sight: maybe half-written, judged next poll
         [result] = await registry.poll_once()
         assert await registry.poll_once() == []  # judged once, not every second
     assert not result.ok and [(e.line, e.column) for e in result.errors] == [(7, 5)]
@@ -348,6 +378,22 @@ async def test_poll_refuses_an_invalid_file_logs_it_once_and_takes_the_fix(
     (flows_dir / "main.yaml").write_text(flow_text(greeting="Fixed"), encoding="utf-8")
     [fixed] = await registry.poll_once()
     assert fixed.ok and fixed.version == 2 and greeting(registry) == "Fixed"
+
+
+async def test_an_editor_saving_in_place_is_not_refused_halfway(
+    store: Store, flows_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = await loaded(store, flows_dir)
+    path = flows_dir / "main.yaml"
+    text = flow_text(greeting="Saved in place")
+    with caplog.at_level(logging.WARNING, "callcenter.ivr.flows"):
+        path.write_text(text[: len(text) // 2], encoding="utf-8")  # a poll lands mid-write
+        assert await registry.poll_once() == []
+        path.write_text(text, encoding="utf-8")
+        [result] = await registry.poll_once()
+    assert result.ok and greeting(registry) == "Saved in place"
+    assert [r.getMessage() for r in caplog.records if r.getMessage() == "flow_rejected"] == []
+    assert [v.version for v in await registry.history("main")] == [1, 2]
 
 
 async def test_poll_adds_new_files_and_keeps_flows_whose_file_went(store: Store, flows_dir: Path) -> None:
@@ -363,6 +409,7 @@ async def test_poll_adds_new_files_and_keeps_flows_whose_file_went(store: Store,
 async def test_a_second_file_with_a_live_flow_id_is_refused(store: Store, flows_dir: Path) -> None:
     registry = await loaded(store, flows_dir)
     (flows_dir / "copy.yaml").write_text(flow_text(greeting="Copy"), encoding="utf-8")
+    assert await registry.poll_once() == []
     [result] = await registry.poll_once()
     assert [e.message for e in result.errors] == [f"flow id 'main' is also used by {flows_dir / 'main.yaml'}"]
     assert greeting(registry) == "Hello"

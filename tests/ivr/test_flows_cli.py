@@ -53,6 +53,37 @@ def test_check_names_against_the_given_queues() -> None:
     ]
 
 
+def test_check_uses_the_configs_queues_and_flows_folder(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flow = (ROOT / "ivr_flows" / "hotline_en.yaml").read_text(encoding="utf-8")
+    (flows / "hotline_en.yaml").write_text(flow, encoding="utf-8")
+    intents = ROOT / "ivr_flows" / "intents" / "intents.yaml"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"ivr:\n  flows_dir: {flows}\n  intents_file: {intents}\n"
+        "routing:\n  queues:\n    sales: {skills: {sales: 1}}\n    support: {skills: {support: 1}}\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(flows_app, ["check", "--config", str(config), "--no-files"])
+    assert result.exit_code == 1  # the server would refuse it: billing and general are not configured
+    assert [line.split(": ", 2)[2] for line in result.stdout.splitlines()] == [
+        "unknown queue 'billing' (known: sales, support)",
+        "unknown queue 'general' (known: sales, support)",
+    ]
+    flag = runner.invoke(
+        flows_app, ["check", "-c", str(config), "--no-files", "--queues", "sales,support,billing,general"]
+    )
+    assert flag.exit_code == 0 and flag.stdout == "1 flow file(s) OK\n"  # a flag overrides the config
+
+
+def test_check_with_a_broken_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("routing:\n  queues:\n    sales: {strategy: fastest}\n", encoding="utf-8")
+    result = runner.invoke(flows_app, ["check", "-c", str(config), FLOWS])
+    assert result.exit_code == 2 and "routing.queues.sales.strategy" in result.stderr
+
+
 def test_check_a_missing_path_exits_2() -> None:
     result = runner.invoke(flows_app, ["check", "/nonexistent/flows"])
     assert result.exit_code == 2 and "no such file or folder" in result.stderr
