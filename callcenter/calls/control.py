@@ -38,16 +38,17 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import numpy as np
 
 from callcenter.calls.agent_leg import CallerInfo
+from callcenter.calls.bridge_transcript import LegTranscriber, TranscriptionLimits
 from callcenter.core.errors import ConfigError
 from callcenter.core.logging import log_event
 from callcenter.ivr.control import (
@@ -120,6 +121,10 @@ class LiveSession(Protocol):
 
     def request_hangup(self, reason: str) -> None: ...
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``coro`` (which must not raise) in the call's TaskGroup; None once the call is over."""
+        ...
+
 
 class Transcriber(Protocol):
     """What ``listen`` needs from an ASR engine (``WhisperEngine`` is one)."""
@@ -174,6 +179,9 @@ class SpeechRuntime:
         self.languages = tuple(languages)
         self.vad = vad or VadConfig(end_silence_ms=self.settings.end_silence_ms)
         self.classifiers = ClassifierPool(self.settings)
+        self.bridge_limits = TranscriptionLimits(
+            workers=self.settings.transcription_workers, backlog=self.settings.transcription_backlog
+        )
         self._task: asyncio.Task[Transcriber | None] | None = None
         self._ready: Transcriber | None = None
         self._warming: dict[str, asyncio.Task[None]] = {}
@@ -371,6 +379,8 @@ class LiveCallControl:
         self.voicemails: list[str] = []  # files of messages left on this call
         self.bridge: Bridge | None = None
         self.agent: str | None = None
+        self._leg_transcribers: list[LegTranscriber] = []
+        self.transcript_dropped = 0  # bridged utterances not transcribed (recogniser overloaded)
         self.language = language
         self.voice: str | None = None
         self.transcript: list[Utterance] = transcript if transcript is not None else []
@@ -842,9 +852,49 @@ class LiveCallControl:
 
     def on_bridge(self, bridge: Bridge | None, agent: str) -> None:
         """Connected to (or disconnected from) an agent: the bridge is where supervisors and live
-        transcription of the agent's side attach."""
+        transcription of both sides attach (``speech.transcribe_bridged``)."""
+        for leg in self._leg_transcribers:
+            leg.close()  # speech under way counts as said; the backlog drains in its own task
+        self._leg_transcribers = []
         self.bridge = bridge
         self.agent = agent if bridge is not None else self.agent
+        if bridge is not None and self.runtime.speech.settings.transcribe_bridged:
+            self.session.spawn(self._transcribe_bridge(bridge))
+
+    async def _transcribe_bridge(self, bridge: Bridge) -> None:
+        """Both directions of ``bridge`` onto the transcript until it ends (runs in the call's TaskGroup)."""
+        speech = self.runtime.speech
+        engine = speech.ready()
+        language = self.language
+        if engine is None or not engine.supports(language):
+            return
+        legs: list[LegTranscriber] = []
+        for speaker, direction in (("caller", "a_to_b"), ("agent", "b_to_a")):
+            segmenter = await speech.open_segmenter()
+            leg = LegTranscriber(
+                speaker,  # type: ignore[arg-type]
+                language,
+                segmenter,
+                engine,
+                self._on_bridge_text,
+                speech.bridge_limits,
+                call_id=self.session.call_id,
+                release=speech.release_segmenter,
+            )
+            legs.append(leg)
+            if self.bridge is bridge:
+                bridge.add_tap(direction, leg.tap)  # type: ignore[arg-type]
+            else:
+                leg.close()  # the bridge ended while the segmenters were fetched
+        if self.bridge is bridge:
+            self._leg_transcribers = legs
+        await asyncio.gather(*(leg.run() for leg in legs))
+        self.transcript_dropped += sum(leg.dropped for leg in legs)
+
+    def _on_bridge_text(self, speaker: str, text: str, at: float, confidence: float) -> None:
+        self.transcript.append(
+            Utterance(speaker, text, max(0.0, at - self._started_at), confidence)  # type: ignore[arg-type]
+        )
 
     async def transfer(
         self, target: str, *, timeout_s: float = 30.0, caller_id: str | None = None

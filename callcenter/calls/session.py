@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +76,7 @@ class CallSession:
         self.digits: list[str] = []  # every DTMF digit the caller sent, in order
         self.recorder: CallRecorder | None = None
         self.control: LiveCallControl | None = None
+        self._tg: asyncio.TaskGroup | None = None  # the call's TaskGroup while it is answered
         self.runner: FlowRunner | None = None
         self.ivr_result: FlowResult | None = None
         self.transcript: list[Utterance] = []  # what the caller said, recognised (IVR speech input)
@@ -179,6 +181,7 @@ class CallSession:
             self._start_recording()
         log_event(log, "call_answered", call_id=self.call_id, level=logging.DEBUG, codec=self.rtp.codec)
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tasks = [tg.create_task(self._media_timeout_watch())]
             if offer is not None:
                 tasks.append(tg.create_task(self._apply_ack_answer(offer)))
@@ -207,10 +210,23 @@ class CallSession:
                 await call.hangup(self.end_reason)
             else:
                 hangup.cancel()
+            self._tg = None  # tasks still running (e.g. a transcript draining) finish before the record
         outcome = call.ended.result()
         if outcome in (END_BYE, END_NO_ACK) and self.end_reason is None:
             self.end_reason = outcome
         return ANSWERED if outcome != END_CANCEL else ABANDONED
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run ``coro`` (which must not raise: it would end the call) in the call's TaskGroup; None
+        when the call is no longer answered."""
+        if self._tg is None:
+            coro.close()
+            return None
+        try:
+            return self._tg.create_task(coro)
+        except RuntimeError:  # the TaskGroup is finishing
+            coro.close()
+            return None
 
     # -- IVR ------------------------------------------------------------------------------------------
 
@@ -338,6 +354,8 @@ class CallSession:
             disposition = "voicemail"
         if control.voicemails:
             self.deps.writer.call_extra(self.call_id, {"voicemails": list(control.voicemails)})
+        if control.transcript_dropped:
+            self.deps.writer.call_extra(self.call_id, {"transcript_dropped": control.transcript_dropped})
         return disposition
 
     def _negotiate(self, request: SipRequest) -> bytes | int:

@@ -243,6 +243,15 @@ class SpeechSettings(_Section):
     end_silence_ms: int = Field(
         700, ge=200, le=5000, multiple_of=20, description="trailing silence that ends an utterance"
     )
+    transcribe_bridged: bool = Field(
+        True, description="transcribe both sides (caller and agent) while a caller talks to an agent"
+    )
+    transcription_workers: int = Field(
+        1, ge=1, le=16, description="bridged-call utterances recognised at once, over all calls"
+    )
+    transcription_backlog: int = Field(
+        4, ge=1, le=100, description="utterances per side waiting for recognition before the oldest is dropped"
+    )
 
     @field_validator("engines", "vosk_models", mode="after")
     @classmethod

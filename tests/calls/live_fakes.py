@@ -66,9 +66,15 @@ class FakeSession:
     def __init__(self) -> None:
         self.rtp: Any = FakeRtp()
         self.hangups: list[str] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     def request_hangup(self, reason: str) -> None:
         self.hangups.append(reason)
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        return task
 
 
 async def until(condition: Any) -> None:

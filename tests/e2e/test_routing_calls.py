@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from callcenter.media import g711
 from callcenter.testing.audio import tone_fraction
 from callcenter.testing.baresip import Baresip, write_wav
 from callcenter.testing.pcap import Segment, write_rtp_pcap
@@ -67,25 +68,44 @@ def _server(start_server: StartServer, tmp_path: Path, **env: Any) -> ServerProc
     return start_server(config=CONFIG.format(flows=flows), CALLCENTER_CALLS_RECORD=1, **env)
 
 
-def _agent(server: ServerProcess, tmp_path: Path, name: str, skills: str, *, answer: bool = True) -> Baresip:
+def _agent(
+    server: ServerProcess,
+    tmp_path: Path,
+    name: str,
+    skills: str,
+    *,
+    answer: bool = True,
+    mic: np.ndarray | None = None,
+) -> Baresip:
     server.cli("agents", "add", name, "--password", f"pw-{name}", "--skills", skills)
     mode = "auto" if answer else "manual"
     account = f"<sip:{name}@127.0.0.1:{server.sip_port}>;auth_pass=pw-{name};answermode={mode};regint=600"
     work = tmp_path / name
     work.mkdir()
-    mic = write_wav(work / "mic.wav", 70, AGENT_HZ)
-    phone = Baresip(work, account, audio_wav=mic, record_dir=work / "rec", life_s=70)
+    if mic is None:
+        wav = write_wav(work / "mic.wav", 70, AGENT_HZ)
+    else:
+        wav = work / "mic.wav"
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(mic.astype("<i2").tobytes())
+    phone = Baresip(work, account, audio_wav=wav, record_dir=work / "rec", life_s=70)
     phone.start()
     server.wait_for_event("agent_registered", username=name, timeout=15)
     server.wait_for_event("agent_state", agent=name, state="available", timeout=10)
     return phone
 
 
-def _caller(server: ServerProcess, tmp_path: Path, talk_s: float, hangup_after_ms: int) -> Any:
+def _caller(
+    server: ServerProcess, tmp_path: Path, talk_s: float, hangup_after_ms: int, audio: np.ndarray | None = None
+) -> Any:
     pcap = tmp_path / "caller.pcap"
-    t = np.arange(int(8000 * talk_s)) / 8000
-    tone = (6000 * np.sin(2 * np.pi * CALLER_HZ * t)).astype(np.int16)
-    write_rtp_pcap(pcap, [Segment(pcm=tone)])
+    if audio is None:
+        t = np.arange(int(8000 * talk_s)) / 8000
+        audio = (6000 * np.sin(2 * np.pi * CALLER_HZ * t)).astype(np.int16)
+    write_rtp_pcap(pcap, [Segment(pcm=audio)])
     return run_sipp(
         f"127.0.0.1:{server.sip_port}",
         tmp_path / "sipp",
@@ -243,3 +263,42 @@ def test_the_agent_blind_transfers_the_caller_to_another_queue_by_refer(
     heard = bob.recordings("dec")
     assert heard, bob.output()
     assert tone_fraction(_wav(max(heard, key=lambda p: p.stat().st_size))[:, 0], CALLER_HZ) > 0.5
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "speech" / "corpus" / "audio"
+
+
+def _speech(name: str, *, lead_s: float, gap_s: float, tail_s: float) -> np.ndarray:
+    """A human recording (tests/speech/corpus) said twice: silence, speech, a pause, speech, silence."""
+    voice = g711.decode((CORPUS / name).read_bytes(), "PCMU").astype(np.int16)
+
+    def quiet(s: float) -> np.ndarray:
+        return np.zeros(int(8000 * s), np.int16)
+
+    return np.concatenate([quiet(lead_s), voice, quiet(gap_s), voice, quiet(tail_s)])
+
+
+def test_both_sides_of_a_bridged_call_are_transcribed_with_their_speaker(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = _server(start_server, tmp_path)
+    # The agent (baresip's microphone) and the caller (SIPp's pcap) each say a different sentence.
+    agent_voice = _speech("asterisk_agent-pass.ulaw", lead_s=2, gap_s=2, tail_s=60)
+    sam = _agent(server, tmp_path, "sam", "sales:3", mic=agent_voice)
+    try:
+        caller_voice = _speech("asterisk_conf-onlyone.ulaw", lead_s=3, gap_s=2, tail_s=4)
+        result = _caller(server, tmp_path, 0, hangup_after_ms=16_000, audio=caller_voice)
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=30)
+    finally:
+        sam.stop()
+    assert call["agent"] == "sam" and call["disposition"] == "answered", call
+    said = {"caller": "", "agent": ""}
+    for u in call.get("transcript", []):
+        if u["speaker"] in said:
+            said[u["speaker"]] += " " + u["text"].lower()
+    # "There is currently one other participant in the conference." / "Please enter your password
+    # followed by the pound key." — through two G.711 hops and Whisper tiny.en.
+    assert "participant" in said["caller"] or "conference" in said["caller"], call.get("transcript")
+    assert "password" in said["agent"] or "pound" in said["agent"], call.get("transcript")
+    assert "password" not in said["caller"] and "participant" not in said["agent"], call.get("transcript")
