@@ -20,10 +20,12 @@ from typing import Any
 import uvicorn
 
 from callcenter import __version__
+from callcenter.api.access import Access
 from callcenter.api.calls import create_calls_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
 from callcenter.api.routing import create_routing_router
+from callcenter.auth.service import UserService
 from callcenter.calls.acd import Acd
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
@@ -31,8 +33,11 @@ from callcenter.calls.session import CallDeps
 from callcenter.core.config import Settings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
+from callcenter.customers import CustomerDirectory, CustomerRepo
 from callcenter.ivr.prompts import fixed_prompts
+from callcenter.ivr.services import Services
 from callcenter.ivr.versions import PublishedFlow
+from callcenter.kb.service import KbService
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.registration import RegistrationService
@@ -40,6 +45,7 @@ from callcenter.speech.base import SpeechError
 from callcenter.speech.cache import PromptSpec
 from callcenter.speech.tts import voice_for
 from callcenter.store import CallRecordWriter, Store
+from callcenter.tickets import TicketService
 
 log = logging.getLogger("callcenter.app")
 
@@ -92,10 +98,15 @@ class Application:
         )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
         self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
+        self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
         self.endpoint.on_invite = self.calls.on_invite
         self.endpoint.on_register = self.registration.on_register
         self.http_socket: socket.socket | None = None
         self.db_ok = False
+        self.users = UserService(self.store.engine)
+        self.access = Access(self.users, admin_token=settings.http.admin_token)
+        self.tickets: TicketService | None = None
+        self.kb: KbService | None = None
 
     def health(self) -> dict[str, Any]:
         return {
@@ -111,9 +122,18 @@ class Application:
         raise StartupError."""
         ivr = self.settings.ivr
         try:
-            await asyncio.to_thread(self.store.create_all)
+            await asyncio.to_thread(self.store.migrate)  # Alembic: creates or upgrades every table
+            first_admin = await asyncio.to_thread(self.users.ensure_first_admin)
         except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure
             raise StartupError(f"database_url: cannot open the database: {exc}") from None
+        if first_admin is not None:
+            # Printed once, never logged: logs are often shipped elsewhere.
+            print(
+                f"first start: created web user 'admin' with the one-time password {first_admin}"
+                " (change it at the first login)",
+                flush=True,
+            )
+        backends = await self._open_backends()
         try:
             self.calls.deps.ivr = await load_ivr_runtime(
                 ivr.flows_dir,
@@ -125,6 +145,7 @@ class Application:
                 store=self.store,
                 queues=self.settings.routing.queues.keys(),
                 speech=self.settings.speech,
+                backends=backends,
             )
         except ConfigError as exc:
             raise StartupError(f"IVR flows are not valid:\n{exc}") from None
@@ -136,10 +157,26 @@ class Application:
             raise
         self.writer.start()
         await self.registration.start()
+        if self.calls.deps.ivr is not None:
+            self.acd.prompts = self.calls.deps.ivr.prompts  # what agents hear before a callback
         await self.acd.start()
         if self.calls.deps.ivr is not None:
             self.calls.deps.ivr.acd = self.acd
         self.media.start()
+
+    async def _open_backends(self) -> Services:
+        """The knowledge base (sample articles loaded into an empty one), tickets and customers, shared
+        by the IVR nodes, the post-call ticket policy and the API."""
+        engine = self.store.engine
+        customers = CustomerRepo(engine, country_code=self.settings.tickets.phone_country_code)
+        self.tickets = TicketService(engine, self.settings.tickets, customers=customers)
+        self.calls.deps.after_call = self.tickets.record_call
+        try:
+            self.kb = await KbService.open(engine)
+        except Exception as exc:  # noqa: BLE001 - calls still work without the knowledge base
+            log_event(log, "kb_unavailable", level=logging.ERROR, error=str(exc))
+            self.kb = None
+        return Services(kb=self.kb, tickets=self.tickets, customers=CustomerDirectory(customers))
 
     async def _start_sip(self) -> None:
         sip = self.settings.sip
@@ -181,17 +218,19 @@ class Application:
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         assert self.http_socket is not None
-        token = self.settings.http.admin_token
         routers = [
-            create_routing_router(self.acd, token),
-            create_calls_router(self._live_call, self.store, token),
+            self.access.router(),
+            create_routing_router(self.acd, self.access),
+            create_calls_router(self._live_call, self.store, self.access, actions=self.acd),
         ]
         runtime = self.calls.deps.ivr
         background: list[asyncio.Task[Any]] = []
         if runtime is not None and runtime.registry is not None:
-            routers.append(flows_router(runtime.registry, admin_token=token))
+            routers.append(flows_router(runtime.registry, access=self.access))
             runtime.registry.on_published(self._render_published)
-            background.append(asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s)))
+            background.append(
+                asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s))
+            )
         http_app = create_http_app(self.health, routers=routers)
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
         server = _HttpServer(config)
@@ -251,8 +290,15 @@ class Application:
         except SpeechError as exc:
             log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc), flow=event.flow_id)
             return
-        log_event(log, "flow_live", flow=event.flow_id, version=event.version, author=event.author,
-                  source=event.source, prompts=len(specs))
+        log_event(
+            log,
+            "flow_live",
+            flow=event.flow_id,
+            version=event.version,
+            author=event.author,
+            source=event.source,
+            prompts=len(specs),
+        )
 
     async def stop(self) -> None:
         await self.acd.stop()

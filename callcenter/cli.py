@@ -14,7 +14,10 @@ import typer
 import yaml
 
 from callcenter import __version__
+from callcenter.cli_kb import kb_app
 from callcenter.cli_models import models_app
+from callcenter.cli_tickets import customers_app, tickets_app
+from callcenter.cli_users import users_app
 from callcenter.core.config import ConfigError, Settings, load_settings
 from callcenter.ivr.cli import flows_app
 
@@ -34,6 +37,10 @@ app.add_typer(queues_app, name="queues")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(flows_app, name="flows")
+app.add_typer(users_app, name="users")
+app.add_typer(tickets_app, name="tickets")
+app.add_typer(customers_app, name="customers")
+app.add_typer(kb_app, name="kb")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -175,6 +182,15 @@ def agents_add(
         str | None,
         typer.Option("--skills", help="Skills with levels 1-5, e.g. sales:3,support:1.", show_default=False),
     ] = None,
+    languages: Annotated[
+        str | None,
+        typer.Option(
+            "--languages",
+            help="Language tags the agent speaks, e.g. en,zh-CN (routing matches callers' languages; "
+            "none: any caller).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -185,12 +201,15 @@ def agents_add(
     settings = _settings(config, data_dir=data_dir)
     store = _open_store(config, data_dir, settings)
     try:
-        agent = store.add_agent(name, password, settings.sip.realm, parsed)
+        tags = [t for t in (languages or "").split(",") if t.strip()]
+        agent = store.add_agent(name, password, settings.sip.realm, parsed, tags)
     except StoreError as exc:
         _fail(f"error: {exc}")
     finally:
         store.close()
     shown = ", ".join(f"{k}:{v}" for k, v in agent.skills.items()) or "no skills"
+    if agent.languages:
+        shown += f"; speaks {','.join(agent.languages)}"
     typer.echo(f"added agent {agent.username} (realm {agent.realm}, {shown})")
 
 
@@ -215,11 +234,12 @@ def agents_list(json_out: JsonOpt = False, data_dir: DataDirOpt = None, config: 
             a["username"],
             a["realm"],
             ",".join(f"{k}:{v}" for k, v in a["skills"].items()) or "-",
+            ",".join(a["languages"]) or "any",
             a["created_at"][:19],
         )
         for a in agents
     ]
-    _table(("USERNAME", "REALM", "SKILLS", "CREATED (UTC)"), rows)
+    _table(("USERNAME", "REALM", "SKILLS", "LANGUAGES", "CREATED (UTC)"), rows)
 
 
 @agents_app.command("remove")
@@ -279,15 +299,16 @@ def _api(
     path: str,
     *,
     body: dict[str, Any] | None = None,
-    admin: bool = False,
     hint_404: str = "",
 ) -> Any:
     """JSON from the running server; any failure is one line on stderr and exit status 1."""
     import httpx
 
     base = (url or _api_base(settings)).rstrip("/")
-    token = settings.http.admin_token
-    headers = {"Authorization": f"Bearer {token}"} if admin and token else {}
+    # Every API route needs credentials now (users and roles): the CLI on the server's machine uses
+    # the configured admin token, or a user's API token from CALLCENTER_API_TOKEN.
+    token = os.environ.get("CALLCENTER_API_TOKEN") or settings.http.admin_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         # The configured address is this machine's own server: never send it through an HTTP proxy.
         with httpx.Client(base_url=base, timeout=_API_TIMEOUT_S, trust_env=url is not None) as client:
@@ -305,18 +326,16 @@ def _api(
     if code == 401:
         if token is None:
             _fail(
-                "error: the server wants its admin token: set http.admin_token in the config "
-                "or CALLCENTER_HTTP_ADMIN_TOKEN"
+                "error: the server wants credentials: set http.admin_token in the config "
+                "(or CALLCENTER_HTTP_ADMIN_TOKEN), or a user's API token in CALLCENTER_API_TOKEN "
+                "(`callcenter users token NAME --name cli`)"
             )
         _fail(
-            "error: the server refused the admin token: http.admin_token (or CALLCENTER_HTTP_ADMIN_TOKEN) "
-            "here differs from the server's"
+            "error: the server refused the token: http.admin_token (or CALLCENTER_HTTP_ADMIN_TOKEN) "
+            "here differs from the server's, or the API token in CALLCENTER_API_TOKEN is not valid"
         )
     if code == 403:
-        _fail(
-            "error: the server's admin API is disabled: set http.admin_token in the server's config "
-            "(or CALLCENTER_HTTP_ADMIN_TOKEN) and restart it"
-        )
+        _fail(f"error: not allowed: {_api_detail(response)}")
     if code == 404:
         detail = _api_detail(response)
         if detail == "Not Found":  # no such route: something else listens there
@@ -374,7 +393,7 @@ def agents_state(
         " on the server (agents come from `callcenter agents add`; one added after the server started "
         "is known once its softphone registers)"
     )
-    agent = _api(settings, url, "POST", path, body=body, admin=True, hint_404=hint)
+    agent = _api(settings, url, "POST", path, body=body, hint_404=hint)
     typer.echo(_state_line(name, agent))
 
 

@@ -1,30 +1,104 @@
 """``GET /api/calls/{call_id}``: one call, live (what the agent's screen-pop link shows while it rings:
 caller, IVR path, queue, transcript so far) or from its record once it ended.
 
-Call details include what the caller said, so the route needs the admin token until users and roles
-(agents seeing their own calls) arrive with issue 8.
+``POST /api/calls/{call_id}/hold`` and ``/resume`` hold a bridged call server-side (the caller hears
+hold music); ``/transfer`` {"to": "queue:NAME" | "agent:NAME" | SIP URI, "mode": "blind" | "attended"}
+hands the caller on (blind) or rings the target for the agent first (attended: the caller hears hold
+music until ``/transfer/complete`` bridges caller and target, or ``/transfer/cancel`` — or the target
+declining or hanging up — brings the caller back). 404: no agent has that call now; 409: not now
+(e.g. complete before the target answered); 422: nothing reachable by that name.
+
+Roles: every route admits admins, supervisors and agents; an agent acts only on a call they have now
+(403 otherwise). Call details include what the caller said: reading them needs a login too.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
 
-from callcenter.api.auth import require_admin_token
+from callcenter.api.access import STAFF, Access
+from callcenter.auth.service import Principal
+from callcenter.core.errors import CallcenterError
 from callcenter.store import Store, call_public
 
-__all__ = ["create_calls_router"]
+__all__ = ["CallActions", "TransferRequest", "create_calls_router"]
 
 LiveView = Callable[[str], dict[str, Any] | None]
 
 
-def create_calls_router(live: LiveView, store: Store, admin_token: str | None) -> APIRouter:
-    router = APIRouter(prefix="/api/calls", tags=["calls"])
+class CallActions(Protocol):
+    """What the ACD does to a bridged call (calls/acd.py). KeyError: no agent has the call now;
+    CallcenterError (TransferError): not now; ValueError: no such target."""
 
-    @router.get("/{call_id}", dependencies=[Depends(require_admin_token(admin_token))])
+    def hold_call(self, call_id: str) -> dict[str, Any]: ...
+
+    def resume_call(self, call_id: str) -> dict[str, Any]: ...
+
+    def transfer_call(self, call_id: str, to: str, mode: str) -> dict[str, Any]: ...
+
+    def complete_transfer(self, call_id: str) -> dict[str, Any]: ...
+
+    def cancel_transfer(self, call_id: str) -> dict[str, Any]: ...
+
+
+class TransferRequest(BaseModel):
+    to: str = Field(min_length=1, max_length=512, description="queue:NAME, agent:NAME or a SIP URI")
+    mode: Literal["blind", "attended"] = "blind"
+
+
+def create_calls_router(
+    live: LiveView, store: Store, access: Access, actions: CallActions | None = None
+) -> APIRouter:
+    router = APIRouter(prefix="/api/calls", tags=["calls"])
+    staff = Depends(access.require(*STAFF))
+
+    def act(
+        call_id: str, principal: Principal, action: Callable[[CallActions], dict[str, Any]]
+    ) -> dict[str, Any]:
+        if principal.role == "agent":
+            view = live(call_id)
+            if view is None or view.get("agent") is None or view.get("agent") != principal.agent:
+                raise HTTPException(403, "agents act on their own calls only")
+        if actions is None:
+            raise HTTPException(503, "call control is not running")
+        try:
+            return action(actions)
+        except KeyError:
+            raise HTTPException(404, f"no call {call_id!r} is with an agent now") from None
+        except CallcenterError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @router.post("/{call_id}/hold")
+    async def hold(call_id: str, principal: Principal = staff) -> dict[str, Any]:
+        """The caller hears hold music until /resume."""
+        return act(call_id, principal, lambda a: a.hold_call(call_id))
+
+    @router.post("/{call_id}/resume")
+    async def resume(call_id: str, principal: Principal = staff) -> dict[str, Any]:
+        return act(call_id, principal, lambda a: a.resume_call(call_id))
+
+    @router.post("/{call_id}/transfer", status_code=202)
+    async def transfer(
+        call_id: str, request: TransferRequest, principal: Principal = staff
+    ) -> dict[str, Any]:
+        return act(call_id, principal, lambda a: a.transfer_call(call_id, request.to, request.mode))
+
+    @router.post("/{call_id}/transfer/complete")
+    async def complete(call_id: str, principal: Principal = staff) -> dict[str, Any]:
+        return act(call_id, principal, lambda a: a.complete_transfer(call_id))
+
+    @router.post("/{call_id}/transfer/cancel")
+    async def cancel(call_id: str, principal: Principal = staff) -> dict[str, Any]:
+        return act(call_id, principal, lambda a: a.cancel_transfer(call_id))
+
+    @router.get("/{call_id}", dependencies=[staff])
     async def get_call(call_id: str) -> dict[str, Any]:
         view = live(call_id)
         if view is not None:

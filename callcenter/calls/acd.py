@@ -20,11 +20,17 @@ import ipaddress
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
+from callcenter.calls.callback import CallbackRunner, ask_callback_number, confirm_and_hang_up
+from callcenter.calls.outbound import install_trunk
+from callcenter.calls.talk import LiveTalk
+from callcenter.calls.transfer import HoldLog, parse_replaces
 from callcenter.core.config import Settings
 from callcenter.core.logging import log_event
 from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult, TransferResult
@@ -32,11 +38,11 @@ from callcenter.media import tones
 from callcenter.media.bridge import Bridge
 from callcenter.media.engine import MediaEngine
 from callcenter.media.pacer import encode_frames, looping
-from callcenter.routing.agents import AgentEvent, AgentState
+from callcenter.routing.agents import AgentEvent, AgentState, Transition
 from callcenter.routing.queues import Escalation, QueueConfig
 from callcenter.routing.router import Offer, OfferGone, Overflow, Router
 from callcenter.sip.endpoint import SipEndpoint
-from callcenter.sip.message import SipParseError, SipRequest
+from callcenter.sip.message import SipParseError
 from callcenter.sip.registrar import Binding
 from callcenter.sip.transaction import Addr
 from callcenter.sip.uri import format_host, parse_name_addr, parse_uri
@@ -44,6 +50,7 @@ from callcenter.sip.uri import format_host, parse_name_addr, parse_uri
 if TYPE_CHECKING:
     from callcenter.calls.control import LiveCallControl
     from callcenter.sip.registration import RegistrationService
+    from callcenter.speech.cache import PromptCache
 
 log = logging.getLogger("callcenter.acd")
 
@@ -99,6 +106,10 @@ def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
     return configs
 
 
+class RecordSink(Protocol):
+    def call_extra(self, sip_call_id: str, fields: dict[str, Any]) -> None: ...
+
+
 class AgentDirectory(Protocol):
     """Where agent definitions come from (the Store)."""
 
@@ -111,6 +122,7 @@ class AgentDirectory(Protocol):
 class _Waiter:
     call_id: str
     events: asyncio.Queue[Offer | Overflow] = field(default_factory=asyncio.Queue)
+    hold: asyncio.Future[None] | None = None  # hold music and announcements while waiting
 
 
 @dataclass
@@ -170,6 +182,16 @@ class Acd:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Agents' phones get a Call-Info link to GET /api/calls/{id} on this port (None: no link).
         self.screen_pop_port: int | None = settings.http.port
+        # Bridged calls by SIP Call-ID (API hold/transfer), and each call's hold time and transfers.
+        self._live_talks: dict[str, LiveTalk] = {}
+        self._hold_logs: weakref.WeakKeyDictionary[Any, HoldLog] = weakref.WeakKeyDictionary()
+        self.writer: RecordSink | None = None  # where hold_s / holds / transfers go (the app's writer)
+        # Router-driven state changes (reserved, on call, wrap-up, available) are logged as agent_state.
+        self.router.agents.transitions = []
+        self.callbacks = CallbackRunner(self)
+        self.prompts: PromptCache | None = None  # the IVR's TTS cache (callback announcements to agents)
+        self.local_day: Callable[[], float] = _seconds_to_local_midnight
+        install_trunk(endpoint, settings)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -178,6 +200,7 @@ class Acd:
             agents = await asyncio.to_thread(self.directory.list_agents)
             for agent in agents:
                 self._define(agent)
+        await self.callbacks.restore(getattr(self.directory, "engine", None))
         self.registration.listeners.append(self._on_binding)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -194,7 +217,8 @@ class Acd:
         # Every agent also has a personal skill, so a transfer to a named agent waits in DIRECT_QUEUE
         # for that agent alone, through the same reservation and ring-timeout rules as any offer.
         skills = {**dict(agent.skills or {}), personal_skill(agent.username): 1}
-        self.router.agents.define(agent.username, skills, frozenset(), now=self.clock())
+        languages = frozenset(getattr(agent, "languages", None) or ())  # none: any caller's language
+        self.router.agents.define(agent.username, skills, languages, now=self.clock())
 
     # -- presence -----------------------------------------------------------------------------------
 
@@ -226,18 +250,8 @@ class Acd:
             self._event(username, AgentEvent.LOGOUT, now)
 
     def _event(self, username: str, event: AgentEvent, now: float, **kwargs: Any) -> None:
-        before = self.router.agents[username].state
-        agent = self.router.agent_event(username, event, now, **kwargs)
-        if agent.state != before:
-            log_event(
-                log,
-                "agent_state",
-                agent=username,
-                state=str(agent.state),
-                was=str(before),
-                reason=agent.reason,
-            )
-        self._kick()
+        self.router.agent_event(username, event, now, **kwargs)
+        self._kick()  # logs the agent_state changes
 
     def set_state(self, username: str, state: str, reason: str | None = None) -> dict[str, Any]:
         """An agent's (or supervisor's) request: available, not_ready or offline. Raises KeyError for an
@@ -256,7 +270,19 @@ class Acd:
     # -- the timer / dispatch task ------------------------------------------------------------------
 
     def _kick(self) -> None:
+        self._log_transitions()
         self._wake.set()
+
+    def _log_transitions(self) -> None:
+        """Every state change of every agent — presence and the router's own (offer, answer, hang-up,
+        wrap-up end) — as one ``agent_state`` line."""
+        changes: list[Transition] | None = self.router.agents.transitions
+        if not changes:
+            return
+        self.router.agents.transitions = []
+        for t in changes:
+            log_event(log, "agent_state", agent=t.agent, state=str(t.after), was=str(t.before),
+                      reason=t.reason, call_id=t.call_id)
 
     async def _run(self) -> None:
         while True:
@@ -271,16 +297,22 @@ class Acd:
                 log_event(log, "acd_error", level=logging.ERROR, error=repr(exc))
 
     def _step(self, now: float) -> None:
+        if self.router.day_ends_at is None:  # per-day talk times (least_talk_time) end at local midnight
+            self.router.day_ends_at = now + self.local_day()
         for overflow in self.router.handle_timer(now):
             self._deliver(overflow.call_id, overflow)
         for offer in self.router.dispatch(now):
             if not self._deliver(offer.call_id, offer):
                 for agent in offer.agents:
                     self.router.offer_failed(offer.call_id, agent, now, missed=False)
+        self._log_transitions()
 
     def _deliver(self, call_id: str, item: Offer | Overflow) -> bool:
         waiter = self._waiters.get(call_id)
         if waiter is None:
+            if isinstance(item, Offer) and item.callback:  # the caller left a number: call back
+                self._spawn(self.callbacks.run(item))
+                return True
             return False
         waiter.events.put_nowait(item)
         return True
@@ -339,7 +371,8 @@ class Acd:
                 now,
                 priority=request.priority,
                 skills=dict(request.skills) or None,
-                language=control.language,
+                # a transfer to a named agent reaches that agent whatever languages they listed
+                language=None if queue == DIRECT_QUEUE else control.language,
             )
         except KeyError:
             log_event(log, "queue_unknown", level=logging.ERROR, call_id=call_id, queue=queue)
@@ -347,6 +380,7 @@ class Acd:
             return QueueResult("closed"), None
         if isinstance(joined, Overflow):
             visit.disposition, visit.ended_at = "overflowed", now
+            await self._overflow_action(control, request, queue, joined.target, visit)
             return self._overflow_result(joined, started)
         self._waiters[call_id] = waiter
         log_event(
@@ -356,23 +390,26 @@ class Acd:
         leave_reason = "abandoned"
         # The hold task is this flow task's child: cancelled and awaited before we return, whatever
         # happens (a TaskGroup would wrap the caller's CallerHangup in an ExceptionGroup).
-        hold = asyncio.ensure_future(self._hold(control, request, call_id))
+        hold = waiter.hold = asyncio.ensure_future(self._hold(control, request, call_id))
         try:
             result, target, leave_reason = await self._wait_for_agent(
                 control, request, waiter, visit, started, hold
             )
             return result, target
         except CallerHangup:
-            if visit.answered_at is None:
+            if visit.answered_at is None and visit.disposition not in ("callback", "voicemail"):
                 visit.disposition = "abandoned"
-            visit.hangup_by = visit.hangup_by or "caller"
+            visit.hangup_by = visit.hangup_by or ("server" if visit.disposition == "callback" else "caller")
             raise
         finally:
-            hold.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hold
+            for task in {hold, waiter.hold}:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self._waiters.pop(call_id, None)
-            self.router.leave(call_id, self.clock(), reason=leave_reason)  # type: ignore[arg-type]
+            if not self.router.is_callback(call_id):  # a callback keeps the caller's place
+                self.router.leave(call_id, self.clock(), reason=leave_reason)  # type: ignore[arg-type]
             if visit.ended_at is None:
                 visit.ended_at = self.clock()
             self._kick()
@@ -392,17 +429,55 @@ class Acd:
             if request.max_wait_s is None
             else loop.time() + request.max_wait_s - (self.clock() - started)
         )
+        keys = (
+            asyncio.ensure_future(self._callback_key(control, request, started))
+            if request.callback_key
+            else None
+        )
+        try:
+            return await self._wait_loop(control, request, waiter, visit, started, hold, deadline, keys)
+        finally:
+            if keys is not None:
+                keys.cancel()
+
+    async def _wait_loop(
+        self,
+        control: LiveCallControl,
+        request: QueueRequest,
+        waiter: _Waiter,
+        visit: QueueVisit,
+        started: float,
+        hold: asyncio.Future[None],
+        deadline: float | None,
+        keys: asyncio.Future[None] | None,
+    ) -> tuple[QueueResult, str | TransferTarget | None, str]:
+        loop = asyncio.get_running_loop()
         while True:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 visit.disposition, visit.ended_at = "overflowed", self.clock()
+                self.router.leave(waiter.call_id, self.clock(), reason="overflow")
+                overflow = self.router.queues[visit.queue].overflow
+                await self._overflow_action(control, request, visit.queue, overflow, visit, waiter)
                 return QueueResult("timeout", waited_s=self.clock() - started), None, "overflow"
-            try:
-                item = await control._race(asyncio.wait_for(waiter.events.get(), remaining))
-            except TimeoutError:
+            if keys is not None and keys.done():
+                keys = await self._callback_asked(control, request, waiter, visit, started)
                 continue
+            getter = asyncio.ensure_future(waiter.events.get())
+            pending: set[asyncio.Future[Any]] = {getter} if keys is None else {getter, keys}
+            try:
+                await control._race(
+                    asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                )
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                continue
+            item = getter.result()
             if isinstance(item, Overflow):
                 visit.disposition, visit.ended_at = "overflowed", self.clock()
+                await self._overflow_action(control, request, visit.queue, item.target, visit, waiter)
                 result = self._overflow_result(item, started)
                 target = (
                     item.target.removeprefix("queue:")
@@ -414,17 +489,154 @@ class Acd:
             if answered is None:
                 continue
             hold.cancel()
+            if waiter.hold is not None:
+                waiter.hold.cancel()
             visit.answered_at = self.clock()
             visit.agent = answered.agent
             visit.disposition = "answered"
             self.router.leave(waiter.call_id, self.clock(), reason="answered")
             self._kick()
-            transfer = await self._talk(control, answered, visit)
+            transfer = await self._talk(control, answered, visit, request.hold_music)
             return (
                 QueueResult("answered", agent=answered.agent, waited_s=visit.answered_at - started),
                 transfer,
                 "answered",
             )
+
+    # -- callbacks and overflow actions ---------------------------------------------------------------
+
+    async def _callback_key(self, control: LiveCallControl, request: QueueRequest, started: float) -> None:
+        """Returns once the caller presses the callback key (after ``callback_after_s`` of waiting);
+        other keys pressed while waiting are dropped."""
+        while True:
+            digit = await control._next_digit(3600.0)
+            if digit == request.callback_key and self.clock() - started >= request.callback_after_s:
+                return
+
+    async def _callback_asked(
+        self,
+        control: LiveCallControl,
+        request: QueueRequest,
+        waiter: _Waiter,
+        visit: QueueVisit,
+        started: float,
+    ) -> asyncio.Future[None]:
+        """The caller pressed the callback key: out of offers while we ask for the number (keeping the
+        place); a number → the entry becomes a callback and the call ends (CallerHangup); none → back
+        to waiting, the key watched again."""
+        call_id = waiter.call_id
+        self.router.hold(call_id, self.clock())
+        self._kick()
+        while not waiter.events.empty():  # an offer made just before the hold is void now
+            waiter.events.get_nowait()
+        if waiter.hold is not None:
+            waiter.hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter.hold
+        rtp = control.session.rtp
+        if rtp is not None and not rtp.closed:
+            rtp.stop_playback()
+        log_event(log, "callback_offered", call_id=call_id, queue=visit.queue)
+        try:
+            number = await ask_callback_number(
+                control, caller_id=control.caller, language=control.language, allow_stay=True
+            )
+        except CallerHangup:
+            self.router.resume(call_id, self.clock())  # the finally of _serve_one counts them abandoned
+            raise
+        if number is not None:
+            await self._make_callback(control, request, visit, number, started)
+        self.router.resume(call_id, self.clock())
+        self._kick()
+        waiter.hold = asyncio.ensure_future(self._hold(control, request, call_id))
+        return asyncio.ensure_future(self._callback_key(control, request, started))
+
+    async def _make_callback(
+        self, control: LiveCallControl, request: QueueRequest, visit: QueueVisit, number: str, started: float
+    ) -> None:
+        """The caller's entry (in line, or back in line at its arrival time after an overflow) becomes a
+        callback; the caller hears so and the call ends (raises CallerHangup)."""
+        call_id = control.session.call_id
+        now = self.clock()
+        if call_id in self.router.waiting:
+            self.router.to_callback(call_id, now)
+        else:
+            joined = self.router.enqueue(
+                call_id, visit.queue, now, priority=request.priority, skills=dict(request.skills) or None,
+                language=None if visit.queue == DIRECT_QUEUE else control.language,
+                since=visit.enqueued_at, callback=True,
+            )
+            assert not isinstance(joined, Overflow)
+            self.router.stats[visit.queue].callbacks += 1
+        visit.disposition, visit.ended_at = "callback", now
+        await self.callbacks.register(
+            call_id, visit.queue, number, priority=request.priority, skills=dict(request.skills),
+            language=control.language, waited_s=now - visit.enqueued_at, control=control,
+        )
+        self._kick()
+        await confirm_and_hang_up(control, number, control.language)
+
+    async def _overflow_action(
+        self,
+        control: LiveCallControl,
+        request: QueueRequest,
+        queue: str,
+        target: str | None,
+        visit: QueueVisit,
+        waiter: _Waiter | None = None,
+    ) -> None:
+        """``overflow: voicemail`` or ``callback`` from the queue's config act here, whatever the flow
+        says next; both end the call (CallerHangup) once done. Other targets: nothing to do here."""
+        if target not in ("voicemail", "callback"):
+            return
+        if waiter is not None and waiter.hold is not None:
+            waiter.hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter.hold
+        rtp = control.session.rtp
+        if rtp is not None and not rtp.closed:
+            rtp.stop_playback()
+        log_event(log, "queue_overflow_action", call_id=control.session.call_id, queue=queue, action=target)
+        if target == "callback":
+            number = await ask_callback_number(
+                control, caller_id=control.caller, language=control.language, allow_stay=False
+            )
+            if number is not None:
+                await self._make_callback(control, request, visit, number, visit.enqueued_at)
+            return
+        await self._overflow_voicemail(control, visit)
+
+    async def _overflow_voicemail(self, control: LiveCallControl, visit: QueueVisit) -> None:
+        """Record a message as the flow's voicemail node does (a ticket when a ticket system is there)."""
+        zh = control.language.lower().startswith("zh")
+        await control.say(
+            "现在没有空闲的客服。请在提示音后留言，按井号键结束。" if zh
+            else "Nobody can take your call right now. Please leave a message after the tone, "
+            "then press the hash key.",
+            language=control.language,
+        )
+        rec = await control.record(max_s=120.0, beep=True, terminator="#", max_silence_s=5.0)
+        visit.disposition = "voicemail"
+        tickets = control.runtime.services.tickets
+        if rec.file is not None and tickets is not None:
+            from callcenter.ivr.services import TicketDraft
+
+            try:
+                await tickets.create(TicketDraft(
+                    subject=f"Voicemail from {control.caller or 'unknown caller'} ({visit.queue} queue)",
+                    body=f"Voicemail, {rec.duration_s:.0f} s.",
+                    tags=("voicemail",),
+                    caller=control.caller,
+                    call_id=control.session.call_id,
+                    recording=rec.file,
+                ))
+            except Exception as exc:  # noqa: BLE001 - the recording is kept either way
+                log_event(log, "voicemail_ticket_failed", level=logging.WARNING, error=repr(exc))
+        if rec.ended_by != "hangup":
+            with contextlib.suppress(CallerHangup):
+                await control.say("谢谢，再见。" if zh else "Thank you. Goodbye.", language=control.language)
+            await control.hangup("voicemail")
+        raise CallerHangup("voicemail left")
 
     def _overflow_result(self, overflow: Overflow, started: float) -> tuple[QueueResult, str | None]:
         waited = self.clock() - started
@@ -494,66 +706,160 @@ class Acd:
         return None
 
     async def _talk(
-        self, control: LiveCallControl, answered: RingResult, visit: QueueVisit
+        self,
+        control: LiveCallControl,
+        answered: RingResult,
+        visit: QueueVisit,
+        hold_music: str | None = None,
     ) -> TransferTarget | None:
-        """Bridge caller and agent until either hangs up (or the agent's RTP stops); a blind transfer
-        (REFER from the agent's phone, RFC 3515) ends the agent's part and returns its target."""
-        caller_rtp = control.session.rtp
-        agent_rtp, leg = answered.rtp, answered.leg
-        assert agent_rtp is not None and leg is not None and answered.agent is not None
-        referred: asyncio.Future[TransferTarget] = asyncio.get_running_loop().create_future()
-
-        def on_refer(request: SipRequest) -> int:
-            if referred.done():
-                return 491  # a transfer is already under way (Request Pending)
-            target = self.resolve_transfer(request.headers.get("Refer-To") or "")
-            if target is None:
-                return 404
-            referred.set_result(target)
-            return 202
-
-        transfer: TransferTarget | None = None
+        """Bridge caller and agent until either hangs up (or the agent's RTP stops), with hold and
+        transfers (calls/talk.py); a blind transfer (REFER from the agent's phone, RFC 3515, or the
+        API) ends the agent's part and returns its target. The agent who has the caller last is
+        released here, whatever ends it."""
+        assert answered.agent is not None
+        call_id = control.session.call_id
+        hold_log = self._hold_logs.setdefault(control, HoldLog())
+        talk = LiveTalk(self, control, answered, visit, control.queue_visits, hold_log)
+        self._live_talks[call_id] = talk
         try:
-            if caller_rtp is None or caller_rtp.closed:
-                raise CallerHangup("the call has ended")
-            caller_rtp.stop_playback()
-            bridge = Bridge(caller_rtp, agent_rtp).start()
-            control.on_bridge(bridge, answered.agent)
-            leg.on_refer = on_refer
-            gone = asyncio.ensure_future(self._agent_gone(leg, agent_rtp))
-            either: list[asyncio.Future[Any]] = [gone, referred]
-            try:
-                await control._race(asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED))
-                if referred.done():
-                    transfer = referred.result()
-                    visit.transferred_to = str(transfer)
-                    visit.hangup_by = "agent"
-                    await self._finish_refer(leg, gone)
-                else:
-                    visit.hangup_by = "agent"
-                    log_event(
-                        log,
-                        "agent_hung_up",
-                        call_id=control.session.call_id,
-                        agent=answered.agent,
-                        how=gone.result(),
-                    )
-            finally:
-                gone.cancel()
-                leg.on_refer = None
-                control.on_bridge(None, answered.agent)
-                bridge.stop()
+            talk.music = await control.hold_music(hold_music)
+            return await talk.run(self._agent_gone)
         except CallerHangup:
-            visit.hangup_by = visit.hangup_by or "caller"
+            talk.visit.hangup_by = talk.visit.hangup_by or "caller"
             raise
         finally:
-            visit.ended_at = self.clock()
-            await close_leg(leg, agent_rtp, "caller hung up" if visit.hangup_by == "caller" else "call ended")
-            self.router.call_ended(answered.agent, self.clock())
+            if self._live_talks.get(call_id) is talk:
+                del self._live_talks[call_id]
+            talk.visit.ended_at = self.clock()
+            control.on_bridge(None, talk.agent)
+            how = "caller hung up" if talk.visit.hangup_by == "caller" else "call ended"
+            await close_leg(talk.leg, talk.rtp, how)
+            self.router.call_ended(talk.agent, self.clock())
             self._kick()
-        return transfer
+            if self.writer is not None:
+                self.writer.call_extra(call_id, hold_log.as_json())
 
-    async def _finish_refer(self, leg: Any, gone: asyncio.Future[str]) -> None:
+    # -- hold and transfers through the API (and the phone's REFER) ---------------------------------
+
+    def live_talk(self, call_id: str) -> LiveTalk:
+        """The bridged call with this SIP Call-ID; KeyError when no agent has it now."""
+        return self._live_talks[call_id]
+
+    def hold_call(self, call_id: str) -> dict[str, Any]:
+        return self.live_talk(call_id).hold()
+
+    def resume_call(self, call_id: str) -> dict[str, Any]:
+        return self.live_talk(call_id).resume()
+
+    def transfer_call(self, call_id: str, to: str, mode: str) -> dict[str, Any]:
+        """``to``: ``queue:NAME``, ``agent:NAME`` or a SIP URI; ``mode`` blind or attended. KeyError (no
+        such call), ValueError (nothing reachable by that name), TransferError (not now)."""
+        talk = self.live_talk(call_id)
+        target = self.resolve_transfer(to)
+        if target is None:
+            raise ValueError(f"no such agent, queue or reachable SIP URI: {to}")
+        if target.kind == "agent" and target.value == talk.agent:
+            raise ValueError(f"{to}: the call is with that agent already")
+        return talk.transfer(target, mode, "api")
+
+    def complete_transfer(self, call_id: str) -> dict[str, Any]:
+        return self.live_talk(call_id).complete()
+
+    def cancel_transfer(self, call_id: str) -> dict[str, Any]:
+        return self.live_talk(call_id).cancel()
+
+    def refer_with_replaces(self, talk: LiveTalk, refer_to: str) -> int:
+        """An attended transfer from the agent's phone (RFC 5589 §7): the Refer-To's Replaces (RFC 3891)
+        names the agent's own call through us to the consulted party. 400 when the Replaces is
+        malformed, 481 when it names no dialog we hold for that agent (RFC 3891 §3). Calls placed by
+        agents through the server are not built yet, so every well-formed Replaces gets 481 for now."""
+        try:
+            parse_replaces(refer_to)
+        except ValueError:
+            return 400
+        return 481
+
+    def spawn(self, coro: Any) -> None:
+        self._spawn(coro)
+
+    def kick(self) -> None:
+        self._kick()
+
+    async def ring_for_consult(
+        self,
+        control: LiveCallControl,
+        target: TransferTarget,
+        consult_id: str,
+        visit: QueueVisit,
+        *,
+        timeout_s: float,
+    ) -> RingResult | str:
+        """Ring a queue's or a named agent's phones for an attended transfer: the consultation waits
+        in the router under its own id (``consult_id``), so the target is reserved and rung by the same
+        rules as any offer. The answer, or why nobody took it (no_agents, no_answer, failed)."""
+        queue = DIRECT_QUEUE if target.kind == "agent" else target.value
+        skills = {personal_skill(target.value): 1} if target.kind == "agent" else None
+        try:
+            joined = self.router.enqueue(consult_id, queue, self.clock(), skills=skills, language=None)
+        except KeyError:
+            return "failed"
+        if isinstance(joined, Overflow):
+            return "no_agents" if joined.reason == "no_agents" else "busy"
+        waiter = _Waiter(consult_id)
+        self._waiters[consult_id] = waiter
+        self._kick()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return "no_answer"
+                try:
+                    item = await asyncio.wait_for(waiter.events.get(), remaining)
+                except TimeoutError:
+                    continue
+                if isinstance(item, Overflow):
+                    return "no_agents" if item.reason == "no_agents" else "no_answer"
+                answered = await self._offer(control, item, visit)
+                if answered is not None:
+                    return answered
+        finally:
+            self._waiters.pop(consult_id, None)
+            self.router.leave(consult_id, self.clock(), reason="transferred")
+            self._kick()
+
+    async def uri_ring(
+        self, control: LiveCallControl, uri: str, *, timeout_s: float, caller_id: str | None = None
+    ) -> AgentRing | str:
+        """An AgentRing for an outside SIP URI (the caller's number shown), or why there is none."""
+        try:
+            parsed = parse_uri(uri)
+        except (ValueError, SipParseError):
+            return f"not a SIP URI: {uri}"
+        host = parsed.host_for_socket
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, parsed.port or 5060, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            return f"cannot resolve {host}: {exc}"
+        address = infos[0][4]
+        transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
+        target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
+        info = control.caller_info(None, None)
+        if caller_id:
+            info = replace(info, number=caller_id)
+        return AgentRing(
+            self.endpoint,
+            self.media,
+            info,
+            {uri: [target]},
+            ptime_ms=self.settings.media.ptime_ms,
+            timeout_s=timeout_s,
+        )
+
+    async def finish_refer(self, leg: Any, gone: asyncio.Future[str]) -> None:
         """Tell the transferring phone it worked (NOTIFY with a sipfrag, RFC 3515 §2.4.5) and give it a
         moment to hang up itself, as phones do after a blind transfer; then we end that leg."""
         if leg.dialog is None:
@@ -618,31 +924,9 @@ class Acd:
         caller_id: str | None = None,
     ) -> TransferResult:
         """Ring an outside SIP URI for the caller and bridge the answer until one side hangs up."""
-        try:
-            parsed = parse_uri(uri)
-        except (ValueError, SipParseError):
-            return TransferResult("failed", f"not a SIP URI: {uri}")
-        host = parsed.host_for_socket
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parsed.port or 5060, type=socket.SOCK_DGRAM
-            )
-        except OSError as exc:
-            return TransferResult("failed", f"cannot resolve {host}: {exc}")
-        address = infos[0][4]
-        transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
-        target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
-        info = control.caller_info(None, None)
-        if caller_id:
-            info = replace(info, number=caller_id)
-        ring = AgentRing(
-            self.endpoint,
-            self.media,
-            info,
-            {uri: [target]},
-            ptime_ms=self.settings.media.ptime_ms,
-            timeout_s=timeout_s,
-        )
+        ring = await self.uri_ring(control, uri, timeout_s=timeout_s, caller_id=caller_id)
+        if isinstance(ring, str):
+            return TransferResult("failed", ring)
         visit = QueueVisit(f"transfer:{uri}", self.clock())
         if visits is not None:
             visits.append(visit)
@@ -723,6 +1007,7 @@ class Acd:
                 items = list(request.announce)
                 if request.announce_position:
                     items.extend(self._position_prompts(call_id, control.language))
+                items.extend(self._callback_prompts(call_id, request, control.language))
                 if items:
                     await control.announce(items)
                 rtp = control.session.rtp
@@ -734,6 +1019,20 @@ class Acd:
             return
         except Exception as exc:  # noqa: BLE001 - a broken prompt must not drop the waiting caller
             log_event(log, "hold_failed", level=logging.WARNING, call_id=call_id, error=repr(exc))
+
+    def _callback_prompts(self, call_id: str, request: QueueRequest, language: str) -> list[PromptItem]:
+        """With the position prompts: the callback offer, once the caller has waited long enough."""
+        w = self.router.waiting.get(call_id)
+        if not request.callback_key or w is None or self.clock() - w.enqueued_at < request.callback_after_s:
+            return []
+        key = {"*": "star", "#": "hash"}.get(request.callback_key, request.callback_key)
+        zh = language.lower().startswith("zh")
+        text = (
+            f"如需回电并保留您的排队位置，请按{request.callback_key}。"
+            if zh
+            else f"To be called back without losing your place in line, press {key}."
+        )
+        return [PromptItem(text, None, language)]
 
     def _position_prompts(self, call_id: str, language: str) -> list[PromptItem]:
         position = self.router.position(call_id)
@@ -754,6 +1053,13 @@ class Acd:
                 else (f" Your estimated wait is about {minutes} minute{'s' if minutes != 1 else ''}.")
             )
         return [PromptItem(text, None, language)]
+
+
+def _seconds_to_local_midnight() -> float:
+    """Seconds from now to the next local midnight (the system's time zone)."""
+    now = datetime.now().astimezone()
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1.0, (tomorrow - now).total_seconds())
 
 
 def _is_own_address(host: str) -> bool:

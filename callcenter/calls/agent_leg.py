@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -66,6 +66,7 @@ class RingResult:
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per offered agent
     leg: OutgoingCall | None = None
     rtp: RtpSession | None = None
+    ring: AgentRing | None = None  # the ring that answered: its hooks follow the leg (hold)
 
 
 def _quote(text: str) -> str:
@@ -96,6 +97,8 @@ class AgentRing:
         self._offer: sdp.SessionDescription | None = None
         self.sdp = LegSdp(ptime_ms)
         self._legs: list[tuple[str, OutgoingCall]] = []
+        # told True/False when the answered leg's phone holds / resumes (RFC 3264 §8.4)
+        self.on_hold: Callable[[bool], None] | None = None
 
     async def ring(self) -> RingResult:
         """Ring until one agent answers, all refuse, or the timeout; cancelled (the caller hung up) →
@@ -182,7 +185,7 @@ class AgentRing:
                 response = fut.result()
                 if response is not None and 200 <= response.status < 300 and leg.state == "confirmed":
                     if result.agent is None and self._accept(leg, response):
-                        result.agent, result.leg, result.rtp = name, leg, self.rtp
+                        result.agent, result.leg, result.rtp, result.ring = name, leg, self.rtp, self
                         result.outcomes[name] = "answered"
                         self._cancel_all(leg)
                         for other in self.agents:
@@ -226,8 +229,13 @@ class AgentRing:
         return True
 
     def _on_reinvite(self, request: SipRequest) -> tuple[int, bytes]:
-        """Hold/resume from the agent's phone (RFC 3264 §8)."""
-        return self.sdp.reinvite(request, self.rtp)
+        """Hold/resume from the agent's phone (RFC 3264 §8): a=sendonly/inactive or the legacy
+        c=0.0.0.0 (§8.4) means the phone does not want our audio — the caller gets hold music."""
+        status, body = self.sdp.reinvite(request, self.rtp)
+        media = self.sdp.media
+        if status == 200 and request.body and media is not None and self.on_hold is not None:
+            self.on_hold(media.on_hold)
+        return status, body
 
     def _cancel_all(self, keep: OutgoingCall | None) -> None:
         for _name, leg in self._legs:

@@ -23,9 +23,11 @@ Decisions worth knowing:
   The recogniser follows the call's language (speech/select.py): Vosk, where a model serves the
   language, is fed each frame from the start of speech (grammar mode with the menu's phrases, free mode
   otherwise) and finishes at the end of speech; Whisper tiny.en (English without a Vosk model)
-  transcribes the finished utterance. Languages with neither answer a speech result with an empty
-  transcript (no match). An utterance the recogniser hears nothing in (a cough, line noise) does not
-  end the input: the silence timeout starts again. Digits win when a DigitSpec is given.
+  starts transcribing after ``speech.early_decode_ms`` of silence (dropped if the caller goes on), so
+  the text is ready when the end of speech is declared (menus: ``menu_end_silence_ms``). Languages
+  with neither answer a speech result with an empty transcript (no match). An utterance the
+  recogniser hears nothing in (a cough, line noise) does not end the input: the silence timeout
+  starts again. Digits win when a DigitSpec is given.
   Every recognised utterance is appended to ``transcript`` (the CallSession writes it to the record).
 """
 
@@ -109,6 +111,11 @@ FRAME_S = 0.02  # audio taps deliver 20 ms frames
 VOICE_RMS = 300.0  # int16 RMS above which a recorded frame counts as the caller speaking (~-40 dBFS)
 BEEP_HZ, BEEP_S = 1000.0, 0.3
 _voicemail_seq = itertools.count(1)
+# Spoken keys per language, for menu grammars (the words ivr.nodes.base.spoken_digit understands).
+_DIGIT_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    "zh": ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "两"),
+}
 
 
 class LiveSession(Protocol):
@@ -158,10 +165,11 @@ class SpeechRuntime:
     """Recognition and voice activity detection shared by every call.
 
     The recogniser is a :class:`~callcenter.speech.select.SpeechRouter`: the engine for each call
-    language per the ``speech`` settings (Vosk streamed while the caller speaks, Whisper tiny.en on the
-    finished utterance). It is built on first use in a worker thread, and each language's engine and
-    model load in their own workers when the language is warmed (at start-up for ``languages``, and
-    by every ``listen`` for its language while the prompts play), so nothing blocks the loop.
+    language per the ``speech`` settings (Vosk streamed while the caller speaks, Whisper tiny.en
+    decoded early in the trailing silence). It is built on first use in a worker thread, and each
+    language's engine and model load in their own workers when the language is warmed (at start-up
+    for ``languages``, and by every ``listen`` for its language while the prompts play), so nothing
+    blocks the loop.
     ``transcriber`` replaces the router (tests)."""
 
     def __init__(
@@ -291,12 +299,14 @@ async def load_ivr_runtime(
     store: Store | None = None,
     queues: Collection[str] | None = None,
     speech: SpeechSettings | None = None,
+    backends: Services | None = None,
 ) -> IvrRuntime | None:
     """Load and check the flows (in a worker thread); None when no number uses a flow.
 
     With a ``store`` the flows are live versions in a :class:`FlowRegistry` (every changed file recorded
     as a version; publish, rollback and hot reload keep running calls on their version); ``queues``
-    are the configured queue names flows may use. Raises ConfigError with one line per problem
+    are the configured queue names flows may use; ``backends`` carries the knowledge base, tickets and
+    customer directory for the nodes that use them. Raises ConfigError with one line per problem
     (``file:line:column: ...`` for flow errors)."""
     wanted = {**{n: f for n, f in numbers.items()}}
     if not wanted and default_flow is None:
@@ -347,7 +357,8 @@ async def load_ivr_runtime(
         data_dir=data_dir,
         numbers=dict(numbers),
         default_flow=default_flow,
-        services=Services(flows=flows, intents=intents),
+        # the knowledge base, tickets and customers the server opened; flows and intents from here
+        services=replace(backends or Services(), flows=flows, intents=intents),
         ptime_ms=ptime_ms,
         registry=registry,
         speech=SpeechRuntime(
@@ -573,6 +584,12 @@ class LiveCallControl:
         speech = self.runtime.speech
         speech.warm((language,))  # the recogniser for this language loads while the prompts play
         segmenter = await self._race(speech.open_segmenter())
+        menu_ms = speech.settings.menu_end_silence_ms
+        if (spec.phrases or digits is not None) and menu_ms < segmenter.config.end_silence_ms:
+            # A menu (keys or a phrase list on offer): answers are a word or two, so a shorter
+            # trailing silence ends them (VoiceXML's completetimeout vs incompletetimeout idea);
+            # free-form questions keep speech.end_silence_ms and are not cut off at a pause.
+            segmenter = Segmenter(segmenter.classifier, replace(segmenter.config, end_silence_ms=menu_ms))
         talking = asyncio.Event()
         # ended utterances, each with its live recognition (Vosk, fed while the caller spoke) or None
         # (Whisper, or the recogniser was not built yet: the utterance is transcribed whole)
@@ -592,7 +609,7 @@ class LiveCallControl:
             for event in events:
                 if event.kind == "start":
                     talking.set()
-                    live = self._open_live(language, spec)
+                    live = self._open_live(language, spec, keys=digits is not None)
                     if live is not None:
                         live.feed(event.audio)  # the pre-roll, up to and including this frame
                         current[:] = [live]
@@ -694,12 +711,30 @@ class LiveCallControl:
                 for w in waiters:
                     w.cancel()
 
-    def _open_live(self, language: str, spec: SpeechSpec) -> LiveRecognition | None:
-        """A recognition fed while the caller speaks, when the language's engine streams (Vosk)."""
+    def _open_live(self, language: str, spec: SpeechSpec, keys: bool = False) -> LiveRecognition | None:
+        """A recognition fed while the caller speaks (Vosk streamed, Whisper with early decoding).
+
+        A Vosk grammar only ever returns its phrases, so when the menu takes keys too, the digit
+        words of the language join it: "two" / "二" can then be heard, and the menu maps them to key 2
+        (ivr.nodes.menu); an open menu (any speech counts) gets Vosk's free mode instead, its answer
+        matched to the options by the menu. Whisper hears any word, so its phrase list stays the
+        menu's."""
         engine = self.runtime.speech.ready()
         if not isinstance(engine, StreamingTranscriber) or not engine.supports(language):
             return None
-        return engine.live(language, spec.phrases or None)
+        phrases = self._grammar(engine, spec, language)
+        if keys and phrases and isinstance(engine, SpeechRouter) and engine.choice(language).engine == "vosk":
+            words = _DIGIT_WORDS.get(language.strip().lower().replace("_", "-").split("-")[0], ())
+            phrases = (*phrases, *(w for w in words if w not in phrases))
+        return engine.live(language, phrases or None)
+
+    @staticmethod
+    def _grammar(engine: object, spec: SpeechSpec, language: str) -> tuple[str, ...]:
+        """The phrase list for the recogniser: none for an open menu on Vosk (a grammar would force
+        every question onto an option), else the spec's."""
+        if spec.open and isinstance(engine, SpeechRouter) and engine.choice(language).engine == "vosk":
+            return ()
+        return spec.phrases
 
     async def _recognise(
         self, utterance: SpeechEnded, spec: SpeechSpec, language: str, live: LiveRecognition | None = None
@@ -722,7 +757,8 @@ class LiveCallControl:
             if live is not None:
                 result = await self._race(live.finish())
             else:
-                result = await self._race(engine.transcribe(utterance.audio, spec.phrases or None, language))
+                phrases = self._grammar(engine, spec, language) or None
+                result = await self._race(engine.transcribe(utterance.audio, phrases, language))
         except SpeechError as exc:
             log_event(log, "asr_failed", call_id=self.session.call_id, level=logging.WARNING, error=str(exc))
             return AsrResult("", True, 0.0)

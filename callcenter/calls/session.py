@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
 from callcenter.sip.message import SipRequest
 from callcenter.sip.uri import parse_name_addr, parse_uri
 from callcenter.store import CallRecordWriter
+from callcenter.tickets.service import HandledCall, Turn
 
 log = logging.getLogger("callcenter.calls")
 
@@ -52,6 +53,8 @@ class CallDeps:
     writer: CallRecordWriter
     endpoint: SipEndpoint
     ivr: IvrRuntime | None = None
+    # Told about every call that ran a flow once it ended (tickets per policy); must not raise.
+    after_call: Callable[[HandledCall], Awaitable[object]] | None = None
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,6 +78,8 @@ class CallSession:
         self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
         self.digits: list[str] = []  # every DTMF digit the caller sent, in order
         self.recorder: CallRecorder | None = None
+        self.recording: str | None = None  # the WAV path, kept after the recorder is closed
+        self.started_at = _utcnow()
         self.control: LiveCallControl | None = None
         self._tg: asyncio.TaskGroup | None = None  # the call's TaskGroup while it is answered
         self.runner: FlowRunner | None = None
@@ -95,7 +100,8 @@ class CallSession:
 
     async def run(self) -> None:
         call, writer = self.call, self.deps.writer
-        writer.call_started(self.call_id, call.from_header, call.to_header, _utcnow())
+        self.started_at = _utcnow()
+        writer.call_started(self.call_id, call.from_header, call.to_header, self.started_at)
         log_event(
             log,
             "call_offered",
@@ -114,6 +120,7 @@ class CallSession:
                 await call.hangup("server error")
         finally:
             self._release_media()
+            flow_id = self.runner.flow.id if self.runner is not None else None
             self._record_ivr()
             disposition = self._record_queue(disposition)
             if self.digits:
@@ -135,6 +142,35 @@ class CallSession:
                 reason=reason,
                 hangup_by=call.hangup_by,
             )
+            if flow_id is not None and self.deps.after_call is not None:
+                await self.deps.after_call(self._handled(flow_id, disposition))
+
+    def _handled(self, flow_id: str, disposition: str) -> HandledCall:
+        """What the ticket policy needs to know about this call, now that it ended."""
+        result, control = self.ivr_result, self.control
+        visits = control.queue_visits if control is not None else []
+        taken = [v for v in visits if v.answered_at is not None]
+        queue = (taken[0] if taken else visits[-1]).queue if visits else (result.queue if result else None)
+        intent = result.variables.get("intent") if result is not None else None
+        return HandledCall(
+            call_id=self.call_id,
+            caller=self._caller(),
+            caller_name=self._caller_name(),
+            started_at=self.started_at,
+            ended_at=_utcnow(),
+            disposition=disposition,
+            flow=flow_id,
+            ivr_outcome=result.outcome if result is not None else "caller_hangup",
+            queue=queue,
+            agent=taken[-1].agent if taken else None,
+            intent=str(intent) if intent else None,
+            language=control.language if control is not None else None,
+            transcript=tuple(
+                Turn(u.speaker, u.text, u.start, u.confidence)
+                for u in sorted(self.transcript, key=lambda u: u.start)
+            ),
+            recording=self.recording,
+        )
 
     async def _answer_and_serve(self) -> str:
         call, settings = self.call, self.deps.settings
@@ -434,6 +470,7 @@ class CallSession:
         rtp.add_audio_tap(recorder.tap(LEFT))
         rtp.set_send_tap(lambda payload, now: recorder.write_g711(RIGHT, payload, rtp.codec, now))
         self.recorder = recorder
+        self.recording = str(path)
         self.deps.writer.call_extra(self.call_id, {"recording": str(path)})
 
     def _release_media(self) -> None:

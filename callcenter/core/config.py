@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MediaSettings",
     "Settings",
     "SipSettings",
+    "TicketsSettings",
     "ENV_PREFIX",
     "DEFAULT_CONFIG_PATH",
     "load_settings",
@@ -79,6 +81,60 @@ class _Section(BaseModel):
         return value
 
 
+class TrunkPrefixRule(_Section):
+    """Rewrite a dialled number that starts with ``match``: drop ``strip`` digits, put ``prepend`` first."""
+
+    match: str = Field("", pattern=r"^\+?[0-9*#]*$", description="prefix the number starts with")
+    strip: int = Field(0, ge=0, le=20, description="leading characters removed")
+    prepend: str = Field("", pattern=r"^\+?[0-9*#]*$", description="added in front afterwards")
+
+
+class TrunkSettings(_Section):
+    """The SIP trunk (PSTN gateway / provider) outgoing calls go through."""
+
+    uri: str = Field(description="sip:host[:port] of the trunk (host:port accepted)")
+    transport: Transport = Field("udp", description="udp or tcp")
+    username: str | None = Field(None, min_length=1, description="digest user for 401/407 (RFC 3261 §22.2)")
+    password: str | None = Field(None, description="digest password (keep config.yaml private)")
+    realm: str | None = Field(None, description="answer only this realm's challenges (null = any)")
+    from_user: str | None = Field(
+        None, min_length=1, description="caller ID: user part of From (null = username, else callcenter)"
+    )
+    from_display: str | None = Field(None, description="display name in From")
+    prefixes: list[TrunkPrefixRule] = Field(
+        default_factory=list, description="number rewriting; the first rule whose prefix matches applies"
+    )
+    ring_timeout_s: float = Field(30.0, gt=0, le=300, description="seconds a called number may ring")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # CALLCENTER_SIP_TRUNK=sip:host:port (no credentials through the environment's one string)
+        return {"uri": value} if isinstance(value, str) else value
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        text = value.strip()
+        if not text.lower().startswith(("sip:", "sips:")):
+            text = f"sip:{text}"
+        host = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)"
+        if not re.fullmatch(r"sips?:(?:[^@\s]+@)?" + host + r"(?::\d{1,5})?(;[^\s]*)?", text):
+            raise _custom("expected sip:host[:port] of the trunk")
+        return text
+
+    @field_serializer("password", when_used="json")
+    def _hide(self, value: str | None) -> str | None:
+        return None if value is None else "********"  # `config show` never prints the secret
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TrunkSettings:
+        if (self.username is None) != (self.password is None):
+            raise _related("password" if self.password is None else "username",
+                           "expected both username and password, or neither", None)
+        return self
+
+
 class SipSettings(_Section):
     host: str = Field("0.0.0.0", description="IPv4 address SIP listens on (0.0.0.0 = all)")
     host_v6: str | None = Field("::", description="IPv6 address SIP listens on (:: = all, null = no IPv6)")
@@ -102,6 +158,9 @@ class SipSettings(_Section):
     max_message_bytes: int = Field(65536, ge=1024, le=1048576, description="larger SIP messages are refused")
     user_agent: str = Field(
         f"callcenter/{__version__}", min_length=1, description="User-Agent / Server header value"
+    )
+    trunk: TrunkSettings | None = Field(
+        None, description="SIP trunk for outgoing calls (callbacks, transfers to numbers); null = none"
     )
 
     @field_validator("host")
@@ -243,6 +302,16 @@ class SpeechSettings(_Section):
     end_silence_ms: int = Field(
         700, ge=200, le=5000, multiple_of=20, description="trailing silence that ends an utterance"
     )
+    menu_end_silence_ms: int = Field(
+        500, ge=200, le=5000, multiple_of=20,
+        description="trailing silence that ends an answer to a menu (an input offering keys or a phrase "
+        "list); free-form questions keep end_silence_ms",
+    )
+    early_decode_ms: int = Field(
+        240, ge=0, le=5000, multiple_of=20,
+        description="Whisper: transcribe once the caller has been silent this long, before the end of "
+        "the utterance (the result is dropped if speech resumes); 0 = only at the end",
+    )
     transcribe_bridged: bool = Field(
         True, description="transcribe both sides (caller and agent) while a caller talks to an agent"
     )
@@ -250,7 +319,7 @@ class SpeechSettings(_Section):
         1, ge=1, le=16, description="bridged-call utterances recognised at once, over all calls"
     )
     transcription_backlog: int = Field(
-        4, ge=1, le=100, description="utterances per side waiting for recognition before the oldest is dropped"
+        4, ge=1, le=100, description="utterances per side waiting for recognition (beyond: oldest dropped)"
     )
 
     @field_validator("engines", "vosk_models", mode="after")
@@ -353,6 +422,12 @@ class RoutingSettings(_Section):
     caller_id_header: bool = Field(
         True, description="agents' phones show the caller's number and name (From of the offer)"
     )
+    callback_retries: int = Field(
+        2, ge=0, le=10, description="further tries when a called-back customer does not answer"
+    )
+    callback_retry_delay_s: float = Field(
+        300.0, gt=0, description="seconds before a callback is tried again (it keeps its place)"
+    )
 
     @model_validator(mode="after")
     def _overflow_targets(self) -> RoutingSettings:
@@ -365,6 +440,29 @@ class RoutingSettings(_Section):
                 if target == name:
                     raise _related(key, "expected another queue, not itself", queue.overflow)
         return self
+
+
+class TicketsSettings(_Section):
+    from_calls: Literal["all", "unresolved", "none"] = Field(
+        "unresolved",
+        description="ticket from each handled call: all, unresolved (not answered by an agent nor ended by "
+        "the flow) or none",
+    )
+    dedupe_days: float = Field(
+        7, ge=0, description="a caller's open ticket updated within this many days is updated, not duplicated"
+    )
+    categories: dict[str, str] = Field(
+        default_factory=dict, description="intent → ticket category (unlisted intents: the intent's name)"
+    )
+    vip_priority: Literal["low", "normal", "high", "urgent"] = Field(
+        "high", description="lowest priority of a VIP customer's tickets (VIP level 1-9)"
+    )
+    phone_country_code: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]{0,2}$",
+        description="country calling code for national numbers (0301234 → +49301234 with 49); null = keep",
+    )
+    summary_sentences: int = Field(3, ge=1, le=10, description="key sentences in a ticket's summary")
 
 
 class LogSettings(_Section):
@@ -390,6 +488,7 @@ class Settings(_Section):
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    tickets: TicketsSettings = Field(default_factory=TicketsSettings)
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -60,10 +60,15 @@ class DigitSpec:
 
 @dataclass(frozen=True)
 class SpeechSpec:
-    """Speech recognition; ``phrases`` are hints (or the grammar) for the recognizer."""
+    """Speech recognition; ``phrases`` are hints (or the grammar) for the recognizer.
+
+    ``open``: anything said counts (a menu with ``other_speech``: the caller may ask a question
+    instead of picking an option), so the phrases must not be a closed grammar; the menu matches the
+    free transcript against them itself."""
 
     phrases: tuple[str, ...] = ()
     language: str | None = None
+    open: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class QueueRequest:
     announce_position: bool = False
     max_wait_s: float | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)  # for the agent's screen
+    callback_key: str | None = None  # this key asks for a callback that keeps the caller's place
+    callback_after_s: float = 0.0  # offered (and announced) once the caller has waited this long
 
 
 @dataclass(frozen=True)

@@ -639,6 +639,14 @@ class PriorityRule(_Model):
     priority: int = Field(ge=0, le=100)
 
 
+class QueueCallback(_Model):
+    """The caller may leave a number and hang up, keeping their place: ``key`` (announced with the
+    position prompts) once they have waited ``after_s``."""
+
+    key: DtmfKey = "5"
+    after_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+
+
 def _skills(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return {v: 1 for v in value}
@@ -663,6 +671,9 @@ class QueueNode(_Node):
     announce_every_s: Seconds = 30.0
     announce_position: bool = False
     max_wait_s: Seconds | None = None
+    callback: QueueCallback | None = Field(
+        None, description="offer a callback that keeps the caller's place (key, after_s)"
+    )
     next: Target | None = Field(None, description="after the agent hangs up, if the caller is still there")
     on_overflow: Target | None = Field(None, description="no agent within max_wait_s, or the queue is closed")
     _targets: ClassVar[tuple[str, ...]] = ("next", "on_overflow")

@@ -10,6 +10,9 @@ RFC 4733 §2.3 event payload (one event per packet)::
   packet of one event carries the timestamp of its start); its end packet comes three times
   (§2.5.1.4) and is reported once; an event whose end packets were all lost ends when the next event
   starts or after a timeout counted in RTP time (§2.5.2.2 leaves the value to the receiver).
+  ``on_press`` reports the key at the first packet of its event that arrives (key-down, ~one packet
+  time after the caller pressed, instead of the hold time later), exactly once whatever follows:
+  updates, the three end packets, segments of a long press, late retransmissions.
 * ``Rfc4733Transmitter``: the sending side, advanced once per send slot by ``pacer.RtpSender`` so
   the events share the voice stream's SSRC, sequence numbers and timestamp clock.
 * ``parse_info``: ``application/dtmf-relay`` (``Signal=5`` / ``Duration=160``) and ``application/dtmf``
@@ -100,17 +103,24 @@ class Rfc4733Receiver:
     while ``pending`` (they advance the RTP clock the timeout is measured on), and call
     ``handle_timer(now)`` when ``get_timer()`` is due (silence after an event without end packets).
     Only events 0-15 (the DTMF digits) are reported; other events are tracked and ignored.
+
+    Two callbacks per key press: ``on_press`` (optional) at the first packet of the event that
+    arrives — the start packet, or whichever comes first when it was lost (an update, even an end
+    packet) — with the duration known so far; ``on_event`` when the event is over (end packet, next
+    event or timeout), with its full duration. A DTMF user acts on ``on_press``: waiting for the end
+    makes every digit as slow as the caller's finger (a 160 ms hold is 160 ms of latency).
     """
 
     __slots__ = (
         "on_event", "clock_rate", "timeout", "stale_window", "ssrc", "events", "ignored", "malformed",
         "stale", "_last_ts", "_start_ts", "_open", "_event", "_volume", "_duration", "_base", "_ended",
-        "_seen_rtp", "_seen_at",
+        "_seen_rtp", "_seen_at", "on_press",
     )
 
     def __init__(self, on_event: Callable[[DtmfEvent], None], *, clock_rate: int = 8000,
-                 end_timeout_ms: int = 400) -> None:
+                 end_timeout_ms: int = 400, on_press: Callable[[DtmfEvent], None] | None = None) -> None:
         self.on_event = on_event
+        self.on_press = on_press
         self.clock_rate = clock_rate
         self.timeout = clock_rate * end_timeout_ms // 1000  # RTP time after the event's known end
         # A packet whose timestamp is this much older than the latest event is a straggler (an
@@ -181,15 +191,16 @@ class Rfc4733Receiver:
             self._start_ts = timestamp
         self._last_ts = timestamp
         self._open = True
-        self._ended = False
+        self._ended = bool(flags & 0x80)
         self._event = event
         self._volume = flags & 0x3F
         self._duration = duration
         self._seen_rtp = timestamp
         self._seen_at = now
         self._advance(timestamp + duration, now)
-        if flags & 0x80:
-            self._ended = True
+        if self._base == 0:  # not the next segment of a long press: a key went down
+            self._pressed()
+        if self._ended:
             self._finish()
 
     def observe(self, timestamp: int, now: float) -> None:
@@ -233,18 +244,24 @@ class Rfc4733Receiver:
         timer = self.get_timer()
         return timer is not None and now >= timer
 
+    def _current(self) -> DtmfEvent:
+        return DtmfEvent(
+            digit=EVENTS[self._event], event=self._event, timestamp=self._start_ts,
+            duration=self._base + self._duration, volume=self._volume, ended=self._ended,
+            clock_rate=self.clock_rate,
+        )
+
+    def _pressed(self) -> None:
+        if self.on_press is not None and self._event < len(EVENTS):
+            self.on_press(self._current())
+
     def _finish(self) -> None:
         self._open = False
-        event = self._event
-        if event >= len(EVENTS):
+        if self._event >= len(EVENTS):
             self.ignored += 1
             return
         self.events += 1
-        self.on_event(DtmfEvent(
-            digit=EVENTS[event], event=event, timestamp=self._start_ts,
-            duration=self._base + self._duration, volume=self._volume, ended=self._ended,
-            clock_rate=self.clock_rate,
-        ))
+        self.on_event(self._current())
 
 
 # --- sending -----------------------------------------------------------------------------------

@@ -187,6 +187,10 @@ class SessionStats:
     remote_jitter_ms: float | None
 
 
+def _event_over(event: DtmfEvent) -> None:
+    """The end of an RFC 4733 event: already reported at its first packet."""
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, handler: Callable[[bytes, Address], None]) -> None:
         self._handler = handler
@@ -271,7 +275,9 @@ class RtpSession:
         self._closed = False
         # DTMF in
         self.on_dtmf = on_dtmf
-        self.dtmf_receiver = Rfc4733Receiver(self._on_dtmf_event)
+        # A digit is delivered at its key-down (the event's first packet), not at its end: the IVR
+        # reacts while the key is still held (turn latency after a digit, issue 4: <= 150 ms).
+        self.dtmf_receiver = Rfc4733Receiver(_event_over, on_press=self._on_dtmf_event)
         self._inband_wanted = inband_dtmf
         self._inband: InbandDtmfDetector | None = None
         # received audio for taps (and in-band DTMF detection), jitter-buffered

@@ -22,6 +22,7 @@ from callcenter.core.errors import CallcenterError
 
 __all__ = [
     "DEFERRED",
+    "Transition",
     "TRANSITIONS",
     "Agent",
     "AgentBoard",
@@ -120,6 +121,18 @@ def language_ok(languages: frozenset[str], wanted: str | None) -> bool:
     return wanted in languages or wanted.split("-", 1)[0] in languages
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One state change, for the glue to log (``AgentBoard.transitions``)."""
+
+    agent: str
+    before: AgentState
+    after: AgentState
+    reason: str | None
+    at: float
+    call_id: str | None
+
+
 @dataclass(eq=False)
 class Agent:
     name: str
@@ -131,6 +144,7 @@ class Agent:
     missed_in_row: int = 0
     idle_since: float = 0.0  # last time the agent became free after a call / log-in (longest idle)
     talk_s_total: float = 0.0
+    talk_s_today: float = 0.0  # since the last day boundary (least_talk_time); Router.new_day resets it
     offers: int = 0
     answered: int = 0
     call_id: str | None = None  # the call reserved for (ringing) or bridged to
@@ -154,6 +168,7 @@ class Agent:
             "offers": self.offers,
             "answered": self.answered,
             "talk_s_total": round(self.talk_s_total, 3),
+            "talk_s_today": round(self.talk_s_today, 3),
             "wrap_up_left_s": round(max(0.0, self.wrap_up_until - now), 3) if self.wrap_up_until else None,
         }
 
@@ -184,6 +199,8 @@ class AgentBoard:
     _changed: set[str] = field(default_factory=set)  # became available / redefined: worth a dispatch
     _wrap_timers: list[tuple[float, str]] = field(default_factory=list)
     generation: int = 0  # bumped by every definition change (caches key on it)
+    # When a list, every state change is appended to it (the glue drains and logs them); None = off.
+    transitions: list[Transition] | None = None
 
     # -- definitions --------------------------------------------------------------------------------
 
@@ -303,8 +320,9 @@ class AgentBoard:
                     self._step(agent, _E.SET_NOT_READY, now, reason="login")
             return agent
         if event is _E.OFFER:
+            agent.call_id = call_id  # first, so the transition names the call
             self._step(agent, event, now)
-            agent.call_id, agent.offers, agent.last_offer_at = call_id, agent.offers + 1, now
+            agent.offers, agent.last_offer_at = agent.offers + 1, now
             return agent
         if event is _E.ANSWER:
             self._step(agent, event, now)
@@ -351,6 +369,11 @@ class AgentBoard:
         before = agent.state
         after = TRANSITIONS[(before, event)]
         if after is not before:
+            if self.transitions is not None:
+                self.transitions.append(
+                    Transition(agent.name, before, after, reason if after is _S.NOT_READY else None, now,
+                               agent.call_id if agent.call_id is not None else agent.last_call_id)
+                )
             agent.state, agent.since = after, now
             if before is _S.AVAILABLE:
                 self._unindex(agent)

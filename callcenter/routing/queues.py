@@ -163,7 +163,7 @@ def choose(
         rr_state[queue.name] = pick
         return [pick]
     if strategy == "least_talk_time":
-        best = min(candidates, key=lambda a: (a.talk_s_total, a.idle_since, a.name))
+        best = min(candidates, key=lambda a: (a.talk_s_today, a.idle_since, a.name))
     elif strategy == "skill_weighted":
         # The most skilled on what this caller needs (sum of levels), then longest idle.
         best = min(candidates, key=lambda a: (-sum(a.skills.get(s, 0) for s in need), a.idle_since, a.name))

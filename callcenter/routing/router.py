@@ -10,6 +10,14 @@ free or were redefined, and callers who arrived, came back from a failed offer o
 sit in *buckets* of equal requirement (queue, escalation stage, extra skills, language), each a list
 sorted by (priority desc, arrival); a freed agent compares the heads of the buckets it qualifies for,
 a new caller intersects the per-skill indexes of available agents.
+
+Callbacks keep the caller's place: ``to_callback`` turns a waiting caller (who then hangs up) into an
+entry that stays in line with its arrival time and priority, never overflows, and is offered like any
+caller (``Offer.callback``). The agent is called first (``callback_connecting``: on call, the entry
+still in line), then the customer: ``callback_answered`` takes the entry out as answered;
+``callback_failed`` either rests it out of the buckets until a retry time (same place in line) or
+removes it for good. ``hold`` / ``resume`` keep a caller out of offers meanwhile (e.g. while the
+caller is asked for a number).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from callcenter.routing.queues import QueueConfig, Waiting, choose, required_ski
 
 __all__ = ["LeaveReason", "Offer", "OfferGone", "Overflow", "QueueStats", "Router"]
 
-LeaveReason = Literal["abandoned", "answered", "overflow", "transferred"]
+LeaveReason = Literal["abandoned", "answered", "overflow", "transferred", "callback_failed"]
 _Key = tuple[int, float, int, str]  # (-priority, enqueued_at, seq, call_id)
 _BucketKey = tuple[str, int, frozenset[tuple[str, int]], str | None]
 
@@ -49,6 +57,7 @@ class Offer:
     queue: str
     agents: tuple[str, ...]
     timeout_s: float
+    callback: bool = False  # the caller is not on the line: call the agent, then the customer
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class QueueStats:
     abandoned: int = 0
     overflowed: int = 0
     transferred: int = 0
+    callbacks: int = 0  # callers who left a number (their entries keep their place)
+    callbacks_failed: int = 0  # callbacks given up after the last try
     answered_within_sl: int = 0
     total_wait_s: float = 0.0  # of answered callers (average speed of answer)
     total_abandoned_wait_s: float = 0.0
@@ -87,6 +98,8 @@ class QueueStats:
             "abandoned": self.abandoned,
             "overflowed": self.overflowed,
             "transferred": self.transferred,
+            "callbacks": self.callbacks,
+            "callbacks_failed": self.callbacks_failed,
             "answered_within_sl": self.answered_within_sl,
             # answered within the threshold / (answered + abandoned); None before the first of them
             "service_level": round(self.answered_within_sl / ended, 4) if ended else None,
@@ -154,6 +167,12 @@ class Router:
         self._offer_timers: list[tuple[float, int, str]] = []
         self._qualified: dict[tuple[Any, ...], tuple[int, tuple[str, ...]]] = {}
         self._agent_queues: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._callbacks: set[str] = set()  # entries whose caller left a number and hung up
+        self._held: set[str] = set()  # in line but not offered (hold, callback retry delay)
+        self._connecting: dict[str, str] = {}  # callback call id → agent who answered (customer rings)
+        self._retry_timers: list[tuple[float, int, str]] = []
+        #: Monotonic time of the next local midnight (set by the glue): per-day talk times reset then.
+        self.day_ends_at: float | None = None
 
     # -- read-only views ----------------------------------------------------------------------------
 
@@ -164,7 +183,10 @@ class Router:
     @property
     def offers(self) -> dict[str, Offer]:
         """Live offers by call id (agents who already failed are gone from ``agents``)."""
-        return {c: Offer(c, o.queue, tuple(sorted(o.agents)), o.timeout_s) for c, o in self._offers.items()}
+        return {
+            c: Offer(c, o.queue, tuple(sorted(o.agents)), o.timeout_s, c in self._callbacks)
+            for c, o in self._offers.items()
+        }
 
     def ringing(self, agent: str) -> str | None:
         """The call whose offer is ringing ``agent``, if any."""
@@ -209,21 +231,29 @@ class Router:
         skills: Mapping[str, int] | None = None,
         language: str | None = None,
         max_wait_s: float | None = None,
+        since: float | None = None,
+        callback: bool = False,
     ) -> int | Overflow:
         """Queue a caller: its 1-based position, or an Overflow when the queue is full or has nobody
         logged in who could ever take it (``join_when_empty`` false). Unknown queue: KeyError.
-        ``max_wait_s`` overrides the queue's for this caller."""
+        ``max_wait_s`` overrides the queue's for this caller. ``since`` is the arrival time when it is
+        not ``now`` (a callback restored after a restart, or one that overflowed keeps its place);
+        ``callback`` entries always join and never overflow."""
         q = self.queues[queue]
         if call_id in self._waiting:
             raise ValueError(f"call {call_id!r} is already queued in {self._waiting[call_id].queue!r}")
         stats = self.stats[queue]
         stats.offered += 1
         w = Waiting(
-            call_id, queue, priority, dict(skills or {}), language.lower() if language else None, now,
-            max_wait_s=max_wait_s if max_wait_s is not None else q.max_wait_s, seq=next(self._seq),
+            call_id, queue, priority, dict(skills or {}), language.lower() if language else None,
+            now if since is None else since,
+            max_wait_s=None if callback else (max_wait_s if max_wait_s is not None else q.max_wait_s),
+            seq=next(self._seq),
         )
         reason: Literal["full", "no_agents"] | None = None
-        if q.max_length is not None and len(self._lines[queue]) >= q.max_length:
+        if callback:
+            self._callbacks.add(call_id)
+        elif q.max_length is not None and len(self._lines[queue]) >= q.max_length:
             reason = "full"
         elif not q.join_when_empty and not self._anyone_logged_in(q, w):
             reason = "no_agents"
@@ -249,6 +279,11 @@ class Router:
         self._from_line(w)
         self._from_bucket(w)
         self._dirty.discard(call_id)
+        self._callbacks.discard(call_id)
+        self._held.discard(call_id)
+        agent = self._connecting.pop(call_id, None)
+        if agent is not None:  # the customer never answered and the entry is given up: free the agent
+            self._end_talk(agent, now, handled=False)
         offer = self._offers.pop(call_id, None)
         if offer is not None:
             for name in sorted(offer.agents):
@@ -262,6 +297,8 @@ class Router:
             stats.total_abandoned_wait_s += waited
         elif reason == "overflow":
             stats.overflowed += 1
+        elif reason == "callback_failed":
+            stats.callbacks_failed += 1
         else:
             stats.transferred += 1
 
@@ -374,6 +411,12 @@ class Router:
     def call_ended(self, agent: str, now: float) -> None:
         """The bridged call of ``agent`` ended: wrap-up (the queue's wrap_up_s) or available, or a
         deferred not-ready / offline. Idempotent."""
+        talk = self._talks.get(agent)
+        if talk is not None and talk[0] in self._connecting:
+            return  # a callback's customer is still ringing: callback_answered / callback_failed decide
+        self._end_talk(agent, now, handled=True)
+
+    def _end_talk(self, agent: str, now: float, *, handled: bool) -> None:
         talk = self._talks.pop(agent, None)
         if talk is None or self.agents[agent].state is not AgentState.ON_CALL:
             return
@@ -382,11 +425,102 @@ class Router:
         talked = max(0.0, now - answered_at)
         a = self.agents[agent]
         a.talk_s_total += talked
-        stats = self.stats[queue]
-        stats.total_talk_s += talked
-        stats.calls_ended += 1
-        self._recent[queue].handles.append(talked + q.wrap_up_s)
-        self.agents.apply(agent, AgentEvent.HANGUP, now, wrap_up_s=q.wrap_up_s)
+        a.talk_s_today += talked
+        if handled:
+            stats = self.stats[queue]
+            stats.total_talk_s += talked
+            stats.calls_ended += 1
+            self._recent[queue].handles.append(talked + q.wrap_up_s)
+        self.agents.apply(agent, AgentEvent.HANGUP, now, wrap_up_s=q.wrap_up_s if handled else 0.0)
+
+    # -- callbacks ----------------------------------------------------------------------------------
+
+    def is_callback(self, call_id: str) -> bool:
+        return call_id in self._callbacks
+
+    def hold(self, call_id: str, now: float) -> None:
+        """Keep a waiting caller in line but out of offers (a live offer ends: its agents are free
+        again, not missed; the glue drops that offer). Idempotent."""
+        w = self._waiting.get(call_id)
+        if w is None:
+            return
+        self._held.add(call_id)
+        offer = self._offers.pop(call_id, None)
+        if offer is not None:
+            for name in sorted(offer.agents):
+                self.agents.apply(name, AgentEvent.OFFER_FAILED, now, missed=False)
+        self._from_bucket(w)
+        self._dirty.discard(call_id)
+
+    def resume(self, call_id: str, now: float) -> None:
+        """Back to being offered after :meth:`hold`, in the same place."""
+        w = self._waiting.get(call_id)
+        if w is None or call_id not in self._held:
+            return
+        self._held.discard(call_id)
+        if call_id not in self._offers and call_id not in self._connecting:
+            self._to_bucket(w)
+            if w.deadline <= now:  # its max wait passed while held: overflow at the next handle_timer
+                heapq.heappush(self._max_wait_timers, (now, next(self._seq), w))
+
+    def to_callback(self, call_id: str, now: float) -> None:
+        """The caller left a number and hangs up: the entry keeps its place and priority, never
+        overflows, and is offered with ``Offer.callback``."""
+        w = self._waiting[call_id]
+        if call_id not in self._callbacks:
+            self._callbacks.add(call_id)
+            self.stats[w.queue].callbacks += 1
+        w.max_wait_s = None
+        self.resume(call_id, now)
+
+    def callback_connecting(self, call_id: str, agent: str, now: float) -> list[str]:
+        """The agent answered a callback offer: on call (hearing who is called back) while the customer
+        is dialled; the entry stays in line. Returns the other agents of a ring_all offer (freed)."""
+        offer = self._offers.get(call_id)
+        if offer is None or agent not in offer.agents:
+            raise OfferGone(f"no live offer of call {call_id!r} to agent {agent!r}")
+        del self._offers[call_id]
+        others = sorted(offer.agents - {agent})
+        for name in others:
+            self.agents.apply(name, AgentEvent.OFFER_FAILED, now, missed=False)
+        self.agents.apply(agent, AgentEvent.ANSWER, now)
+        self._talks[agent] = (call_id, offer.queue, now)
+        self._connecting[call_id] = agent
+        return others
+
+    def callback_answered(self, call_id: str, now: float) -> None:
+        """The customer answered: the entry leaves the line, answered (its wait counts from arrival)."""
+        agent = self._connecting.pop(call_id)
+        w = self._waiting.pop(call_id)
+        self._from_line(w)
+        self._callbacks.discard(call_id)
+        self._held.discard(call_id)
+        self._count_answer(w, now)
+        talk = self._talks.get(agent)
+        if talk is not None:
+            self._talks[agent] = (call_id, talk[1], now)  # talk time counts from the customer's answer
+
+    def callback_failed(self, call_id: str, now: float, *, retry_at: float | None) -> None:
+        """The customer did not answer: the agent is free again (no wrap-up, not counted as handled);
+        the entry rests, keeping its place, until ``retry_at`` — or leaves for good (None)."""
+        agent = self._connecting.pop(call_id, None)
+        if agent is not None:
+            self._end_talk(agent, now, handled=False)
+        w = self._waiting.get(call_id)
+        if w is None:
+            return
+        if retry_at is None:
+            self.leave(call_id, now, reason="callback_failed")
+            return
+        self._held.add(call_id)
+        self._from_bucket(w)
+        heapq.heappush(self._retry_timers, (retry_at, next(self._seq), call_id))
+
+    def new_day(self, now: float) -> None:
+        """Per-day talk times start again (the glue calls this at local midnight, or handle_timer does
+        at ``day_ends_at``)."""
+        for agent in self.agents:
+            agent.talk_s_today = 0.0  # only the order of least_talk_time changes: no new matches
 
     # -- timers -------------------------------------------------------------------------------------
 
@@ -394,13 +528,20 @@ class Router:
         """The next deadline (wrap-up end, escalation, max wait, lost offer); may lie in the past."""
         times = [
             t for t in (
-                self.agents.get_timer(), self._head_max_wait(), self._head_escalation(), self._head_offer()
+                self.agents.get_timer(), self._head_max_wait(), self._head_escalation(), self._head_offer(),
+                self._head_retry(), self.day_ends_at,
             ) if t is not None
         ]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[Overflow]:
         """Apply everything due by ``now``; returns the callers overflowed for waiting too long."""
+        if self.day_ends_at is not None and self.day_ends_at <= now:
+            self.day_ends_at = None  # the glue sets the next one
+            self.new_day(now)
+        while (t := self._head_retry()) is not None and t <= now:
+            _, _, call_id = heapq.heappop(self._retry_timers)
+            self.resume(call_id, now)
         self.agents.handle_timer(now)
         self._run_escalations(now)
         while (t := self._head_offer()) is not None and t <= now:
@@ -411,8 +552,8 @@ class Router:
         out = []
         while (t := self._head_max_wait()) is not None and t <= now:
             _, _, w = heapq.heappop(self._max_wait_timers)
-            if w.call_id in self._offers:
-                continue  # ringing: decided when the offer ends (see _end_offer)
+            if w.call_id in self._offers or w.call_id in self._callbacks or w.call_id in self._held:
+                continue  # ringing: decided when the offer ends (see _end_offer); callbacks never overflow
             self.leave(w.call_id, now, reason="overflow")
             out.append(Overflow(w.call_id, w.queue, self.queues[w.queue].overflow, "max_wait"))
         return out
@@ -526,11 +667,13 @@ class Router:
         expires = now + q.ring_timeout_s + self.offer_grace_s
         self._offers[w.call_id] = _LiveOffer(w.call_id, q.name, set(names), q.ring_timeout_s, expires, token)
         heapq.heappush(self._offer_timers, (expires, token, w.call_id))
-        return Offer(w.call_id, q.name, tuple(names), q.ring_timeout_s)
+        return Offer(w.call_id, q.name, tuple(names), q.ring_timeout_s, w.call_id in self._callbacks)
 
     def _end_offer(self, w: Waiting, now: float) -> None:
         """Every leg of the caller's offer failed: back in line (same place), offered again later."""
         del self._offers[w.call_id]
+        if w.call_id in self._held:
+            return
         self._to_bucket(w)
         if w.deadline <= now:  # its max wait passed while ringing: overflow at the next handle_timer
             heapq.heappush(self._max_wait_timers, (now, next(self._seq), w))
@@ -573,6 +716,12 @@ class Router:
             _, _, w, stage = timers[0]
             if self._waiting.get(w.call_id) is w and w.stage == stage - 1:
                 break
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def _head_retry(self) -> float | None:
+        timers = self._retry_timers
+        while timers and (timers[0][2] not in self._held or timers[0][2] not in self._waiting):
             heapq.heappop(timers)
         return timers[0][0] if timers else None
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from callcenter.sip.client_auth import ClientCredentials
 from callcenter.sip.dialog import Dialog
 from callcenter.sip.invite import IncomingCall
 from callcenter.sip.message import (
@@ -61,6 +62,8 @@ class EndpointConfig:
 CallLeg = IncomingCall | OutgoingCall
 RegisterHandler = Callable[[ServerTransaction, SipRequest, Addr], None]
 InviteHandler = Callable[[IncomingCall], None]
+# (Request-URI, destination) → the credentials to answer that peer's 401/407 with, or None.
+CredentialsLookup = Callable[[str, Addr], ClientCredentials | None]
 
 
 class SipEndpoint:
@@ -73,6 +76,7 @@ class SipEndpoint:
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
         self.on_invite: InviteHandler | None = None
         self.on_register: RegisterHandler | None = None
+        self.client_credentials: CredentialsLookup | None = None  # for calls out (the SIP trunk)
         self.bound_port = 0  # the first port bound (all transports share one unless port 0 was asked)
         self.ports: dict[tuple[str, int], int] = {}  # (transport, family) → port really bound
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -497,6 +501,8 @@ class SipEndpoint:
             extra=extra,
         )
         leg = OutgoingCall(self, request, dest)
+        if self.client_credentials is not None:
+            leg.credentials = self.client_credentials(request_uri, dest)
         txn = self.layer.send_request(request, dest, self.now)
         txn.user_data = leg
         leg.client_txn = txn

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from callcenter.sip.client_auth import ClientCredentials, authorize, pick_challenge
 from callcenter.sip.dialog import Dialog, new_branch, new_call_id, new_tag
 from callcenter.sip.invite import (
     END_BYE,
@@ -50,6 +51,10 @@ class OutgoingCall:
         self.client_txn: ClientTransaction | None = None
         self.local_tag = parse_name_addr(invite.headers.get("From") or "").tag or ""
         self._cancel_wanted = False
+        # Digest credentials for a 401/407 (RFC 3261 §22.2), e.g. the SIP trunk's; None = no retry.
+        self.credentials: ClientCredentials | None = None
+        self.auth_rejected = False  # the peer refused our credentials
+        self._auth_tries = 0
         self._ack_bytes: bytes | None = None
         self._answer_body = b""
 
@@ -100,6 +105,10 @@ class OutgoingCall:
                 self.on_provisional(response)
             return
         if status >= 300:
+            if status in (401, 407) and self.state in ("calling", "early") and self._retry_with_credentials(
+                response
+            ):
+                return
             if self.state in ("calling", "early"):
                 self._finish(response)
                 self._end(END_CANCEL if status == 487 and self._cancel_wanted else END_ERROR, "agent")
@@ -148,6 +157,28 @@ class OutgoingCall:
             self.endpoint.spawn(self.hangup("no ACK"))
 
     # --- internals -----------------------------------------------------------------------------
+    def _retry_with_credentials(self, response: SipResponse) -> bool:
+        """Answer a 401/407 by re-sending the INVITE with credentials (§22.2). A second challenge means
+        they were refused, unless it says stale=true (a new nonce, RFC 2617 §3.2.1): one more try."""
+        creds = self.credentials
+        if creds is None or self._cancel_wanted:
+            return False
+        challenge = pick_challenge(response, creds.realm)
+        if challenge is None:
+            return False
+        if self._auth_tries >= 1 and not (challenge.stale and self._auth_tries < 2):
+            self.auth_rejected = True
+            if creds.on_rejected is not None:
+                creds.on_rejected(response.status, challenge.realm)
+            return False
+        self._auth_tries += 1
+        self.invite = authorize(self.invite, challenge, creds, branch=new_branch())
+        self.state = "calling"
+        txn = self.endpoint.send_request(self.invite, self.dest)
+        txn.user_data = self
+        self.client_txn = txn
+        return True
+
     def _send_ack(self, dialog: Dialog) -> None:
         host, port = self.endpoint.local_addr_for(self.dest)
         ack = dialog.create_request("ACK", host, port, self.dest.transport)

@@ -1,4 +1,5 @@
-"""Engine creation: SQLite tuned for one busy writer plus readers, or any SQLAlchemy URL."""
+"""Engine creation: SQLite tuned for one busy writer plus readers, or any SQLAlchemy URL (PostgreSQL:
+``postgresql+psycopg://user:password@host/dbname``, the psycopg 3 driver)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def make_engine(database_url: str, *, echo: bool = False) -> Engine:
             kwargs["poolclass"] = StaticPool  # one connection, or every session sees a new empty db
         else:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs["pool_pre_ping"] = True  # a server restarted under us: reconnect instead of failing once
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -21,6 +21,7 @@ class AgentPublic(SQLModel):
     username: str
     realm: str
     skills: dict[str, int] = Field(default_factory=dict)
+    languages: list[str] = Field(default_factory=list)
     created_at: datetime
 
 
@@ -31,6 +32,8 @@ class Agent(SQLModel, table=True):
     ha1_md5: str = Field(max_length=32)
     ha1_sha256: str = Field(max_length=64)
     skills: dict[str, int] = Field(default_factory=dict, sa_type=JSON, description="skill name -> level 1-5")
+    # Lower-cased BCP 47 tags the agent speaks ("en", "zh-cn"); empty: takes callers of any language.
+    languages: list[str] = Field(default_factory=list, sa_type=JSON, description="language tags spoken")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -57,6 +60,7 @@ def agent_public(agent: Agent) -> dict[str, Any]:
         "username": agent.username,
         "realm": agent.realm,
         "skills": dict(agent.skills),
+        "languages": list(agent.languages or []),
         "created_at": _iso(agent.created_at),
     }
 

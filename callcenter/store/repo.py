@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "StoreError",
     "compute_ha1",
+    "validate_languages",
     "validate_skills",
 ]
 
@@ -33,6 +34,8 @@ SKILL_LEVELS = range(1, 6)
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); escapes are not accepted here.
 _USERNAME = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]{1,64}")
 _SKILL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# BCP 47 language[-subtags], compared lower-cased (the same shape speech.engines accepts).
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
 
 
 class StoreError(CallcenterError):
@@ -59,6 +62,18 @@ def validate_skills(skills: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
+def validate_languages(languages: Iterable[str]) -> list[str]:
+    """Language tags as stored: lower-cased, each once, in the order given (``en``, ``zh-cn``)."""
+    out: list[str] = []
+    for tag in languages:
+        norm = tag.strip().lower() if isinstance(tag, str) else ""
+        if not _LANGUAGE.fullmatch(norm):
+            raise InvalidAgentError(f"language {tag!r}: expected a language tag such as en, zh-CN or ko")
+        if norm not in out:
+            out.append(norm)
+    return out
+
+
 class Store:
     """Agents and call records in one SQL database (SQLite by default)."""
 
@@ -68,13 +83,22 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        """The store for ``settings`` (creates ``data_dir``), tables created."""
+        """The store for ``settings`` (creates ``data_dir``), migrated to the newest schema."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = cls(settings.db_url)
-        store.create_all()
+        store.migrate()
         return store
 
+    def migrate(self) -> None:
+        """Bring the database to the newest schema (Alembic ``upgrade head``); blocking, so the server
+        calls it from a worker thread. A database made by ``create_all`` keeps its rows."""
+        from callcenter.store.migrate import upgrade  # Alembic only where the schema is touched
+
+        upgrade(self.engine)
+
     def create_all(self) -> None:
+        """Create the tables straight from the models, without migrations (quick test set-ups only;
+        the server and the CLI use :meth:`migrate`)."""
         SQLModel.metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -86,7 +110,12 @@ class Store:
     # -- agents --------------------------------------------------------------------------------------
 
     def add_agent(
-        self, username: str, password: str, realm: str, skills: Mapping[str, int] | None = None
+        self,
+        username: str,
+        password: str,
+        realm: str,
+        skills: Mapping[str, int] | None = None,
+        languages: Iterable[str] = (),
     ) -> Agent:
         """Create an agent; keeps HA1 hashes (MD5 and SHA-256) of the password, never the password."""
         if not _USERNAME.fullmatch(username):
@@ -103,6 +132,7 @@ class Store:
             ha1_md5=compute_ha1(username, realm, password, "MD5"),
             ha1_sha256=compute_ha1(username, realm, password, "SHA-256"),
             skills=validate_skills(skills or {}),
+            languages=validate_languages(languages),
         )
         with self._session() as session:
             if session.exec(select(Agent.id).where(Agent.username == username)).first() is not None:

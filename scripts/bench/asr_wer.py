@@ -13,7 +13,7 @@ error); numbers written with digits become the words a speaker says ("1" → "on
 "mister"/"missus"/"doctor", "ok" becomes "okay". WER = (substitutions + deletions + insertions) /
 reference words, from a word-level Levenshtein alignment, totalled over the corpus.
 
-    .venv/bin/python scripts/bench/asr_wer.py [--beam 5] [--only PREFIX] [--show-all]
+    .venv/bin/python scripts/bench/asr_wer.py [--beam 1] [--only PREFIX] [--show-all]
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--beam", type=int, default=5, help="beam size (the engine's default: 5)")
+    ap.add_argument("--beam", type=int, default=1, help="beam size (the engine's default: 1, greedy)")
     ap.add_argument("--threads", type=int, default=2, help="CTranslate2 threads")
     ap.add_argument("--only", default="", help="only files whose name starts with this")
     ap.add_argument("--show-all", action="store_true", help="print ref/hyp for every file, not just errors")

@@ -120,8 +120,13 @@ def _uas_scenario(work: Path, pcap: Path) -> Path:
     return out
 
 
+TOKEN = "bridged-calls-bench-token"  # the API needs credentials
+
+
 def _get(server: ServerProcess, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=5) as r:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -217,6 +222,9 @@ def run(work: Path, calls: int, talk_s: float, measure_s: float, rate: float, re
         config=CONFIG.format(flows=flows, number=NUMBER),
         env={
             "CALLCENTER_CALLS_RECORD": "1" if record else "0",
+            "CALLCENTER_HTTP_ADMIN_TOKEN": TOKEN,
+            # media cost only: the bench's tones are not speech (transcription is measured apart)
+            "CALLCENTER_SPEECH_TRANSCRIBE_BRIDGED": "false",
             "CALLCENTER_MEDIA_RTP_PORT_MIN": str(RTP_MIN),
             "CALLCENTER_MEDIA_RTP_PORT_MAX": str(RTP_MIN + 4 * calls + 200),
         },

@@ -10,14 +10,17 @@ From the capture, per turn:
 - speech: end of speech = arrival of the caller's packet carrying the last voiced 20 ms of the clip
   (a frame above -40 dBFS); reply = the first server packet after it that is not the idle frame
   (the server sends all-0xFF PCMU silence between prompts). Includes the endpointer's trailing
-  silence (``speech.end_silence_ms``, 700 ms by default), the transcription and the prompt start.
-- digit: the first RFC 4733 packet of the event (key down) → first non-idle server packet; printed too
-  from the event's end packet (key up: the caller's pcap holds each key 160 ms). The server's receiver
-  (media/dtmf.py) reports a digit when its event ends, so key-down latency includes the hold time.
+  silence (the menu offers a key, so ``speech.menu_end_silence_ms``, 500 ms by default), whatever of
+  the transcription is not done yet (Whisper starts early, after ``speech.early_decode_ms`` of
+  silence) and the prompt start.
+- digit: the first RFC 4733 packet of the event (key down) → first non-idle server packet. The
+  server's receiver (media/dtmf.py) acts on a digit at its event's first packet, so the reply starts
+  while the key is still held (the caller's pcap holds each key 160 ms).
 A turn counts only if the server was idle from 100 ms before the caller's action began (a prompt still
 playing would be barge-in, another measurement); skipped turns are reported.
 
-    .venv/bin/python scripts/bench/turn_latency.py [--turns 6] [--end-silence-ms 700]
+    .venv/bin/python scripts/bench/turn_latency.py [--turns 12] [--menu-end-silence-ms 500]
+        [--early-decode-ms 240] [--end-silence-ms 700]
 
 Needs sipp and dumpcap (``make test-peers``) and root (or capture rights) for dumpcap on ``lo``.
 Run time ~1.5 min with the defaults.
@@ -154,7 +157,7 @@ def measure(capture: Path, turns: list[Turn], server_ports: range, caller_port: 
         notes.append(f"capture holds {len(caller)} caller packets, the pcap {expected}: "
                      "turns may be misplaced")
     times = np.array([t for t, _ in server])
-    lat: dict[str, list[float]] = {"speech": [], "digit": [], "digit (from key up)": []}
+    lat: dict[str, list[float]] = {"speech": [], "digit": []}
     for i, turn in enumerate(turns):
         if turn.end_packet >= len(caller):
             notes.append(f"turn {i} ({turn.kind}): not in the capture")
@@ -172,8 +175,6 @@ def measure(capture: Path, turns: list[Turn], server_ports: range, caller_port: 
             notes.append(f"turn {i} ({turn.kind}): no reply in the capture")
             continue
         lat[turn.kind].append(server[j][0] - t_event)
-        if turn.kind == "digit":
-            lat["digit (from key up)"].append(server[j][0] - caller[turn.end_packet + DIGIT_PACKETS][0])
     return lat, notes
 
 
@@ -190,8 +191,11 @@ def run(args: argparse.Namespace, work: Path) -> None:
         "CALLCENTER_LOG_LEVEL": "warning",
         "CALLCENTER_MEDIA_RTP_TIMEOUT_S": "120",
     }
-    if args.end_silence_ms is not None:
-        env["CALLCENTER_SPEECH_END_SILENCE_MS"] = str(args.end_silence_ms)
+    for key, value in (("END_SILENCE_MS", args.end_silence_ms),
+                       ("MENU_END_SILENCE_MS", args.menu_end_silence_ms),
+                       ("EARLY_DECODE_MS", args.early_decode_ms)):
+        if value is not None:
+            env[f"CALLCENTER_SPEECH_{key}"] = str(value)
     server = ServerProcess(work / "data", env=env)
     caller_port = free_port(even=True)
     ports = range(server.rtp_min, server.rtp_min + 99)
@@ -226,8 +230,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
     lat, notes = measure(capture, turns, ports, caller_port, expected)
     for n in notes:
         print("  note:", n)
-    print(f"machine: 2 cores; end_silence_ms = {args.end_silence_ms or 'server default (700)'}")
-    for kind, target in (("speech", 800), ("digit", 150), ("digit (from key up)", 150)):
+    def setting(value: int | None, default: int) -> str:
+        return f"{value}" if value is not None else f"server default ({default})"
+
+    print(f"machine: 2 cores; menu_end_silence_ms = {setting(args.menu_end_silence_ms, 500)}, "
+          f"early_decode_ms = {setting(args.early_decode_ms, 240)}, "
+          f"end_silence_ms = {setting(args.end_silence_ms, 700)} (free-form questions; not used here)")
+    for kind, target in (("speech", 800), ("digit", 150)):
         v = np.array(lat[kind]) * 1000
         if len(v) == 0:
             print(f"{kind}: no valid turns")
@@ -242,7 +251,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--turns", type=int, default=12, help="turns, alternating speech and digit")
     ap.add_argument("--end-silence-ms", type=int, default=None,
-                    help="trailing silence that ends an utterance (server default 700)")
+                    help="trailing silence that ends a free-form utterance (server default 700)")
+    ap.add_argument("--menu-end-silence-ms", type=int, default=None,
+                    help="trailing silence that ends a menu answer (server default 500; this flow's menu)")
+    ap.add_argument("--early-decode-ms", type=int, default=None,
+                    help="Whisper's early transcription after this much silence (server default 240; 0 off)")
     args = ap.parse_args()
     for tool in ("sipp", "dumpcap"):
         if shutil.which(tool) is None:

@@ -152,6 +152,41 @@ async def test_an_utterance_with_no_words_keeps_listening_until_the_timeout(tmp_
     assert len(asr.calls) == 1 and said_by_caller(control) == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "spec", "digits"),
+    [
+        ("menu with keys", SpeechSpec(), DigitSpec(max_digits=1)),
+        ("menu with phrases", SpeechSpec(("billing",)), None),
+        ("free-form question", SpeechSpec(), None),
+    ],
+)
+async def test_a_menu_answer_ends_after_a_shorter_silence_than_a_free_form_question(
+    tmp_path: Path, kind: str, spec: SpeechSpec, digits: DigitSpec | None
+) -> None:
+    asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
+    session = FakeSession()
+    settings = SpeechEngineSettings(end_silence_ms=1000, menu_end_silence_ms=300)
+    runtime = IvrRuntime(
+        flows={},
+        prompts=PromptCache(tmp_path / "prompts", FakeTts()),
+        data_dir=tmp_path,
+        speech=SpeechRuntime(asr, settings=settings),
+    )
+    control = LiveCallControl(session, runtime)
+    task = asyncio.create_task(control.listen(spec, timeout_s=5.0, digits=digits))
+    await until(lambda: session.rtp.taps)
+    # "billing", then a 600 ms pause: an answer to a menu, or a caller gathering thoughts mid-question
+    pause = np.zeros(4800, np.int16)
+    feed(control, session, np.concatenate([np.zeros(4000, np.int16), tone_speech(0.8), pause]))
+    for _ in range(5):
+        await asyncio.sleep(0)  # let listen see what the taps did (no time passes)
+    if kind == "free-form question":
+        assert not task.done() and asr.calls == []  # not cut off at the pause
+        feed(control, session, np.zeros(4800, np.int16), t0=1.9)  # 1.2 s of silence: now it ends
+    result = await task
+    assert (result.kind, result.transcript) == ("speech", "billing") and len(asr.calls) == 1
+
+
 async def test_other_languages_get_a_no_match_for_now(tmp_path: Path) -> None:
     asr = FakeAsr(AsrResult("billing", True, 0.9, raw_text="billing"))
     control, session = make_control(tmp_path, asr, language="zh-CN")
@@ -291,6 +326,22 @@ async def test_mandarin_menu_streams_the_caller_into_vosk_grammar_mode(tmp_path:
     assert said.text == "账单" and said.start == pytest.approx(0.5, abs=0.3)
 
 
+async def test_a_menu_with_keys_lets_the_caller_say_the_key_in_the_vosk_grammar(tmp_path: Path) -> None:
+    router, made = zh_router(AsrResult("二", True, 0.9, raw_text="二"))
+    control, session = make_control(tmp_path, router, language="zh-CN")
+    phrases = hotline_zh_menu()
+    task = asyncio.create_task(
+        control.listen(SpeechSpec(phrases, "zh-CN"), timeout_s=5.0, digits=DigitSpec(max_digits=1))
+    )
+    await until(lambda: session.rtp.taps)
+    quiet = np.zeros(4000, np.int16)
+    feed(control, session, np.concatenate([quiet, tone_speech(0.6), quiet, quiet]))
+    result = await task
+    assert (result.kind, result.transcript) == ("speech", "二")  # the menu maps it to key 2
+    ((_, grammar, _),) = made[0].opened
+    assert grammar is not None and grammar[: len(phrases)] == phrases and "二" in grammar and "九" in grammar
+
+
 async def test_an_open_question_uses_vosk_free_mode(tmp_path: Path) -> None:
     router, made = zh_router(AsrResult("我的快递到哪里了", True, 0.7, raw_text="我的快递到哪里了"))
     control, session = make_control(tmp_path, router, language="zh-CN")
@@ -300,6 +351,20 @@ async def test_an_open_question_uses_vosk_free_mode(tmp_path: Path) -> None:
     feed(control, session, np.concatenate([tone_speech(1.0), np.zeros(8000, np.int16)]))
     assert (await task).transcript == "我的快递到哪里了"
     assert made[0].opened[0][1] is None  # no phrase list: the model's full vocabulary
+
+
+async def test_an_open_menu_uses_vosk_free_mode_so_a_question_is_heard_whole(tmp_path: Path) -> None:
+    # hotline_zh's main menu has `other_speech: kb`: a question must not be forced onto an option.
+    question = "我的快递到哪里了"
+    router, made = zh_router(AsrResult(question, True, 0.7, raw_text=question))
+    control, session = make_control(tmp_path, router, language="zh-CN")
+    spec = SpeechSpec(hotline_zh_menu(), "zh-CN", open=True)
+    task = asyncio.create_task(control.listen(spec, timeout_s=5.0, digits=DigitSpec(max_digits=1)))
+    await until(lambda: session.rtp.taps)
+    await control.runtime.speech.transcriber()
+    feed(control, session, np.concatenate([tone_speech(1.0), np.zeros(8000, np.int16)]))
+    assert (await task).transcript == question
+    assert made[0].opened[0][1] is None  # free mode: no grammar, no digit words
 
 
 async def test_a_hangup_mid_sentence_gives_the_recognizer_back(tmp_path: Path) -> None:

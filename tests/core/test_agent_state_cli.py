@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from callcenter.auth.service import UserService
 from callcenter.cli import app
 from callcenter.store import Store
 from callcenter.testing.server import ServerProcess, free_port
@@ -29,7 +30,7 @@ def _config(data: Path) -> str:
 def _start(data: Path, env: dict[str, str]) -> ServerProcess:
     data.mkdir(parents=True, exist_ok=True)
     store = Store(f"sqlite:///{data / 'callcenter.db'}")
-    store.create_all()
+    store.migrate()
     # Defined before the server starts: it loads them, offline until a softphone registers.
     store.add_agent("alice", "pw-alice", "callcenter", {"sales": 2})
     store.add_agent("bob", "pw-bob", "callcenter", {"support": 1})
@@ -61,7 +62,7 @@ def cli(server: ServerProcess | None, *args: str, token: str | None = TOKEN, por
 
 
 def live(server: ServerProcess) -> dict[str, Any]:
-    result = cli(server, "agents", "live", "--json", token=None)
+    result = cli(server, "agents", "live", "--json")
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
 
@@ -77,7 +78,7 @@ def test_an_offline_agent_goes_not_ready_with_a_reason_then_available_then_offli
     now = live(server)["alice"]
     assert (now["state"], now["reason"]) == ("not_ready", "training")
 
-    table = cli(server, "agents", "live", token=None)
+    table = cli(server, "agents", "live")
     assert table.exit_code == 0, table.output
     row = next(line for line in table.stdout.splitlines() if line.startswith("alice"))
     assert "not_ready" in row and "training" in row and "sales:2" in row and "@alice" not in row
@@ -111,7 +112,7 @@ def test_a_missing_token_names_the_setting(server: ServerProcess) -> None:
     result = cli(server, "agents", "state", "alice", "not-ready", token=None)
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
-    assert "http.admin_token" in line and "CALLCENTER_HTTP_ADMIN_TOKEN" in line and "wants" in line
+    assert "http.admin_token" in line and "CALLCENTER_API_TOKEN" in line and "wants" in line
     assert live(server)["alice"]["state"] == "offline"
 
 
@@ -119,7 +120,7 @@ def test_a_wrong_token_is_refused(server: ServerProcess) -> None:
     result = cli(server, "agents", "state", "alice", "not-ready", token="not-the-servers-token-000")
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
-    assert "refused the admin token" in line and "http.admin_token" in line
+    assert "refused the token" in line and "http.admin_token" in line
     assert live(server)["alice"]["state"] == "offline"
 
 
@@ -150,14 +151,26 @@ def test_no_server_running_says_so() -> None:
         assert "callcenter serve" in line
 
 
-def test_a_server_without_an_admin_token_says_its_admin_api_is_off(tmp_path: Path) -> None:
-    server = _start(tmp_path / "data", {})
+def test_an_agent_with_an_api_token_sets_their_own_state_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = _start(data, {})  # no admin token at all: users and their tokens only
     try:
-        result = cli(server, "agents", "state", "alice", "not-ready")
-        assert result.exit_code == 1
-        (line,) = result.stderr.splitlines()
-        assert "admin API is disabled" in line and "http.admin_token" in line
-        assert live(server)["alice"]["state"] == "offline"
+        users = UserService(Store(f"sqlite:///{data / 'callcenter.db'}").engine)
+        users.add_user("alice", "agent", "alice's password")
+        token = users.create_api_token("alice", "cli")
+        env = {"CALLCENTER_API_TOKEN": token}
+        mine = runner.invoke(app, ["agents", "state", "alice", "not-ready", "--reason", "lunch", "--url",
+                                   f"http://127.0.0.1:{server.http_port}"], env=env)  # fmt: skip
+        assert mine.exit_code == 0, mine.output
+        other = runner.invoke(app, ["agents", "state", "bob", "not-ready", "--url",
+                                    f"http://127.0.0.1:{server.http_port}"], env=env)  # fmt: skip
+        assert other.exit_code == 1
+        (line,) = other.stderr.splitlines()
+        assert line == "error: not allowed: agents change their own state only"
+        states = runner.invoke(app, ["agents", "live", "--json", "--url", f"http://127.0.0.1:{server.http_port}"],
+                               env=env)  # fmt: skip
+        got = json.loads(states.stdout)
+        assert (got["alice"]["state"], got["bob"]["state"]) == ("not_ready", "offline")
     finally:
         server.stop()
 

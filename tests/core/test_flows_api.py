@@ -10,7 +10,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from callcenter.api.access import Access
 from callcenter.api.flows import flows_router
+from callcenter.auth.service import UserService
 from callcenter.ivr.registry import FlowRegistry
 from callcenter.store import Store
 
@@ -29,7 +31,10 @@ def flow_text(flow_id: str = "main", greeting: str = "Hello") -> str:
 INVALID = flow_text(greeting="Oops").replace("next: bye", "nxt: bye")  # line 8, column 5
 
 
-def make_client(tmp_path: Path, token: str | None = TOKEN, max_body: int = 256 * 1024) -> TestClient:
+def make_client(
+    tmp_path: Path, token: str | None = TOKEN, max_body: int = 256 * 1024, *, auth: bool = True
+) -> TestClient:
+    """The flows routes on a real store; requests carry the admin token unless ``auth`` is False."""
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir(exist_ok=True)
     if not (flows_dir / "main.yaml").exists():
@@ -44,8 +49,11 @@ def make_client(tmp_path: Path, token: str | None = TOKEN, max_body: int = 256 *
         yield
 
     app = FastAPI(lifespan=lifespan)
-    app.include_router(flows_router(registry, admin_token=token, max_body_bytes=max_body))
-    return TestClient(app)
+    access = Access(UserService(store.engine), admin_token=token)
+    app.include_router(access.router())
+    app.include_router(flows_router(registry, access=access, max_body_bytes=max_body))
+    app.state.users = access.users
+    return TestClient(app, headers=AUTH if auth else None)
 
 
 @pytest.fixture
@@ -141,24 +149,47 @@ def test_the_flow_id_in_the_path_must_match_the_text(client: TestClient) -> None
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}],
 )
-def test_mutating_routes_need_the_admin_token(client: TestClient, headers: dict[str, str]) -> None:
-    for method, url, kwargs in [
-        ("PUT", "/api/flows/main", {"content": flow_text(greeting="x")}),
-        ("POST", "/api/flows/main/rollback", {"json": {"version": 1}}),
-        ("POST", "/api/flows/main/check", {"content": flow_text()}),
-    ]:
-        response = client.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
-        assert response.status_code == 401, (method, url)
-        assert response.headers["www-authenticate"] == "Bearer"
-    assert client.get("/api/flows/main").json()["version"] == 1
+def test_every_route_needs_credentials(tmp_path: Path, headers: dict[str, str]) -> None:
+    with make_client(tmp_path, auth=False) as client:
+        for method, url, kwargs in [
+            ("GET", "/api/flows", {}),
+            ("GET", "/api/flows/main", {}),
+            ("GET", "/api/flows/main/versions", {}),
+            ("GET", "/api/flows/main/versions/1", {}),
+            ("PUT", "/api/flows/main", {"content": flow_text(greeting="x")}),
+            ("POST", "/api/flows/main/rollback", {"json": {"version": 1}}),
+            ("POST", "/api/flows/main/check", {"content": flow_text()}),
+        ]:
+            response = client.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 401, (method, url)
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert client.get("/api/flows/main", headers=AUTH).json()["version"] == 1
 
 
-def test_without_a_configured_token_the_admin_api_is_disabled(tmp_path: Path) -> None:
-    with make_client(tmp_path, token=None) as client:
-        response = client.put("/api/flows/main", content=flow_text(greeting="x"), headers=AUTH)
-        assert response.status_code == 403
-        assert response.json() == {"detail": "admin API disabled: set http.admin_token"}
-        assert client.get("/api/flows").status_code == 200
+def test_supervisors_read_admins_publish_under_their_own_name_and_it_is_audited(tmp_path: Path) -> None:
+    with make_client(tmp_path, token=None, auth=False) as client:
+        users: UserService = client.app.state.users  # type: ignore[attr-defined]
+        users.add_user("sue", "supervisor", "sue's password")
+        users.add_user("ann", "admin", "ann's password")
+        client.post("/api/auth/login", json={"username": "sue", "password": "sue's password"})
+        assert client.get("/api/flows/main").json()["version"] == 1
+        refused = client.put("/api/flows/main", content=flow_text(greeting="Sue was here"))
+        assert refused.status_code == 403
+        client.post("/api/auth/logout")
+        client.post("/api/auth/login", json={"username": "ann", "password": "ann's password"})
+        # a user cannot publish under someone else's name: the author is who is logged in
+        published = client.put(
+            "/api/flows/main", params={"author": "mallory"}, content=flow_text(greeting="Hi")
+        )
+        assert published.status_code == 200 and published.json()["version"] == 2
+        assert client.get("/api/flows/main").json()["author"] == "ann"
+        back = client.post("/api/flows/main/rollback", json={"version": 1})
+        assert back.json()["version"] == 3
+        audit = client.get("/api/audit").json()
+        assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in audit] == [
+            ("ann", "flow_rolled_back", "main", {"to_version": 1, "version": 3}),
+            ("ann", "flow_published", "main", {"version": 2}),
+        ]
 
 
 def test_bodies_are_bounded(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def start(start_server: StartServer, tmp_path: Path, text: str, **env: Any) -> t
         CALLCENTER_IVR_RELOAD_INTERVAL_S=0.2,
         CALLCENTER_MEDIA_RTP_TIMEOUT_S=60,  # the SIPp caller sends no RTP at all
         CALLCENTER_LOG_LEVEL="debug",  # for ivr_started
-        **env,
+        **{"CALLCENTER_HTTP_ADMIN_TOKEN": TOKEN, **env},  # every API route needs credentials
     )
     return server, flows / f"{FLOW_ID}.yaml"
 
@@ -106,7 +106,7 @@ def api(
     method: str,
     path: str,
     body: str | dict[str, Any] | None = None,
-    token: str | None = None,
+    token: str | None = TOKEN,
 ) -> tuple[int, Any]:
     """(status, JSON body) of an HTTP request to the server's API."""
     data = None
@@ -155,7 +155,7 @@ def test_a_call_in_progress_keeps_its_version_while_a_changed_file_serves_the_ne
 def test_an_invalid_file_is_refused_with_its_position_and_the_old_version_stays_live(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server, path = start(start_server, tmp_path, flow_text("v1"))  # no admin token configured
+    server, path = start(start_server, tmp_path, flow_text("v1"))
     broken = flow_text("v2").replace("on_failure: v2_bye", "on_failure: nowhere")
     replace_file(path, broken)
     rejected = server.wait_for_event("flow_rejected", timeout=10, flow_id=FLOW_ID, source="file")
@@ -168,9 +168,9 @@ def test_an_invalid_file_is_refused_with_its_position_and_the_old_version_stays_
     # Judged once: the broken file is not re-reported on every poll while it stays unchanged.
     assert len(server.events("flow_rejected", flow_id=FLOW_ID)) == 1
 
-    # Without an admin token configured the API refuses to publish at all, whatever the caller sends.
-    status, body = api(server, "PUT", f"/api/flows/{FLOW_ID}", flow_text("v2"), token=TOKEN)
-    assert status == 403, body
+    # The API refuses to publish for a token the server does not know, whatever the caller sends.
+    status, body = api(server, "PUT", f"/api/flows/{FLOW_ID}", flow_text("v2"), token="a-guess-at-the-token")
+    assert status == 401, body
     assert live_version(server) == 1
 
     # Fixing the file makes it live: the watcher kept going after the refusal.
@@ -182,7 +182,7 @@ def test_an_invalid_file_is_refused_with_its_position_and_the_old_version_stays_
 def test_publish_and_rollback_through_the_api_with_the_admin_token(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    server, path = start(start_server, tmp_path, flow_text("v1"), CALLCENTER_HTTP_ADMIN_TOKEN=TOKEN)
+    server, path = start(start_server, tmp_path, flow_text("v1"))
     url = f"/api/flows/{FLOW_ID}"
 
     for token in (None, "not-the-admin-token-at-all"):

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from callcenter.media import g711
+from callcenter.testing.agents import agent_phone
 from callcenter.testing.audio import tone_fraction
-from callcenter.testing.baresip import Baresip, write_wav
+from callcenter.testing.baresip import Baresip
 from callcenter.testing.pcap import Segment, write_rtp_pcap
 from callcenter.testing.server import ServerProcess, StartServer
 from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
@@ -65,6 +66,7 @@ def _server(start_server: StartServer, tmp_path: Path, **env: Any) -> ServerProc
     flows = tmp_path / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "to_sales.yaml").write_text(QUEUE_FLOW)
+    env = {"CALLCENTER_HTTP_ADMIN_TOKEN": TOKEN, **env}  # the API needs credentials
     return start_server(config=CONFIG.format(flows=flows), CALLCENTER_CALLS_RECORD=1, **env)
 
 
@@ -77,29 +79,15 @@ def _agent(
     answer: bool = True,
     mic: np.ndarray | None = None,
 ) -> Baresip:
-    server.cli("agents", "add", name, "--password", f"pw-{name}", "--skills", skills)
-    mode = "auto" if answer else "manual"
-    account = f"<sip:{name}@127.0.0.1:{server.sip_port}>;auth_pass=pw-{name};answermode={mode};regint=600"
-    work = tmp_path / name
-    work.mkdir()
-    if mic is None:
-        wav = write_wav(work / "mic.wav", 70, AGENT_HZ)
-    else:
-        wav = work / "mic.wav"
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(mic.astype("<i2").tobytes())
-    phone = Baresip(work, account, audio_wav=wav, record_dir=work / "rec", life_s=70)
-    phone.start()
-    server.wait_for_event("agent_registered", username=name, timeout=15)
-    server.wait_for_event("agent_state", agent=name, state="available", timeout=10)
-    return phone
+    return agent_phone(server, tmp_path, name, skills, tone_hz=AGENT_HZ, mic=mic, answer=answer)
 
 
 def _caller(
-    server: ServerProcess, tmp_path: Path, talk_s: float, hangup_after_ms: int, audio: np.ndarray | None = None
+    server: ServerProcess,
+    tmp_path: Path,
+    talk_s: float,
+    hangup_after_ms: int,
+    audio: np.ndarray | None = None,
 ) -> Any:
     pcap = tmp_path / "caller.pcap"
     if audio is None:
@@ -115,7 +103,7 @@ def _caller(
     )
 
 
-def _get(server: ServerProcess, path: str, token: str | None = None) -> Any:
+def _get(server: ServerProcess, path: str, token: str | None = TOKEN) -> Any:
     request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")

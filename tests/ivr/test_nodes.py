@@ -177,15 +177,18 @@ async def test_menu_input_modes_follow_the_options() -> None:
         """\
         a: {type: menu, prompt: Press 1, options: [{dtmf: "1", next: b}], timeout_s: 2.5, barge_in: false}
         b: {type: menu, prompt: Say go, options: [{speech: [go], next: c}]}
-        c: {type: hangup}
+        c: {type: menu, prompt: Say go or ask, options: [{speech: [go], next: d}], other_speech: d}
+        d: {type: hangup}
         """
     )
-    call = ScriptedCall(Press("1"), Speak("go"))
+    call = ScriptedCall(Press("1"), Speak("go"), Speak("where is my parcel"))
     await run(f, call)
-    keys_only, speech_only = call.inputs
+    keys_only, speech_only, open_menu = call.inputs
     assert keys_only["speech"] is None and keys_only["digits"].max_digits == 1
     assert keys_only["timeout_s"] == 2.5 and keys_only["barge_in"] is False
     assert speech_only["digits"] is None and speech_only["speech"].phrases == ("go",)
+    assert not speech_only["speech"].open  # a closed menu: the phrases may be a grammar
+    assert open_menu["speech"].open  # other_speech: anything said counts
 
 
 async def test_menu_failure_without_a_target_ends_the_flow() -> None:

@@ -1,9 +1,13 @@
 """RFC 4733 events in and out, and DTMF in SIP INFO bodies."""
 
+import asyncio
+import socket
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from callcenter.core.clock import FakeClock
 from callcenter.media import rtp
 from callcenter.media.dtmf import (
     DtmfEvent,
@@ -18,6 +22,9 @@ from callcenter.media.dtmf import (
     parse_info,
 )
 from callcenter.media.pacer import RtpSender
+from callcenter.media.ports import RtpPortAllocator
+from callcenter.media.sdp import Direction, NegotiatedMedia
+from callcenter.media.session import MediaScheduler, RtpSession
 
 T0 = 500.0
 SSRC = 0x1234
@@ -26,7 +33,8 @@ SSRC = 0x1234
 class Rx:
     def __init__(self, **kw):
         self.events: list[DtmfEvent] = []
-        self.r = Rfc4733Receiver(self.events.append, **kw)
+        self.presses: list[DtmfEvent] = []
+        self.r = Rfc4733Receiver(self.events.append, on_press=self.presses.append, **kw)
 
     def ev(self, ts, event, duration, end=False, volume=10, now=T0, ssrc=SSRC):
         self.r.feed(ssrc, ts & 0xFFFFFFFF, encode_event(event, duration, end=end, volume=volume), now)
@@ -34,6 +42,10 @@ class Rx:
     @property
     def digits(self):
         return "".join(e.digit for e in self.events)
+
+    @property
+    def pressed(self):
+        return "".join(e.digit for e in self.presses)
 
 
 def press(rx, ts, event, n_updates=4, spp=160, t=T0, ends=3, volume=10):
@@ -188,6 +200,147 @@ def test_receiver_never_fails_on_arbitrary_packets(packets):
     rx.r.handle_timer(T0 + 100)
     assert not rx.r.pending
     assert all(len(e.digit) == 1 for e in rx.events)
+
+
+# --- key-down: the digit at the first packet of its event ---------------------------------------
+
+
+def test_a_digit_is_pressed_at_its_first_packet_and_only_once():
+    rx = Rx()
+    rx.ev(1000, 5, 160)
+    assert rx.pressed == "5" and rx.digits == ""  # acted on while the key is still held
+    assert rx.presses[0].timestamp == 1000 and not rx.presses[0].ended
+    for d in (320, 480, 640):
+        rx.ev(1000, 5, d)
+    for _ in range(3):  # §2.5.1.4: the end packet three times
+        rx.ev(1000, 5, 800, end=True)
+    assert rx.pressed == "5" and rx.digits == "5"
+
+
+def test_a_start_packet_sent_several_times_presses_once():
+    rx = Rx()
+    for _ in range(3):  # senders may repeat the first packet too (§2.5.1.2: same timestamp)
+        rx.ev(1000, 8, 160)
+    press(rx, 1000, 8)
+    assert rx.pressed == "8" and rx.digits == "8"
+
+
+def test_a_new_press_of_the_same_key_is_a_new_timestamp_and_a_new_digit():
+    rx = Rx()
+    t = press(rx, 1000, 7)
+    press(rx, 3000, 7, t=t)
+    assert rx.pressed == "77"
+
+
+def test_lost_start_packet_the_first_update_to_arrive_presses_the_key():
+    rx = Rx()
+    rx.ev(1000, 3, 480)  # the packets with 160 and 320 were lost
+    assert rx.pressed == "3"
+    rx.ev(1000, 3, 640)
+    rx.ev(1000, 3, 800, end=True)
+    assert rx.pressed == "3" and rx.digits == "3"
+
+
+def test_only_end_packets_arriving_press_the_key_once():
+    rx = Rx()
+    for _ in range(3):
+        rx.ev(4000, 9, 960, end=True)
+    assert rx.pressed == "9" and rx.presses[0].ended
+
+
+def test_reordered_packets_never_repeat_a_digit():
+    rx = Rx()
+    rx.ev(1000, 1, 320)
+    rx.ev(1000, 1, 160)  # overtaken by the next update
+    rx.ev(1000, 1, 640, end=True)
+    rx.ev(1000, 1, 480)  # an update overtaken by its end
+    rx.ev(3000, 2, 160)
+    rx.ev(1000, 1, 640, end=True)  # a late end retransmission of the first key
+    rx.ev(3000, 2, 320, end=True)
+    assert rx.pressed == "12"
+
+
+def test_a_long_press_split_into_segments_presses_once():
+    rx = Rx()
+    rx.ev(1000, 0, 65000)
+    rx.ev(1000, 0, 65535)
+    rx.ev(1000 + 65535, 0, 800)  # §2.5.1.3: the next segment of the same press
+    rx.ev(1000 + 65535, 0, 1600, end=True)
+    assert rx.pressed == "0"
+
+
+def test_a_key_timed_out_then_its_late_packets_do_not_press_it_again():
+    rx = Rx(end_timeout_ms=400)
+    rx.ev(1000, 4, 160, now=T0)
+    rx.r.handle_timer(T0 + 1.0)  # the end packets are late: the event timed out
+    assert rx.digits == "4"
+    rx.ev(1000, 4, 320, now=T0 + 1.1)
+    for _ in range(3):
+        rx.ev(1000, 4, 800, end=True, now=T0 + 1.2)
+    assert rx.pressed == "4" and rx.digits == "4"
+
+
+def test_non_dtmf_events_press_nothing():
+    rx = Rx()
+    press(rx, 1000, 16)  # flash
+    assert rx.pressed == ""
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(min_size=4, max_size=4)), max_size=40))
+def test_presses_and_finished_events_always_agree(packets):
+    # Whatever arrives, each key press is reported once at key-down and once at its end, in order.
+    rx = Rx()
+    for i, (ts, payload) in enumerate(packets):
+        rx.r.feed(SSRC, ts, payload, T0 + i * 0.02)
+    rx.r.handle_timer(T0 + 100)
+    assert rx.pressed == rx.digits
+
+
+async def test_a_session_delivers_the_digit_while_the_key_is_still_held():
+    # The session's clocks never move: no end-of-event timeout can deliver the digit, only its
+    # first packet. The packets after it (updates, three ends) must not deliver it again.
+    clock = FakeClock()
+    scheduler = MediaScheduler(clock=clock)
+    got: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    def on_dtmf(digit: str, source: str) -> None:
+        got.append((digit, source))
+        arrived.set()
+
+    session = await RtpSession.open(allocator=RtpPortAllocator(46000, 46999), scheduler=scheduler,
+                                    local_ip="127.0.0.1", clock=clock, on_dtmf=on_dtmf)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        phone.bind(("127.0.0.1", 0))
+        session.apply(NegotiatedMedia(
+            remote_address="127.0.0.1", remote_port=phone.getsockname()[1],
+            remote_rtcp_address="127.0.0.1", remote_rtcp_port=phone.getsockname()[1] + 1,
+            payload_type=0, codec="PCMU", clock_rate=8000, telephone_event_pt=101, ptime=20,
+            direction=Direction.SENDRECV, media_index=0))
+
+        def send(seq: int, duration: int, end: bool = False) -> None:
+            pkt = rtp.RtpPacket(payload_type=101, marker=seq == 0, sequence=seq, timestamp=8000,
+                                ssrc=SSRC, payload=encode_event(5, duration, end=end))
+            phone.sendto(pkt.serialize(), ("127.0.0.1", session.local_port))
+
+        send(0, 160)
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert got == [("5", "rfc4733")]
+        for seq in range(1, 4):
+            send(seq, 160 * (seq + 1))
+        for seq in range(4, 7):
+            send(seq, 800, end=True)
+        arrived.clear()
+        pkt = rtp.RtpPacket(payload_type=101, marker=True, sequence=7, timestamp=16000, ssrc=SSRC,
+                            payload=encode_event(9, 160))
+        phone.sendto(pkt.serialize(), ("127.0.0.1", session.local_port))  # the next key
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert got == [("5", "rfc4733"), ("9", "rfc4733")]
+    finally:
+        phone.close()
+        session.close()
+        await scheduler.aclose()
 
 
 # --- sending ---------------------------------------------------------------------------------

