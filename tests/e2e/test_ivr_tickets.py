@@ -26,14 +26,18 @@ def quiet(seconds: float) -> Segment:
     return Segment(pcm=np.zeros(int(8000 * seconds), np.int16))
 
 
-def call(server: ServerProcess, tmp_path: Path, segments: list[Segment]) -> dict:  # type: ignore[type-arg]
-    """One caller to the English hotline (100) who plays ``segments`` until the server hangs up."""
+def call(
+    server: ServerProcess, tmp_path: Path, segments: list[Segment], hangup_after_ms: int | None = None
+) -> dict:  # type: ignore[type-arg]
+    """One caller to the English hotline (100) who plays ``segments`` until the server hangs up (or
+    hangs up ``hangup_after_ms`` after the answer)."""
     pcap = tmp_path / "caller.pcap"
     write_rtp_pcap(pcap, segments)
     result = run_sipp(
         f"127.0.0.1:{server.sip_port}",
         tmp_path / "sipp",
-        scenario=str(pcap_caller_scenario(tmp_path, pcap, server_hangs_up=True)),
+        scenario=str(pcap_caller_scenario(tmp_path, pcap, server_hangs_up=hangup_after_ms is None)),
+        extra=["-d", str(hangup_after_ms)] if hangup_after_ms is not None else [],
         timeout_s=90,
     )
     assert result.successful == 1 and result.failed == 0, result.errors
@@ -91,8 +95,9 @@ def test_a_spoken_question_is_answered_from_the_sample_knowledge_base(
         server,
         tmp_path,
         # 5 (ask a question) during the welcome; "Please ask your question."; the question; then the
-        # caller stays silent through the answer and the follow-up questions until the flow ends.
-        [quiet(1.5), Segment(digit="5"), quiet(4), Segment(pcm=np.asarray(question, np.int16)), quiet(70)],
+        # caller listens to the answer for a while and hangs up.
+        [quiet(1.5), Segment(digit="5"), quiet(4), Segment(pcm=np.asarray(question, np.int16)), quiet(30)],
+        hangup_after_ms=25_000,
     )
     path = record["ivr_path"]
     assert "kb" in path, path
