@@ -115,6 +115,8 @@ class Application:
             "db": "up" if self.store.ping() else "down",
             "version": __version__,
             "active_calls": self.calls.active,
+            # informational (never a 503): "warming" while the recogniser loads after start-up
+            "speech": runtime.speech.state() if (runtime := self.calls.deps.ivr) is not None else "none",
         }
 
     async def start(self) -> None:

@@ -216,6 +216,15 @@ class SpeechRuntime:
         """The recogniser if it is built already (for the audio tap, which cannot wait)."""
         return self._ready
 
+    def state(self) -> str:
+        """For /healthz: "idle" (nothing asked for yet), "warming" (the recogniser or a language's
+        model is still loading: the first callers may wait), "ready", or "unavailable"."""
+        if self._task is None:
+            return "idle"
+        if not self._task.done() or any(not t.done() for t in self._warming.values()):
+            return "warming"
+        return "ready" if self._ready is not None else "unavailable"
+
     async def transcriber(self) -> Transcriber | None:
         return await asyncio.shield(self._build())
 

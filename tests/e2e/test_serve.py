@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from callcenter import __version__
@@ -48,6 +49,11 @@ def test_healthz_reports_every_part_and_sigterm_stops_cleanly(tmp_path: Path) ->
         health = server.health()
         assert health["sip"] == "up" and health["http"] == "up" and health["db"] == "up"
         assert health["version"] == __version__
+        assert health["speech"] in ("warming", "ready")  # the sample flows need a recogniser
+        deadline = time.monotonic() + 60
+        while server.health()["speech"] == "warming" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.health()["speech"] == "ready"
     finally:
         code = server.stop(signal.SIGTERM)
     assert code == 0
