@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 
 SERVER_DEBS := espeak-ng sox
-TEST_DEBS := sip-tester baresip-core tshark postgresql
+TEST_DEBS := sip-tester baresip-core tshark postgresql chromium
 
 # The pip stamp is named after pyproject.toml's content: editing the dependencies reinstalls them.
 PIP_STAMP := $(STAMPS)/pip-$(shell cat pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)

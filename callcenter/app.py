@@ -24,9 +24,17 @@ from callcenter.api.access import Access
 from callcenter.api.calls import create_calls_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
+from callcenter.api.kb import create_kb_router
+from callcenter.api.live import LiveHub, create_live_router
+from callcenter.api.metrics import HttpMetricsMiddleware, Metrics, create_metrics_router, rtp_of_sessions
+from callcenter.api.pages import create_pages_router
+from callcenter.api.recordings import create_recordings_router
+from callcenter.api.reports import create_reports_router
 from callcenter.api.routing import create_routing_router
+from callcenter.api.tickets import agent_queues_from_skills, tickets_router
 from callcenter.auth.service import UserService
 from callcenter.calls.acd import Acd
+from callcenter.calls.assist import AgentAssist
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
 from callcenter.calls.session import CallDeps
@@ -34,6 +42,7 @@ from callcenter.core.config import Settings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
 from callcenter.customers import CustomerDirectory, CustomerRepo
+from callcenter.events import EventBus, install_log_bridge
 from callcenter.ivr.prompts import fixed_prompts
 from callcenter.ivr.services import Services
 from callcenter.ivr.versions import PublishedFlow
@@ -45,7 +54,9 @@ from callcenter.speech.base import SpeechError
 from callcenter.speech.cache import PromptSpec
 from callcenter.speech.tts import voice_for
 from callcenter.store import CallRecordWriter, Store
-from callcenter.tickets import TicketService
+from callcenter.store.db import utcnow
+from callcenter.tickets import SlaMonitor, TicketService
+from callcenter.webhooks import WebhookSender
 
 log = logging.getLogger("callcenter.app")
 
@@ -99,6 +110,17 @@ class Application:
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
         self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
         self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
+        self.calls.agent_calls = self.acd.agent_calls  # calls agents place through the server
+        # Live events: every structured log event feeds the bus (install_log_bridge), which feeds the
+        # WebSocket channel, the metrics and the outgoing webhooks.
+        self.bus = EventBus()
+        self.metrics = Metrics(
+            active_calls=lambda: self.calls.active,
+            snapshot=self.acd.snapshot,
+            live_rtp=rtp_of_sessions(lambda: self.calls.sessions.values()),
+        )
+        self.live = LiveHub(self.bus, self.acd.snapshot)
+        self.webhooks = WebhookSender(settings.webhooks)
         self.endpoint.on_invite = self.calls.on_invite
         self.endpoint.on_register = self.registration.on_register
         self.http_socket: socket.socket | None = None
@@ -151,6 +173,8 @@ class Application:
             )
         except ConfigError as exc:
             raise StartupError(f"IVR flows are not valid:\n{exc}") from None
+        if self.calls.deps.ivr is not None and self.kb is not None:
+            self.calls.deps.ivr.assist = AgentAssist(self.kb)  # KB suggestions from live transcripts
         await self._start_sip()
         try:
             self.http_socket = self._bind_http()
@@ -171,7 +195,10 @@ class Application:
         by the IVR nodes, the post-call ticket policy and the API."""
         engine = self.store.engine
         customers = CustomerRepo(engine, country_code=self.settings.tickets.phone_country_code)
-        self.tickets = TicketService(engine, self.settings.tickets, customers=customers)
+        try:
+            self.tickets = TicketService(engine, self.settings.tickets, customers=customers)
+        except ConfigError as exc:  # e.g. a bad tickets.sla.calendar
+            raise StartupError(str(exc)) from None
         self.calls.deps.after_call = self.tickets.record_call
         try:
             self.kb = await KbService.open(engine)
@@ -220,8 +247,23 @@ class Application:
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         assert self.http_socket is not None
+        self.bus.bind()
+        install_log_bridge(self.bus)
+        self.live.start()
+        self.metrics.attach(self.bus)
+        self.webhooks.attach(self.bus)
+        self.webhooks.start()
         routers = [
             self.access.router(),
+            create_live_router(self.live, self.access),
+            create_kb_router(self.kb, self.access),
+            create_metrics_router(self.metrics, self.access, scrape_token=self.settings.http.metrics_token),
+            create_recordings_router(self.store, self.access, self.settings.data_dir / "recordings"),
+            create_reports_router(
+                self.store,
+                self.access,
+                sl_by_queue={n: q.service_level_s for n, q in self.settings.routing.queues.items()},
+            ),
             create_routing_router(self.acd, self.access),
             create_calls_router(self._live_call, self.store, self.access, actions=self.acd),
         ]
@@ -233,7 +275,27 @@ class Application:
             background.append(
                 asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s))
             )
+        routers.append(
+            create_pages_router(
+                self.access, live_calls=lambda: [s.live_view() for s in list(self.calls.sessions.values())]
+            )
+        )
+        if self.tickets is not None:
+            routers.append(
+                tickets_router(
+                    self.tickets.repo,
+                    self.tickets.customers,
+                    access=self.access,
+                    agent_queues=agent_queues_from_skills(self._agent_skills, self._queue_skills()),
+                )
+            )
+            if self.tickets.sla is not None:
+                monitor = SlaMonitor(self.tickets.repo, self.tickets.sla, now=utcnow)
+                background.append(
+                    asyncio.create_task(monitor.run(self.settings.tickets.sla.check_interval_s))
+                )
         http_app = create_http_app(self.health, routers=routers)
+        http_app.add_middleware(HttpMetricsMiddleware, metrics=self.metrics)
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")
         server = _HttpServer(config)
         http_task = asyncio.create_task(server.serve(sockets=[self.http_socket]))
@@ -255,6 +317,7 @@ class Application:
                 task.cancel()
             server.should_exit = True
             await asyncio.wait([http_task, prerender, *background], timeout=5.0)
+            await self.webhooks.aclose()
             await self.stop()
 
     async def _prerender_prompts(self) -> None:
@@ -276,6 +339,13 @@ class Application:
             log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc))
             return
         log_event(log, "prompts_rendered", count=len(specs))
+
+    def _agent_skills(self, name: str) -> dict[str, int] | None:
+        agent = self.store.get_agent(name)
+        return dict(agent.skills) if agent is not None else None
+
+    def _queue_skills(self) -> dict[str, dict[str, int]]:
+        return {name: dict(q.skills) for name, q in self.settings.routing.queues.items()}
 
     def _live_call(self, call_id: str) -> dict[str, Any] | None:
         session = self.calls.find(call_id)

@@ -26,7 +26,9 @@ from callcenter.store.db import utcnow
 __all__ = [
     "CSV_FIELDS",
     "CustomerDirectory",
+    "CustomerConflict",
     "CustomerError",
+    "CustomerNotFound",
     "CustomerRepo",
     "ImportResult",
     "customer_public",
@@ -40,6 +42,14 @@ CSV_FIELDS = ("name", "phones", "email", "wechat_openid", "vip_level", "external
 
 class CustomerError(CallcenterError, ValueError):
     """A customer's fields are not acceptable, or they clash with another customer's."""
+
+
+class CustomerConflict(CustomerError):
+    """A phone number, OpenID or CRM id that belongs to another customer."""
+
+
+class CustomerNotFound(CustomerError, LookupError):
+    """No customer with that id."""
 
 
 def normalize_phone(raw: str, *, country_code: str | None = None) -> str | None:
@@ -159,8 +169,81 @@ class CustomerRepo:
             try:
                 session.commit()
             except IntegrityError as exc:  # lost a race with another writer
-                raise CustomerError(f"customer clashes with another one: {exc.orig}") from None
+                raise CustomerConflict(f"customer clashes with another one: {exc.orig}") from None
             return customer
+
+    def update(
+        self,
+        customer_id: int,
+        *,
+        name: str | None = None,
+        phones: Sequence[str] | None = None,
+        email: str | None = None,
+        wechat_openid: str | None = None,
+        vip_level: int | None = None,
+        external_id: str | None = None,
+        clear: Sequence[str] = (),
+    ) -> tuple[Customer, list[str]]:
+        """Change the given fields (``phones`` replaces the numbers; ``clear`` names fields to empty:
+        email, wechat_openid, external_id). Raises CustomerNotFound, CustomerConflict, CustomerError."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            customer = session.get(Customer, customer_id)
+            if customer is None:
+                raise CustomerNotFound(f"no customer {customer_id}")
+            current = {
+                "name": customer.name, "email": customer.email, "wechat_openid": customer.wechat_openid,
+                "vip_level": customer.vip_level, "external_id": customer.external_id,
+            }  # fmt: skip
+            given = {
+                "name": name, "email": email, "wechat_openid": wechat_openid, "vip_level": vip_level,
+                "external_id": external_id,
+            }  # fmt: skip
+            merged: dict[str, Any] = {k: (v if v is not None else current[k]) for k, v in given.items()}
+            for key in clear:
+                if key not in ("email", "wechat_openid", "external_id"):
+                    raise CustomerError(f"{key}: only email, wechat_openid and external_id can be cleared")
+                merged[key] = None
+            fields = self._fields(**merged)
+            numbers = self._numbers(phones) if phones is not None else None
+            self._check_free(session, numbers or (), fields, own_id=customer_id)
+            for key, value in fields.items():
+                setattr(customer, key, value)
+            customer.updated_at = utcnow()
+            session.add(customer)
+            if numbers is not None:
+                have = {p.number: p for p in session.exec(
+                    select(CustomerPhone).where(CustomerPhone.customer_id == customer_id)
+                )}  # fmt: skip
+                for number, row in have.items():
+                    if number not in numbers:
+                        session.delete(row)
+                session.flush()
+                for number in numbers:
+                    if number not in have:
+                        session.add(CustomerPhone(customer_id=customer_id, number=number))
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                raise CustomerConflict(f"customer clashes with another one: {exc.orig}") from None
+            return customer, self.phones_in(session, customer_id)
+
+    def count_matching(self, search: str | None = None) -> int:
+        """How many customers ``list_customers(search=...)`` would page through."""
+        with Session(self.engine) as session:
+            query = select(func.count()).select_from(Customer)
+            if search:
+                query = query.where(self._search(search))
+            return int(session.exec(query).one())
+
+    def _search(self, search: str) -> Any:
+        like = f"%{search.lower()}%"
+        number = self.normalize(search)
+        by_phone = select(CustomerPhone.customer_id).where(CustomerPhone.number == (number or search.strip()))
+        return (
+            func.lower(Customer.name).like(like)
+            | func.lower(col(Customer.email)).like(like)
+            | col(Customer.id).in_(by_phone)
+        )
 
     @staticmethod
     def _fields(
@@ -193,13 +276,13 @@ class CustomerRepo:
                 select(CustomerPhone.customer_id).where(CustomerPhone.number == number)
             ).first()
             if owner is not None and owner != own_id:
-                raise CustomerError(f"phone {number} belongs to customer {owner}")
+                raise CustomerConflict(f"phone {number} belongs to customer {owner}")
         for key in ("wechat_openid", "external_id"):
             if fields.get(key):
                 query = select(Customer.id).where(getattr(Customer, key) == fields[key])
                 owner = session.exec(query).first()
                 if owner is not None and owner != own_id:
-                    raise CustomerError(f"{key} {fields[key]!r} belongs to customer {owner}")
+                    raise CustomerConflict(f"{key} {fields[key]!r} belongs to customer {owner}")
 
     def get(self, customer_id: int) -> tuple[Customer, list[str]] | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -217,16 +300,7 @@ class CustomerRepo:
         with Session(self.engine, expire_on_commit=False) as session:
             query = select(Customer)
             if search:
-                like = f"%{search.lower()}%"
-                number = self.normalize(search)
-                by_phone = select(CustomerPhone.customer_id).where(
-                    CustomerPhone.number == (number or search.strip())
-                )
-                query = query.where(
-                    func.lower(Customer.name).like(like)
-                    | func.lower(col(Customer.email)).like(like)
-                    | col(Customer.id).in_(by_phone)
-                )
+                query = query.where(self._search(search))
             rows = list(session.exec(query.order_by(col(Customer.id)).offset(offset).limit(limit)))
             return [(c, self.phones_in(session, c.id or 0)) for c in rows]
 
@@ -289,7 +363,7 @@ class CustomerRepo:
             try:
                 session.commit()
             except IntegrityError as exc:
-                raise CustomerError(f"clashes with another customer: {exc.orig}") from None
+                raise CustomerConflict(f"clashes with another customer: {exc.orig}") from None
 
     @staticmethod
     def _match(session: Session, fields: Mapping[str, Any], numbers: Sequence[str]) -> Customer | None:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import time
 import weakref
@@ -26,12 +27,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from callcenter.calls.agent_calls import AgentCalls
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
 from callcenter.calls.callback import CallbackRunner, ask_callback_number, confirm_and_hang_up
-from callcenter.calls.outbound import install_trunk
+from callcenter.calls.outbound import install_trunk, normalise_number, number_uri
 from callcenter.calls.talk import LiveTalk
-from callcenter.calls.transfer import HoldLog, parse_replaces
+from callcenter.calls.transfer import HoldLog, names_dialog, parse_replaces
 from callcenter.core.config import Settings
+from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
 from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult, TransferResult
 from callcenter.media import tones
@@ -75,13 +78,22 @@ def personal_skill(agent: str) -> str:
 
 @dataclass(frozen=True)
 class TransferTarget:
-    """Where a transfer goes: a queue, a named agent, or an outside SIP URI."""
+    """Where a transfer goes: a queue, a named agent, an outside SIP URI, or a phone number (dialled
+    through the SIP trunk, ``sip.trunk``)."""
 
-    kind: Literal["queue", "agent", "uri"]
+    kind: Literal["queue", "agent", "uri", "number"]
     value: str
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
+
+    @property
+    def outside(self) -> bool:
+        """Rung directly (no agent reserved through the router)."""
+        return self.kind in ("uri", "number")
+
+
+_DIGITS = re.compile(r"\+?[0-9*#][0-9*#\-. ()]{0,40}")
 
 
 def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
@@ -192,6 +204,8 @@ class Acd:
         self.prompts: PromptCache | None = None  # the IVR's TTS cache (callback announcements to agents)
         self.local_day: Callable[[], float] = _seconds_to_local_midnight
         install_trunk(endpoint, settings)
+        # INVITEs from agents' registered phones: calls placed through us (CallManager routes them here)
+        self.agent_calls = AgentCalls(self)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -345,8 +359,8 @@ class Acd:
                 queue = target
                 continue
             log_event(log, "call_transferred", call_id=call_id, by=visit.agent, target=str(target))
-            if target.kind == "uri":
-                outcome = await self.transfer_outside(control, target.value, timeout_s=30.0, visits=visits)
+            if target.outside:
+                outcome = await self.transfer_outside(control, target, timeout_s=30.0, visits=visits)
                 if outcome.outcome == "answered":
                     return result
                 queue = visit.queue  # nobody took the outside call: back to the queue it came from
@@ -732,9 +746,10 @@ class Acd:
                 del self._live_talks[call_id]
             talk.visit.ended_at = self.clock()
             control.on_bridge(None, talk.agent)
-            how = "caller hung up" if talk.visit.hangup_by == "caller" else "call ended"
-            await close_leg(talk.leg, talk.rtp, how)
-            self.router.call_ended(talk.agent, self.clock())
+            if not talk.handed_off:  # else the target's leg went on with another call (join)
+                how = "caller hung up" if talk.visit.hangup_by == "caller" else "call ended"
+                await close_leg(talk.leg, talk.rtp, how)
+                self.router.call_ended(talk.agent, self.clock())
             self._kick()
             if self.writer is not None:
                 self.writer.call_extra(call_id, hold_log.as_json())
@@ -769,15 +784,37 @@ class Acd:
         return self.live_talk(call_id).cancel()
 
     def refer_with_replaces(self, talk: LiveTalk, refer_to: str) -> int:
-        """An attended transfer from the agent's phone (RFC 5589 §7): the Refer-To's Replaces (RFC 3891)
-        names the agent's own call through us to the consulted party. 400 when the Replaces is
-        malformed, 481 when it names no dialog we hold for that agent (RFC 3891 §3). Calls placed by
-        agents through the server are not built yet, so every well-formed Replaces gets 481 for now."""
+        """An attended transfer from the agent's phone (RFC 5589 §7), REFER on the caller's leg: the
+        Refer-To's Replaces (RFC 3891) names the agent's own call through us to the consulted party;
+        the caller is joined with that party (202). 400 when the Replaces is malformed, 481 when it
+        names no call of ours placed by that agent (RFC 3891 §3), 491 while that call is not yet
+        answered by its target."""
         try:
-            parse_replaces(refer_to)
+            replaces = parse_replaces(refer_to)
         except ValueError:
             return 400
-        return 481
+        consult = self.agent_calls.find(replaces)
+        if consult is None or consult.agent != talk.agent:
+            return 481
+        other = self._live_talks.get(consult.call_id)
+        if other is None or other is talk:
+            return 491  # the consulted party has not answered (yet)
+        return talk.join(other, notify=talk.leg)
+
+    def refer_on_agent_call(self, call: Any, agent: str, refer_to: str) -> int:
+        """The same transfer, REFER on the agent's own call to the consulted party: the Replaces names
+        the leg we rang the agent on for the caller (RFC 3891: to-tag ours, from-tag the phone's)."""
+        try:
+            replaces = parse_replaces(refer_to)
+        except ValueError:
+            return 400
+        first = next((t for t in self._live_talks.values() if names_dialog(t.leg.dialog, replaces)), None)
+        if first is None or first.agent != agent:
+            return 481
+        other = self._live_talks.get(call.call_id)
+        if other is None:
+            return 491
+        return first.join(other, notify=call)
 
     def spawn(self, coro: Any) -> None:
         self._spawn(coro)
@@ -833,10 +870,42 @@ class Acd:
         self, control: LiveCallControl, uri: str, *, timeout_s: float, caller_id: str | None = None
     ) -> AgentRing | str:
         """An AgentRing for an outside SIP URI (the caller's number shown), or why there is none."""
+        target = TransferTarget("uri", uri)
+        return await self.outside_ring(control, target, timeout_s=timeout_s, caller_id=caller_id)
+
+    async def outside_ring(
+        self,
+        control: LiveCallControl,
+        target: TransferTarget,
+        *,
+        timeout_s: float,
+        caller_id: str | None = None,
+    ) -> AgentRing | str:
+        """An AgentRing for an outside SIP URI, or a number at the SIP trunk (``number_uri``; the
+        trunk's digest challenge is answered by the endpoint, ``install_trunk``); or why there is none.
+        The branch is named ``target.value`` in the ring's outcomes."""
+        transport = "udp"
+        info = control.caller_info(None, None)
+        if target.kind == "number":
+            trunk = self.settings.sip.trunk
+            try:
+                uri = number_uri(self.settings, target.value)
+            except CallcenterError as exc:
+                return str(exc)
+            assert trunk is not None
+            transport = trunk.transport
+            shown = caller_id or trunk.from_user or trunk.username or info.number
+            info = replace(info, number=shown, display_name=info.display_name or trunk.from_display)
+        else:
+            uri = target.value
+            if caller_id:
+                info = replace(info, number=caller_id)
         try:
             parsed = parse_uri(uri)
         except (ValueError, SipParseError):
             return f"not a SIP URI: {uri}"
+        if target.kind == "uri":
+            transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
         host = parsed.host_for_socket
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
@@ -845,18 +914,31 @@ class Acd:
         except OSError as exc:
             return f"cannot resolve {host}: {exc}"
         address = infos[0][4]
-        transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
-        target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
-        info = control.caller_info(None, None)
-        if caller_id:
-            info = replace(info, number=caller_id)
+        ring_target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
         return AgentRing(
             self.endpoint,
             self.media,
             info,
-            {uri: [target]},
+            {target.value: [ring_target]},
             ptime_ms=self.settings.media.ptime_ms,
             timeout_s=timeout_s,
+        )
+
+    async def notify_refer(self, leg: Any) -> None:
+        """NOTIFY with a sipfrag 200 on ``leg``'s dialog (RFC 3515 §2.4.5): the REFER it sent worked;
+        returns once the phone answered it (or after 5 s)."""
+        if leg.dialog is None or leg.state != "confirmed":
+            return
+        await self.endpoint.request_in_dialog(
+            leg.dialog,
+            "NOTIFY",
+            extra=[
+                ("Event", "refer"),
+                ("Subscription-State", "terminated;reason=noresource"),
+                ("Content-Type", "message/sipfrag;version=2.0"),
+            ],
+            body=b"SIP/2.0 200 OK\r\n",
+            timeout=5.0,
         )
 
     async def finish_refer(self, leg: Any, gone: asyncio.Future[str]) -> None:
@@ -881,9 +963,11 @@ class Acd:
             await asyncio.wait_for(asyncio.shield(gone), 2.0)
 
     def resolve_transfer(self, refer_to: str) -> TransferTarget | None:
-        """A Refer-To (or a flow's transfer target) as a queue, one of our agents, or an outside URI:
-        ``sip:support@us`` → queue support; ``sip:bob@us`` → agent bob; ``sip:x@elsewhere`` → the URI;
-        ``queue:NAME`` / ``agent:NAME`` name them directly. None when it names nothing we can reach."""
+        """A Refer-To (or a flow's or the API's transfer target) as a queue, one of our agents, an
+        outside URI or a number for the trunk: ``sip:support@us`` → queue support; ``sip:bob@us`` →
+        agent bob; ``sip:+4930123@us``, ``tel:+4930123``, ``number:+4930123`` or plain ``+4930123`` →
+        that number through the trunk; ``sip:x@elsewhere`` → the URI; ``queue:NAME`` / ``agent:NAME``
+        name them directly. None when it names nothing we can reach (a number without a trunk)."""
         text = refer_to.strip()
         if text.startswith("queue:") or text.startswith("agent:"):
             kind, _, name = text.partition(":")
@@ -892,10 +976,16 @@ class Acd:
             if kind == "agent" and name in self.router.agents:
                 return TransferTarget("agent", name)
             return None
+        if text.startswith("number:"):
+            return self._number(text.removeprefix("number:"))
+        if _DIGITS.fullmatch(text):
+            return self._number(text)
         try:
             uri = parse_name_addr(text).parsed_uri()
         except (ValueError, SipParseError):
             return None
+        if uri.scheme == "tel":  # RFC 3966: tel:+4930123;phone-context=... (parameters dropped)
+            return self._number(str(uri).removeprefix("tel:").split(";")[0])
         if uri.scheme not in ("sip", "sips"):
             return None
         user = uri.user or ""
@@ -904,8 +994,21 @@ class Acd:
                 return TransferTarget("queue", user)
             if user in self.router.agents:
                 return TransferTarget("agent", user)
+            if _DIGITS.fullmatch(user) and user not in self.settings.ivr.numbers:
+                return self._number(user)
             return None
         return TransferTarget("uri", str(uri))
+
+    def _number(self, text: str) -> TransferTarget | None:
+        """A phone number for the trunk (dialling rules applied later, by ``number_uri``)."""
+        trunk = self.settings.sip.trunk
+        if trunk is None:
+            return None
+        try:
+            normalise_number(trunk, text)
+        except CallcenterError:
+            return None
+        return TransferTarget("number", re.sub(r"[\s\-.()]", "", text))
 
     def _is_local(self, host: str, port: int | None) -> bool:
         sip = self.settings.sip
@@ -917,14 +1020,18 @@ class Acd:
     async def transfer_outside(
         self,
         control: LiveCallControl,
-        uri: str,
+        target: TransferTarget | str,
         *,
         timeout_s: float,
         visits: list[QueueVisit] | None = None,
         caller_id: str | None = None,
     ) -> TransferResult:
-        """Ring an outside SIP URI for the caller and bridge the answer until one side hangs up."""
-        ring = await self.uri_ring(control, uri, timeout_s=timeout_s, caller_id=caller_id)
+        """Ring an outside SIP URI (a str) or a number through the trunk for the caller and bridge
+        the answer until one side hangs up."""
+        if isinstance(target, str):
+            target = TransferTarget("uri", target)
+        uri = target.value
+        ring = await self.outside_ring(control, target, timeout_s=timeout_s, caller_id=caller_id)
         if isinstance(ring, str):
             return TransferResult("failed", ring)
         visit = QueueVisit(f"transfer:{uri}", self.clock())
@@ -965,13 +1072,15 @@ class Acd:
     async def transfer(
         self, control: LiveCallControl, target: str, *, timeout_s: float, caller_id: str | None
     ) -> TransferResult:
-        """The IVR's transfer node: ``agent:NAME``, a queue (``queue:NAME``) or a SIP URI."""
-        resolved = self.resolve_transfer(target if ":" in target else f"queue:{target}")
+        """The IVR's transfer node: ``agent:NAME``, a queue (``queue:NAME`` or its bare name), a SIP
+        URI, or a number (``+4930123``, ``tel:``) through the trunk."""
+        bare = ":" not in target and target in self.router.queues
+        resolved = self.resolve_transfer(f"queue:{target}" if bare else target)
         if resolved is None:
             return TransferResult("failed", f"no such agent, queue or reachable URI: {target}")
-        if resolved.kind == "uri":
+        if resolved.outside:
             return await self.transfer_outside(
-                control, resolved.value, timeout_s=timeout_s, visits=control.queue_visits, caller_id=caller_id
+                control, resolved, timeout_s=timeout_s, visits=control.queue_visits, caller_id=caller_id
             )
         skills = {personal_skill(resolved.value): 1} if resolved.kind == "agent" else {}
         queue = DIRECT_QUEUE if resolved.kind == "agent" else resolved.value

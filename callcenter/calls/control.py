@@ -50,6 +50,7 @@ from urllib.parse import quote
 import numpy as np
 
 from callcenter.calls.agent_leg import CallerInfo
+from callcenter.calls.assist import AgentAssist, CallAssist
 from callcenter.calls.bridge_transcript import LegTranscriber, TranscriptionLimits
 from callcenter.core.errors import ConfigError
 from callcenter.core.logging import log_event
@@ -130,6 +131,10 @@ class LiveSession(Protocol):
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         """Run ``coro`` (which must not raise) in the call's TaskGroup; None once the call is over."""
+        ...
+
+    def start_recording(self) -> None:
+        """Record the call from now on (both voices), unless it is recorded already."""
         ...
 
 
@@ -273,6 +278,7 @@ class IvrRuntime:
     speech: SpeechRuntime = field(default_factory=SpeechRuntime)
     acd: Acd | None = None  # routing; None = queue nodes overflow at once (no agents)
     registry: FlowRegistry | None = None  # live versions (publish, rollback, hot reload)
+    assist: AgentAssist | None = None  # KB suggestions for agents from each call's transcript
 
     def flow_for(self, number: str) -> Flow | None:
         """The flow for a dialled number (Request-URI user part), or None (demo behaviour)."""
@@ -400,6 +406,7 @@ class LiveCallControl:
         self.bridge: Bridge | None = None
         self.agent: str | None = None
         self._leg_transcribers: list[LegTranscriber] = []
+        self._record_when_bridged = False
         self.transcript_dropped = 0  # bridged utterances not transcribed (recogniser overloaded)
         self.language = language
         self.voice: str | None = None
@@ -659,7 +666,7 @@ class LiveCallControl:
                     continue
                 offset = (first_frame_at[0] - self._started_at) if first_frame_at else 0.0
                 if result.text or result.raw_text:
-                    self.transcript.append(
+                    self._heard(  # onto the transcript, and agent assist looks it up
                         Utterance(
                             "caller",
                             result.raw_text or result.text,
@@ -868,6 +875,7 @@ class LiveCallControl:
         if acd is None:
             log_event(log, "ivr_queue_unavailable", call_id=self.session.call_id, queue=request.queue)
             return QueueResult("closed")
+        self._record_when_bridged = self._record_when_bridged or request.record
         return await acd.serve(self, request, self.queue_visits)
 
     # -- what the ACD needs from the caller's side -------------------------------------------------------
@@ -903,6 +911,8 @@ class LiveCallControl:
         self._leg_transcribers = []
         self.bridge = bridge
         self.agent = agent if bridge is not None else self.agent
+        if bridge is not None and self._record_when_bridged:
+            self.session.start_recording()  # the flow's queue node asked for it (record: true)
         if bridge is not None and self.runtime.speech.settings.transcribe_bridged:
             self.session.spawn(self._transcribe_bridge(bridge))
 
@@ -937,9 +947,32 @@ class LiveCallControl:
         self.transcript_dropped += sum(leg.dropped for leg in legs)
 
     def _on_bridge_text(self, speaker: str, text: str, at: float, confidence: float) -> None:
-        self.transcript.append(
-            Utterance(speaker, text, max(0.0, at - self._started_at), confidence)  # type: ignore[arg-type]
-        )
+        self._heard(Utterance(speaker, text, max(0.0, at - self._started_at), confidence))  # type: ignore[arg-type]
+
+    # -- agent assist (calls/assist.py) -------------------------------------------------------------------
+
+    _assist: CallAssist | None = None  # made on the first utterance when the server runs agent assist
+
+    def _heard(self, utterance: Utterance) -> None:
+        """A final utterance (caller in the IVR or on the bridge, agent) joins the transcript, and the
+        call's KB suggestions are recomputed from it (debounced, in a worker; see calls/assist.py)."""
+        self.transcript.append(utterance)
+        if utterance.speaker == "system":
+            return
+        assist = self._assist
+        if assist is None:
+            # IvrRuntime.assist: the server's AgentAssist, or None (no knowledge base, tests)
+            hub = self.runtime.assist
+            if hub is None:
+                return
+            assist = self._assist = hub.for_call(
+                self.session.call_id, self.session.spawn, lambda: not self._gone.is_set()
+            )
+        assist.heard(self.transcript, self.language)
+
+    def assist_suggestions(self) -> list[dict[str, object]]:
+        """The call's current KB suggestions for the agent (id, title, snippet, score), best first."""
+        return [s.as_json() for s in self._assist.suggestions] if self._assist is not None else []
 
     async def transfer(
         self, target: str, *, timeout_s: float = 30.0, caller_id: str | None = None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callcenter.calls.session import CallDeps, CallSession
 from callcenter.core.logging import log_event
 from callcenter.sip.invite import IncomingCall
+
+if TYPE_CHECKING:
+    from callcenter.calls.agent_calls import AgentCalls
 
 log = logging.getLogger("callcenter.calls")
 
@@ -19,13 +22,21 @@ class CallManager:
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
+        # INVITEs from agents' registered phones (calls they place through us); when unset, the IVR
+        # runtime's ACD serves them (the app sets ``ivr.acd``)
+        self.agent_calls: AgentCalls | None = None
 
     def on_invite(self, call: IncomingCall) -> None:
         """Called by the SIP endpoint for every new INVITE; never blocks."""
         if not self.accepting:
             call.reject(503, extra=[("Retry-After", "30")])
             return
-        session = CallSession(call, self.deps)
+        agents = self._agent_calls()
+        session = (
+            agents.session(call, self.deps)
+            if agents is not None and agents.claims(call)
+            else CallSession(call, self.deps)
+        )
         key = f"{call.call_id}\x00{call.remote_tag}"
         self.sessions[key] = session
         task = asyncio.get_running_loop().create_task(session.run(), name=f"call {call.call_id}")
@@ -39,6 +50,12 @@ class CallManager:
                 log_event(log, "call_crashed", call_id=call.call_id, error=repr(t.exception()))
 
         task.add_done_callback(done)
+
+    def _agent_calls(self) -> AgentCalls | None:
+        if self.agent_calls is not None:
+            return self.agent_calls
+        ivr = self.deps.ivr
+        return ivr.acd.agent_calls if ivr is not None and ivr.acd is not None else None
 
     def find(self, call_id: str) -> CallSession | None:
         """The live call with this SIP Call-ID (the first, should two dialogs share it)."""

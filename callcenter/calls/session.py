@@ -35,6 +35,7 @@ from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
 from callcenter.sip.message import SipRequest
 from callcenter.sip.uri import parse_name_addr, parse_uri
 from callcenter.store import CallRecordWriter
+from callcenter.tickets.csat import survey_answer
 from callcenter.tickets.service import HandledCall, Turn
 
 log = logging.getLogger("callcenter.calls")
@@ -120,7 +121,7 @@ class CallSession:
                 await call.hangup("server error")
         finally:
             self._release_media()
-            flow_id = self.runner.flow.id if self.runner is not None else None
+            ran = self.runner.flow if self.runner is not None else None  # _record_ivr forgets the runner
             self._record_ivr()
             disposition = self._record_queue(disposition)
             if self.digits:
@@ -142,10 +143,10 @@ class CallSession:
                 reason=reason,
                 hangup_by=call.hangup_by,
             )
-            if flow_id is not None and self.deps.after_call is not None:
-                await self.deps.after_call(self._handled(flow_id, disposition))
+            if ran is not None and self.deps.after_call is not None:
+                await self.deps.after_call(self._handled(ran, disposition))
 
-    def _handled(self, flow_id: str, disposition: str) -> HandledCall:
+    def _handled(self, flow: Flow, disposition: str) -> HandledCall:
         """What the ticket policy needs to know about this call, now that it ended."""
         result, control = self.ivr_result, self.control
         visits = control.queue_visits if control is not None else []
@@ -159,7 +160,7 @@ class CallSession:
             started_at=self.started_at,
             ended_at=_utcnow(),
             disposition=disposition,
-            flow=flow_id,
+            flow=flow.id,
             ivr_outcome=result.outcome if result is not None else "caller_hangup",
             queue=queue,
             agent=taken[-1].agent if taken else None,
@@ -170,6 +171,7 @@ class CallSession:
                 for u in sorted(self.transcript, key=lambda u: u.start)
             ),
             recording=self.recording,
+            csat=survey_answer(flow, result.variables, result.ivr_path) if result is not None else None,
         )
 
     async def _answer_and_serve(self) -> str:
@@ -284,7 +286,7 @@ class CallSession:
 
     def live_view(self) -> dict[str, Any]:
         """What an agent's screen-pop shows while the call is up: who calls, where the IVR took them,
-        the queue and agent, and the transcript so far."""
+        the queue and agent, the transcript so far and the KB articles suggested for it."""
         control, runner = self.control, self.runner
         visits = control.queue_visits if control is not None else []
         return {
@@ -301,6 +303,8 @@ class CallSession:
             "agent": control.agent if control is not None else None,
             "dtmf": "".join(self.digits),
             "transcript": [u.as_json() for u in sorted(self.transcript, key=lambda u: u.start)],
+            # agent assist: the top KB articles for the conversation so far (calls/assist.py)
+            "suggestions": control.assist_suggestions() if control is not None else [],
         }
 
     def _caller_name(self) -> str | None:
@@ -455,6 +459,12 @@ class CallSession:
             return
         if info is not None:
             self._on_dtmf(info.digit, "info")
+
+    def start_recording(self) -> None:
+        """Record the call from now on (a flow's queue node with ``record: true`` asks when an agent
+        answers); nothing when it is recorded already or its media is gone."""
+        if self.recorder is None and self.rtp is not None and not self.rtp.closed:
+            self._start_recording()
 
     def _start_recording(self) -> None:
         assert self.rtp is not None

@@ -68,6 +68,11 @@ class LiveTalk:
         self._caller_bridge: Bridge | None = None
         self._consult_bridge: Bridge | None = None
         self._music_on = False
+        # an attended transfer from the phone (join): the leg whose REFER we answer with NOTIFY, sent
+        # before the agent's legs are released; and, on the other side, this talk giving up its target
+        self._notify: asyncio.Task[Any] | None = None
+        self.handed_off = False
+        self._released: asyncio.Future[Any] | None = None
 
     @property
     def agent(self) -> str:
@@ -139,6 +144,55 @@ class LiveTalk:
         self.transfer(target, "blind", "phone")
         return 202
 
+    def join(self, other: LiveTalk, *, notify: Any) -> int:
+        """Attended transfer from the agent's phone (RFC 5589 §7): the agent's own call through us
+        (``other``: agent ↔ target) gives up its target, who is joined with this call's caller; the
+        agent's legs are released once ``notify``'s dialog (where the REFER came) has heard that it
+        worked (NOTIFY sipfrag 200, RFC 3515 §2.4.5). Answers the REFER's status: 202, or 491 while
+        either call is in a transfer already."""
+        if self._blind is not None or self.state.phase is not Phase.TALKING or self._request is not None:
+            return 491
+        taken = other.hand_off()
+        if taken is None:
+            return 491
+        from callcenter.calls.acd import QueueVisit, TransferTarget
+
+        now = self.acd.clock()
+        target = TransferTarget("agent", other.agent) if other.agent in self.acd.router.agents else None
+        to = str(target) if target is not None else other.visit.queue.removeprefix("transfer:")
+        self.state.begin_consult(to, target, "phone", now)
+        self.state.consult_answered(other.agent, now)
+        self._consult = taken
+        visit = QueueVisit(other.visit.queue, now)
+        visit.answered_at, visit.agent = now, other.agent
+        self._consult_visit = visit
+        other.visit.transferred_to = f"call:{self.call_id}"
+        self._request = "complete"
+        self._notify = asyncio.ensure_future(self.acd.notify_refer(notify))
+        other._released = self._notify  # it hangs up the agent's call only after the NOTIFY
+        log_event(log, "transfer_started", call_id=self.call_id, agent=self.agent, target=to,
+                  mode="attended", via="phone", consult_call=other.call_id)
+        self._wake.set()
+        return 202
+
+    def hand_off(self) -> RingResult | None:
+        """Give this call's target (its leg and media) to another call: the bridge stops now, the loop
+        returns without closing the leg or freeing the target. None when there is nothing to give."""
+        if self.handed_off or self.state.phase is not Phase.TALKING or self._blind is not None:
+            return None
+        if self.leg.state != "confirmed" or self.rtp.closed:
+            return None
+        self.handed_off = True
+        self._unhook()
+        if self._caller_bridge is not None:
+            self._caller_bridge.stop()
+            self._caller_bridge = None
+            self.control.on_bridge(None, self.agent)
+        self.state.end(self.acd.clock())
+        self.visit.hangup_by = "agent"
+        self._wake.set()
+        return RingResult(self.agent, {self.agent: "answered"}, self.leg, self.rtp, self.ring)
+
     def _hook(self) -> None:
         self.leg.on_refer = self._on_refer
         if self.ring is not None:
@@ -165,6 +219,11 @@ class LiveTalk:
         self._hook()
         try:
             while True:
+                if self.handed_off:
+                    if self._released is not None:  # the NOTIFY goes out before our BYE
+                        await asyncio.wait({self._released}, timeout=5.0)
+                    log_event(log, "agent_call_joined", call_id=self.call_id, agent=self.agent)
+                    return None
                 self._apply_audio()
                 if self._blind is not None:
                     target, via = self._blind
@@ -191,7 +250,7 @@ class LiveTalk:
                     self._request = None
                     consult_gone = self._cancel_ring(consult_gone)
                     await self._end_consult("cancelled")
-                if gone.done():
+                if gone.done() and not self.handed_off:
                     if self.state.phase is Phase.CONSULTING:  # hang-up during consultation: hand over
                         self._request = "complete"
                     else:
@@ -256,13 +315,14 @@ class LiveTalk:
         from callcenter.calls.acd import DIRECT_QUEUE, QueueVisit
 
         acd = self.acd
-        names = {"uri": f"transfer:{target.value}", "agent": DIRECT_QUEUE, "queue": target.value}
-        visit_queue = names[target.kind]
+        names = {"agent": DIRECT_QUEUE, "queue": target.value}
+        visit_queue = names.get(target.kind, f"transfer:{target.value}")
 
         self._consult_visit = QueueVisit(visit_queue, acd.clock())
-        if target.kind == "uri":
-            ring = await acd.uri_ring(self.control, target.value, timeout_s=CONSULT_TIMEOUT_S)
+        if target.outside:
+            ring = await acd.outside_ring(self.control, target, timeout_s=CONSULT_TIMEOUT_S)
             if isinstance(ring, str):
+                log_event(log, "transfer_unreachable", call_id=self.call_id, target=str(target), why=ring)
                 return "failed"
             result = await self.control._race(ring.ring())
             if result.agent is None:
@@ -358,7 +418,15 @@ class LiveTalk:
         if first in self.acd.router.agents:
             self.acd.router.call_ended(first, now)
             self.acd.kick()
-        self.acd.spawn(close_leg(first_leg, first_rtp, "transferred"))
+        first_rtp.close()  # the first agent hears nothing more; the BYE follows the NOTIFY, if any
+        self.acd.spawn(self._release(first_leg, first_rtp, self._notify))
+        self._notify = None
+
+    @staticmethod
+    async def _release(leg: OutgoingCall, rtp: RtpSession, notify: asyncio.Future[Any] | None) -> None:
+        if notify is not None:
+            await asyncio.wait({notify}, timeout=5.0)
+        await close_leg(leg, rtp, "transferred")
 
     async def _cleanup(self) -> None:
         now = self.acd.clock()

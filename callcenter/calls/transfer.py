@@ -23,10 +23,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from callcenter.core.errors import CallcenterError
+
+if TYPE_CHECKING:
+    from callcenter.sip.dialog import Dialog
 
 TransferKind = Literal["blind", "attended"]
 Via = Literal["phone", "api"]
@@ -288,3 +291,13 @@ def parse_replaces(refer_to: str) -> Replaces:
     if len(tags["to-tag"]) != 1 or len(tags["from-tag"]) != 1:
         raise ValueError("Replaces: exactly one to-tag and one from-tag are required (RFC 3891 §3)")
     return Replaces(call_id, tags["to-tag"][0], tags["from-tag"][0], early)
+
+
+def names_dialog(dialog: Dialog | None, replaces: Replaces) -> bool:
+    """Whether ``replaces`` names ``dialog`` (one of ours): to-tag our local tag, from-tag the peer's
+    (RFC 3891 §3). The reverse is accepted too: some phones swap them, and a Call-ID with both tags
+    still names exactly one dialog."""
+    if dialog is None or dialog.call_id != replaces.call_id:
+        return False
+    tags = (replaces.to_tag, replaces.from_tag)
+    return tags in ((dialog.local_tag, dialog.remote_tag), (dialog.remote_tag, dialog.local_tag))

@@ -12,7 +12,9 @@ import ipaddress
 import os
 import re
 import types
+import zoneinfo
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -274,6 +276,11 @@ class HttpSettings(_Section):
         min_length=16,
         description="bearer token for the admin API (publishing flows, agent states); null = disabled",
     )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description="bearer token Prometheus scrapes GET /metrics with; null = admins/supervisors only",
+    )
 
 
 class SpeechSettings(_Section):
@@ -442,6 +449,52 @@ class RoutingSettings(_Section):
         return self
 
 
+class SlaCalendarSettings(_Section):
+    timezone: str = Field("UTC", description="IANA timezone of the business hours, e.g. Europe/Berlin")
+    weekly: dict[str, list[str]] | None = Field(
+        None, description='days → hours, e.g. {"mon-fri": ["09:00-17:00"]}; null = around the clock'
+    )
+    holidays: list[date] = Field(default_factory=list, description="days without business hours")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise _custom("expected an IANA timezone such as Europe/Berlin") from None
+        return value
+
+
+class SlaTargetSettings(_Section):
+    first_response_hours: float | None = Field(
+        None, gt=0, description="business hours until a person first responds (null = no target)"
+    )
+    resolution_hours: float | None = Field(
+        None, gt=0, description="business hours until solved, pending time not counted (null = no target)"
+    )
+
+
+PriorityName = Literal["low", "normal", "high", "urgent"]
+
+
+def _default_sla_targets() -> dict[PriorityName, SlaTargetSettings]:
+    hours: dict[PriorityName, tuple[int, int]] = {
+        "low": (24, 120), "normal": (8, 40), "high": (4, 16), "urgent": (1, 4)
+    }
+    return {p: SlaTargetSettings(first_response_hours=f, resolution_hours=r) for p, (f, r) in hours.items()}
+
+
+class SlaSettings(_Section):
+    enabled: bool = Field(True, description="give tickets due times and raise warnings and breaches")
+    calendar: SlaCalendarSettings = Field(default_factory=SlaCalendarSettings)
+    targets: dict[PriorityName, SlaTargetSettings] = Field(
+        default_factory=_default_sla_targets, description="priority → targets (unlisted: none)"
+    )
+    warning_percent: float = Field(75, gt=0, lt=100, description="warn when this much of a target has passed")
+    check_interval_s: float = Field(30, gt=0, description="seconds between two checks for due tickets")
+
+
 class TicketsSettings(_Section):
     from_calls: Literal["all", "unresolved", "none"] = Field(
         "unresolved",
@@ -463,6 +516,26 @@ class TicketsSettings(_Section):
         description="country calling code for national numbers (0301234 → +49301234 with 49); null = keep",
     )
     summary_sentences: int = Field(3, ge=1, le=10, description="key sentences in a ticket's summary")
+    sla: SlaSettings = Field(default_factory=SlaSettings)
+
+
+class WebhookSettings(_Section):
+    url: str = Field(description="http(s) URL the events are POSTed to")
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key signing each delivery (keep private)")
+    events: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description='event names or shell patterns: "call_ended", "queue_*", "tickets.*", "*"',
+    )
+    max_attempts: int = Field(6, ge=1, le=20, description="tries per event before it is given up")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one POST may take")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/?#]+(/\S*)?$", value):
+            raise _custom("expected an http:// or https:// URL")
+        return value
 
 
 class LogSettings(_Section):
@@ -489,6 +562,9 @@ class Settings(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     tickets: TicketsSettings = Field(default_factory=TicketsSettings)
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="outgoing webhooks: url, secret, events (callcenter/webhooks.py)"
+    )
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -93,6 +93,7 @@ class QueueRequest:
     variables: Mapping[str, Any] = field(default_factory=dict)  # for the agent's screen
     callback_key: str | None = None  # this key asks for a callback that keeps the caller's place
     callback_after_s: float = 0.0  # offered (and announced) once the caller has waited this long
+    record: bool = False  # record the call from the moment an agent answers
 
 
 @dataclass(frozen=True)

@@ -674,6 +674,11 @@ class QueueNode(_Node):
     callback: QueueCallback | None = Field(
         None, description="offer a callback that keeps the caller's place (key, after_s)"
     )
+    record: bool = Field(
+        False,
+        description="record the call (both voices) from the moment an agent answers; calls.record "
+        "records every call from the start anyway",
+    )
     next: Target | None = Field(None, description="after the agent hangs up, if the caller is still there")
     on_overflow: Target | None = Field(None, description="no agent within max_wait_s, or the queue is closed")
     _targets: ClassVar[tuple[str, ...]] = ("next", "on_overflow")

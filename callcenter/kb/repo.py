@@ -29,6 +29,7 @@ from callcenter.kb import text as kbtext
 from callcenter.kb.index import Fields, FtsIndex, index_for
 from callcenter.kb.markdown import ArticleData, check_article, spoken_answer
 from callcenter.kb.models import KbArticle, KbArticleVersion, KbFeedback, KbGap
+from callcenter.kb.stats import StatsCache
 from callcenter.store.db import utcnow
 
 __all__ = ["GAP_SIMILARITY", "KbError", "KbRepo", "SearchHit", "article_data"]
@@ -79,10 +80,11 @@ def _idf(n_docs: int, df: int) -> float:
 
 
 class KbRepo:
-    def __init__(self, engine: Engine, *, flag_after: int = 3) -> None:
+    def __init__(self, engine: Engine, *, flag_after: int = 3, stats: StatsCache | None = None) -> None:
         self.engine = engine
         self.flag_after = flag_after
         self.index: FtsIndex = index_for(engine)
+        self.stats = stats or StatsCache()
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -102,13 +104,15 @@ class KbRepo:
             if articles != self.index.count(session):
                 self._reindex(session)
                 session.commit()
+        self.stats.invalidate()
 
     def reindex(self) -> int:
         """Rebuild the whole index (after changing the analyser); returns the number of articles."""
         with self._session() as session:
             n = self._reindex(session)
             session.commit()
-            return n
+        self.stats.invalidate()
+        return n
 
     def _reindex(self, session: Session) -> int:
         self.index.clear(session)
@@ -152,6 +156,30 @@ class KbRepo:
             if flagged is not None:
                 stmt = stmt.where(KbArticle.flagged == flagged)
             return list(session.exec(stmt))
+
+    def page_articles(
+        self,
+        *,
+        language: str | None = None,
+        status: str | None = None,
+        flagged: bool | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[KbArticle], int]:
+        """One page of articles (by language, then slug) and how many match the filters in all."""
+        with self._session() as session:
+            stmt = select(KbArticle)
+            count = select(func.count()).select_from(KbArticle)
+            for column, value in ((KbArticle.language, language), (KbArticle.status, status)):
+                if value is not None:
+                    stmt, count = stmt.where(column == value), count.where(column == value)
+            if flagged is not None:
+                stmt, count = (
+                    stmt.where(KbArticle.flagged == flagged),
+                    count.where(KbArticle.flagged == flagged),
+                )
+            stmt = stmt.order_by(col(KbArticle.language), col(KbArticle.slug)).offset(offset).limit(limit)
+            return list(session.exec(stmt)), int(session.exec(count).one())
 
     def versions(self, article_id: int) -> list[KbArticleVersion]:
         with self._session() as session:
@@ -221,6 +249,8 @@ class KbRepo:
                 raise KbError(
                     f"article {data.slug!r} was changed by another writer at the same time"
                 ) from None
+            finally:
+                self.stats.invalidate()
             return article, True
 
     # -- search --------------------------------------------------------------------------------------
@@ -232,24 +262,37 @@ class KbRepo:
         language: str | None = None,
         limit: int = 5,
         include_drafts: bool = False,
+        max_terms: int | None = None,
     ) -> list[SearchHit]:
-        """Best articles for ``query`` (language: 'en', 'en-US', 'zh-CN' …; None = any)."""
+        """Best articles for ``query`` (language: 'en', 'en-US', 'zh-CN' …; None = any).
+
+        ``max_terms``: for long texts (a transcript), search with only that many of its distinct terms,
+        the most telling ones (fewest articles have them; terms no article has go last)."""
         terms = kbtext.terms(query)
         if not terms or limit <= 0:
             return []
         statuses = ("draft", "published") if include_drafts else ("published",)
         lang = kbtext.primary_language(language)
         with self._session() as session:
-            ranked = self.index.search(session, terms, language=lang, statuses=statuses, limit=limit)
+            stats = self.stats.get(
+                terms,
+                # The index mirrors kb_article; counting the table is cheap, counting an FTS5 table is a scan.
+                lambda: int(session.exec(select(func.count()).select_from(KbArticle)).one()),
+                lambda missing: self.index.doc_freq(session, missing),
+            )
+            if max_terms is not None and len(set(terms)) > max_terms:
+                telling = sorted(set(terms), key=lambda t: (stats.df(t) == 0, stats.df(t), t))[:max_terms]
+                terms = [t for t in terms if t in telling]
+            ranked = self.index.search(
+                session, terms, language=lang, statuses=statuses, limit=limit, stats=stats
+            )
             if not ranked:
                 return []
             ids = [article_id for article_id, _ in ranked]
             articles = {a.id: a for a in session.exec(select(KbArticle).where(col(KbArticle.id).in_(ids)))}
             doc_terms = self.index.doc_terms(session, ids)
-            df = self.index.doc_freq(session, terms)
-            # The index mirrors kb_article; counting the table is cheap, counting an FTS5 table is a scan.
-            n_docs = max(int(session.exec(select(func.count()).select_from(KbArticle)).one()), 1)
-        weights = {t: _idf(n_docs, df.get(t, 0)) * (1.0 if df.get(t) else _OOV_WEIGHT) for t in set(terms)}
+        n_docs = max(stats.n_docs, 1)
+        weights = {t: _idf(n_docs, stats.df(t)) * (1.0 if stats.df(t) else _OOV_WEIGHT) for t in set(terms)}
         total = sum(weights.values()) or 1.0
         hits = []
         for article_id, score in ranked:

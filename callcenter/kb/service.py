@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 from callcenter.ivr.services import KbAnswer
 from callcenter.kb import text as kbtext
 from callcenter.kb.io import load_sample_if_empty
-from callcenter.kb.models import KbArticle, KbGap
+from callcenter.kb.markdown import ArticleData
+from callcenter.kb.models import KbArticle, KbArticleVersion, KbGap
 from callcenter.kb.repo import KbRepo, SearchHit
 
 __all__ = ["KbService"]
@@ -37,11 +38,13 @@ class KbService:
         min_confidence: float = 0.55,
         suggest_min_confidence: float = 0.15,
         suggest_words: int = 40,
+        suggest_terms: int = 12,
     ) -> None:
         self.repo = repo
         self.min_confidence = min_confidence
         self.suggest_min_confidence = suggest_min_confidence
         self.suggest_words = suggest_words
+        self.suggest_terms = suggest_terms
 
     @classmethod
     async def open(
@@ -68,6 +71,38 @@ class KbService:
             self.repo.search, query, language=language, limit=limit, include_drafts=include_drafts
         )
 
+    async def article(self, key: int | str) -> KbArticle | None:
+        """By id or slug."""
+        return await asyncio.to_thread(self.repo.get_article, key)
+
+    async def articles(
+        self,
+        *,
+        language: str | None = None,
+        status: str | None = None,
+        flagged: bool | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[KbArticle], int]:
+        """A page of articles and the total matching the filters."""
+        return await asyncio.to_thread(
+            self.repo.page_articles,
+            language=language,
+            status=status,
+            flagged=flagged,
+            offset=offset,
+            limit=limit,
+        )
+
+    async def versions(self, article_id: int) -> list[KbArticleVersion]:
+        return await asyncio.to_thread(self.repo.versions, article_id)
+
+    async def save(
+        self, data: ArticleData, *, author: str, message: str | None = None
+    ) -> tuple[KbArticle, bool]:
+        """Create or update (a new version) the article ``data.slug``; (article, changed)."""
+        return await asyncio.to_thread(self.repo.save_article, data, author=author, message=message)
+
     async def answer(self, question: str, *, language: str) -> KbAnswer | None:
         """The KnowledgeBase protocol: an answer only when confident; otherwise a gap is recorded."""
         hits = await self.search(question, language, 1)
@@ -78,12 +113,21 @@ class KbService:
         return KbAnswer(text=best.answer, article_id=str(best.article_id), score=best.confidence)
 
     async def suggest(self, text: str, language: str | None, limit: int = 3) -> list[SearchHit]:
-        """Agent assist: the best articles for the last ``suggest_words`` words of a transcript."""
-        tail = " ".join(kbtext.plain_words(text)[-self.suggest_words :]) if text.strip() else ""
-        if not tail:
+        """Agent assist: the best articles for the last ``suggest_words`` words of a transcript, searched
+        by their ``suggest_terms`` most telling terms (chit-chat words found everywhere only cost time).
+
+        Word cutting (jieba) happens in the worker thread too: a long transcript takes milliseconds."""
+        if not text.strip():
             return []
-        hits = await self.search(tail, language, limit)
-        return [h for h in hits if h.confidence >= self.suggest_min_confidence]
+
+        def run() -> list[SearchHit]:
+            tail = " ".join(kbtext.plain_words(text)[-self.suggest_words :])
+            if not tail:
+                return []
+            hits = self.repo.search(tail, language=language, limit=limit, max_terms=self.suggest_terms)
+            return [h for h in hits if h.confidence >= self.suggest_min_confidence]
+
+        return await asyncio.to_thread(run)
 
     async def vote(
         self, article_id: int | str, helpful: bool, *, conversation_id: str | None = None, source: str = ""

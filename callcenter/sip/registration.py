@@ -60,6 +60,9 @@ class RegistrationService:
             settings.register_min_expires, settings.register_max_expires, settings.register_default_expires
         )
         self.listeners: list[BindingListener] = []
+        # (transport, host, port) a REGISTER came from → the agents bound from there: an INVITE from
+        # that address is an agent calling through us (calls/agent_calls.py)
+        self._sources: dict[tuple[str, str, int], dict[str, int]] = {}
         self._cache: dict[str, tuple[HA1Pair | None, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -229,6 +232,13 @@ class RegistrationService:
         self.endpoint.respond(txn, make_response(request, status, reason, to_tag=to_tag, extra=extra or ()))
 
     def _notify(self, username: str, binding: Binding, registered: bool) -> None:
+        key = (binding.transport, binding.source[0], binding.source[1])
+        users = self._sources.setdefault(key, {})
+        users[username] = users.get(username, 0) + (1 if registered else -1)
+        if users[username] <= 0:
+            del users[username]
+        if not users:
+            del self._sources[key]
         for listener in self.listeners:
             listener(username, binding, registered)
 
@@ -247,3 +257,35 @@ class RegistrationService:
 
     def lookup(self, username: str) -> list[Binding]:
         return self.registrar.lookup(username, self.clock())
+
+    # --- agents calling through us (INVITE from a registered contact) --------------------------
+    def agents_at(self, source: Addr) -> list[str]:
+        """The agents whose phone registered from ``source`` (same transport, address and port)."""
+        return sorted(self._sources.get((source.transport, source.host, source.port), {}))
+
+    def proxy_challenge(self, *, stale: bool = False) -> list[tuple[str, str]]:
+        """Proxy-Authenticate headers for a 407 (RFC 3261 §22.3), one per digest algorithm."""
+        now = self.clock()
+        return [("Proxy-Authenticate", v) for v in self.auth.challenge_headers(now, stale=stale)]
+
+    async def authenticate(self, request: SipRequest) -> AuthResult:
+        """Check a request's Proxy-Authorization (RFC 3261 §22.3) against the agents' HA1s: OK with the
+        username; CHALLENGE / STALE (answer 407 with :meth:`proxy_challenge`); FAILED (answer 403).
+        The HA1 comes from the cache or, on a miss, from the store in a worker thread."""
+        now = self.clock()
+        step = self.auth.inspect(
+            request.method, request.uri, request.headers.get_all("Proxy-Authorization"), now
+        )
+        if isinstance(step, AuthResult):
+            return step
+        cached = self._cache.get(step.username)
+        if cached is not None and (cached[0] is not None or now - cached[1] < _NEGATIVE_TTL_S):
+            result = self.auth.verify(step, cached[0], now)
+            if result.status is not AuthStatus.FAILED or now - cached[1] < _CACHE_TTL_S:
+                return result
+        ha1s = await asyncio.to_thread(self.store.get_agent_credentials, step.username)
+        now = self.clock()
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[step.username] = (ha1s, now)
+        return self.auth.verify(step, ha1s, now)

@@ -116,6 +116,15 @@ class Ticket(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     solved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # SLA (callcenter.tickets.sla): due times in business time, the resolution clock's paused time,
+    # which warnings/breaches were raised, and when the checker must look at this ticket next.
+    first_response_due: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    first_response_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resolution_due: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sla_paused_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sla_paused_s: float = Field(default=0.0, description="business seconds spent pending/solved")
+    sla_fired: list[str] = Field(default_factory=list, sa_type=JSON, description="e.g. resolution:warning")
+    sla_next_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
     @property
     def number(self) -> int:

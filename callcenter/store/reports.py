@@ -112,8 +112,9 @@ def iter_calls(
     since: datetime | None = None,
     until: datetime | None = None,
     batch_size: int = 1000,
+    newest_first: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Call records started in [since, until), oldest first, as ``call_public`` dicts.
+    """Call records started in [since, until), oldest (or newest) first, as ``call_public`` dicts.
 
     Read in batches with keyset pagination on (started_at, id): each batch is its own short read, so
     a long export neither holds a million rows nor one long transaction (which would keep SQLite's
@@ -121,19 +122,20 @@ def iter_calls(
     """
     if batch_size < 1:
         raise ValueError("batch_size: expected at least 1")
-    base = select(_TABLE).order_by(_TABLE.c.started_at, _TABLE.c.id).limit(batch_size)
+    started_col, id_col = _TABLE.c.started_at, _TABLE.c.id
+    order = (started_col.desc(), id_col.desc()) if newest_first else (started_col, id_col)
+    base = select(_TABLE).order_by(*order).limit(batch_size)
     conds = _in_range(since, until)
     last: tuple[datetime, int] | None = None
     while True:
         where = list(conds)
         if last is not None:
             started, row_id = last
-            where.append(
-                or_(
-                    _TABLE.c.started_at > started,
-                    and_(_TABLE.c.started_at == started, _TABLE.c.id > row_id),
-                )
-            )
+            if newest_first:
+                after = or_(started_col < started, and_(started_col == started, id_col < row_id))
+            else:
+                after = or_(started_col > started, and_(started_col == started, id_col > row_id))
+            where.append(after)
         with store.engine.connect() as conn:
             rows = conn.execute(base.where(*where)).all()
         for row in rows:

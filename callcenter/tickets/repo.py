@@ -11,22 +11,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import String, case, cast, delete, func, insert, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from callcenter.core.errors import CallcenterError
-from callcenter.store.crm import PRIORITIES, Conversation, Customer, Message, Ticket, TicketEvent
+from callcenter.store.crm import (
+    PRIORITIES,
+    Conversation,
+    Customer,
+    Feedback,
+    Message,
+    Ticket,
+    TicketEvent,
+)
 from callcenter.store.db import utcnow
+from callcenter.tickets.sla import SlaEvent, SlaPolicy, is_person
 from callcenter.tickets.states import OPEN_STATUSES, STATUSES, check_transition
 
 __all__ = [
+    "CsatAverage",
     "MessageIn",
+    "SlaCheck",
     "TicketDetail",
+    "TicketFilter",
     "TicketError",
     "TicketNotFound",
     "TicketRepo",
     "conversation_public",
+    "event_public",
     "higher_priority",
     "ticket_public",
 ]
@@ -54,6 +68,36 @@ class TicketDetail:
     customer: Customer | None
     events: list[TicketEvent] = field(default_factory=list)
     conversations: list[tuple[Conversation, list[Message]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """What a ticket list is narrowed to. ``visible_to`` (agents' view): tickets assigned to one of
+    ``assignees`` or in one of ``queues``; None = everything."""
+
+    status: Sequence[str] = ()
+    priority: Sequence[str] = ()
+    assignee: str | None = None
+    queue: str | None = None
+    customer_id: int | None = None
+    tag: str | None = None
+    text: str | None = None  # in the subject (case-insensitive)
+    sla_breached: bool | None = None
+    visible_to: tuple[frozenset[str], frozenset[str]] | None = None  # (assignees, queues)
+
+
+@dataclass(frozen=True)
+class SlaCheck:
+    tickets: int  # how many tickets were looked at
+    events: list[SlaEvent]
+
+
+@dataclass(frozen=True)
+class CsatAverage:
+    key: str | None  # the agent or the queue (None: calls without one)
+    count: int
+    average: float  # on the 1-5 scale feedback is stored in
+    satisfied: float  # share of 4s and 5s, 0-1 (the usual CSAT percentage)
 
 
 def higher_priority(a: str, b: str) -> str:
@@ -87,6 +131,23 @@ def ticket_public(ticket: Ticket) -> dict[str, Any]:
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
         "solved_at": _iso(ticket.solved_at),
+        "sla": {
+            "first_response_due": _iso(ticket.first_response_due),
+            "first_response_at": _iso(ticket.first_response_at),
+            "resolution_due": _iso(ticket.resolution_due),
+            "paused": ticket.sla_paused_at is not None and ticket.resolution_due is not None,
+            "raised": list(ticket.sla_fired or []),
+        },
+    }
+
+
+def event_public(event: TicketEvent) -> dict[str, Any]:
+    return {
+        "at": _iso(event.at),
+        "actor": event.actor,
+        "field": event.field,
+        "old": event.old,
+        "new": event.new,
     }
 
 
@@ -112,9 +173,12 @@ def conversation_public(conversation: Conversation, messages: Sequence[Message])
 
 
 class TicketRepo:
-    def __init__(self, engine: Engine, *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, engine: Engine, *, now: Callable[[], datetime] = utcnow, sla: SlaPolicy | None = None
+    ) -> None:
         self.engine = engine
         self.now = now  # wall clock (aware UTC); tests pass a fake one
+        self.sla = sla  # None: tickets get no due times
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -148,6 +212,8 @@ class TicketRepo:
             raise TicketError(f"priority {ticket.priority!r}: expected one of {', '.join(PRIORITIES)}")
         ticket.subject = ticket.subject.strip()[:200]
         ticket.created_at = ticket.updated_at = self.now()
+        if self.sla is not None:
+            self.sla.start(ticket, ticket.created_at)
         session.add(ticket)
         session.flush()
         self.log(session, ticket, actor, "created", None, ticket.status)
@@ -166,8 +232,18 @@ class TicketRepo:
             raise TicketError(f"priority {new!r}: expected one of {', '.join(PRIORITIES)}")
         setattr(ticket, what, list(new) if isinstance(new, list | tuple) else new)
         ticket.updated_at = self.now()
+        if self.sla is not None and what in ("status", "priority"):
+            self.sla.changed(ticket, what, old, actor, ticket.updated_at)
         self.log(session, ticket, actor, what, old, new)
         return True
+
+    def responded(self, session: Session, ticket: Ticket, at: datetime) -> None:
+        """A person answered the customer at ``at`` (the first time stops the first-response clock)."""
+        if self.sla is not None:
+            self.sla.responded(ticket, at, self.now())
+        elif ticket.first_response_at is None:
+            ticket.first_response_at = at
+        session.add(ticket)
 
     def add_tags(self, session: Session, ticket: Ticket, actor: str, tags: Iterable[str]) -> None:
         current = list(ticket.tags or [])
@@ -177,6 +253,8 @@ class TicketRepo:
 
     def note(self, session: Session, ticket: Ticket, actor: str, text: str, what: str = "note") -> None:
         ticket.updated_at = self.now()
+        if what == "note" and is_person(actor):
+            self.responded(session, ticket, ticket.updated_at)
         self.log(session, ticket, actor, what, None, text)
 
     @staticmethod
@@ -195,11 +273,15 @@ class TicketRepo:
 
     def replace_messages(self, session: Session, conversation_id: int, messages: Sequence[MessageIn]) -> None:
         session.execute(delete(Message).where(col(Message.conversation_id) == conversation_id))
-        session.add_all(
-            Message(conversation_id=conversation_id, speaker=m.speaker, text=m.text, at=m.at,
-                    confidence=m.confidence)
-            for m in messages
-        )  # fmt: skip
+        if messages:  # one executemany, no ORM objects: a transcript is many rows (ticket_create bench)
+            session.execute(
+                insert(Message),
+                [
+                    {"conversation_id": conversation_id, "speaker": m.speaker, "text": m.text, "at": m.at,
+                     "confidence": m.confidence}
+                    for m in messages
+                ],
+            )  # fmt: skip
 
     # -- one call = one transaction ----------------------------------------------------------------------
 
@@ -234,32 +316,56 @@ class TicketRepo:
         customer_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        where: TicketFilter | None = None,
     ) -> list[Ticket]:
-        """Newest changes first."""
-        unknown = [s for s in status if s not in STATUSES]
-        if unknown:
-            raise TicketError(f"status {unknown[0]!r}: expected one of {', '.join(STATUSES)}")
-        query = select(Ticket)
-        if status:
-            query = query.where(col(Ticket.status).in_(list(status)))
-        if assignee is not None:
-            query = query.where(Ticket.assignee == assignee)
-        if queue is not None:
-            query = query.where(Ticket.queue == queue)
-        if customer_id is not None:
-            query = query.where(Ticket.customer_id == customer_id)
+        """Newest changes first; ``where`` narrows further (the keyword filters are its shorthand)."""
+        f = _merge_filter(where, status, assignee, queue, customer_id)
+        query = self._filtered(select(Ticket), f, self.now())
         query = (
             query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc()).offset(offset).limit(limit)
         )
         with self.session() as session:
             return list(session.exec(query))
 
-    def count(self, *, status: Sequence[str] = ()) -> int:
-        query = select(func.count()).select_from(Ticket)
-        if status:
-            query = query.where(col(Ticket.status).in_(list(status)))
+    def count(self, *, status: Sequence[str] = (), where: TicketFilter | None = None) -> int:
+        f = _merge_filter(where, status, None, None, None)
+        query = self._filtered(select(func.count()).select_from(Ticket), f, self.now())
         with self.session() as session:
             return int(session.exec(query).one())
+
+    @staticmethod
+    def _filtered(query: SelectOfScalar[Any], f: TicketFilter, now: datetime) -> SelectOfScalar[Any]:
+        for name, values, allowed in (("status", f.status, STATUSES), ("priority", f.priority, PRIORITIES)):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise TicketError(f"{name} {unknown[0]!r}: expected one of {', '.join(allowed)}")
+        if f.status:
+            query = query.where(col(Ticket.status).in_(list(f.status)))
+        if f.priority:
+            query = query.where(col(Ticket.priority).in_(list(f.priority)))
+        if f.assignee is not None:
+            query = query.where(Ticket.assignee == f.assignee)
+        if f.queue is not None:
+            query = query.where(Ticket.queue == f.queue)
+        if f.customer_id is not None:
+            query = query.where(Ticket.customer_id == f.customer_id)
+        if f.tag:
+            # Tags are a JSON list (written by json.dumps, ASCII-escaped): its text holds the tag quoted.
+            needle = json.dumps(f.tag).replace("\\", "\\\\")
+            needle = needle.replace("%", "\\%").replace("_", "\\_")
+            query = query.where(cast(Ticket.tags, String).like(f"%{needle}%", escape="\\"))
+        if f.text:
+            like = "%" + f.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(func.lower(Ticket.subject).like(like, escape="\\"))
+        if f.sla_breached is not None:
+            breached = cast(Ticket.sla_fired, String).like("%:breached%")
+            query = query.where(breached if f.sla_breached else ~breached)
+        if f.visible_to is not None:
+            assignees, queues = f.visible_to
+            query = query.where(
+                or_(col(Ticket.assignee).in_(sorted(assignees)), col(Ticket.queue).in_(sorted(queues)))
+            )
+        return query
 
     def create(
         self,
@@ -316,6 +422,94 @@ class TicketRepo:
             session.commit()
             return ticket
 
+    def update(
+        self,
+        number: int,
+        *,
+        actor: str,
+        status: str | None = None,
+        priority: str | None = None,
+        queue: str | None = None,
+        assignee: str | None = None,
+        unassign: bool = False,
+        add_tags: Sequence[str] = (),
+        remove_tags: Sequence[str] = (),
+        check: Callable[[Ticket], None] | None = None,
+    ) -> Ticket:
+        """Several changes in one transaction (each with its audit row). ``check(ticket)`` runs on the
+        current row first (the API's visibility rule) and may raise."""
+        with self.session() as session:
+            ticket = self.load(session, number, for_update=True)
+            if check is not None:
+                check(ticket)
+            if assignee is not None or unassign:
+                self.change(session, ticket, actor, "assignee", None if unassign else assignee)
+                if assignee and ticket.status == "new" and status is None:
+                    self.change(session, ticket, actor, "status", "open")
+            if status is not None:
+                self.change(session, ticket, actor, "status", status)
+            if priority is not None:
+                self.change(session, ticket, actor, "priority", priority)
+            if queue is not None:
+                self.change(session, ticket, actor, "queue", queue or None)
+            if add_tags or remove_tags:
+                current = list(ticket.tags or [])
+                kept = [t for t in current if t not in set(remove_tags)]
+                merged = kept + [t for t in dict.fromkeys(add_tags) if t and t not in kept]
+                if merged != current:
+                    self.change(session, ticket, actor, "tags", merged)
+            session.add(ticket)
+            session.commit()
+            return ticket
+
+    # -- SLA checker and CSAT ------------------------------------------------------------------------------
+
+    def sla_check(self, policy: SlaPolicy, now: datetime, *, limit: int = 500) -> SlaCheck:
+        """Tickets whose next SLA moment is due at ``now``: raise what is due, record it as a ticket
+        event (actor ``sla``) and move their next moment on — one transaction."""
+        query = (
+            select(Ticket)
+            .where(col(Ticket.sla_next_at).is_not(None), col(Ticket.sla_next_at) <= now)
+            .order_by(col(Ticket.sla_next_at), col(Ticket.id))
+            .limit(limit)
+        )
+        events: list[SlaEvent] = []
+        with self.session() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)  # two servers never raise one event twice
+            tickets = list(session.exec(query))
+            for ticket in tickets:
+                raised = policy.check(ticket, now)
+                for event in raised:
+                    self.log(session, ticket, "sla", event.kind, event.due.isoformat(), event.target)
+                events.extend(raised)
+                session.add(ticket)
+            session.commit()
+        return SlaCheck(len(tickets), events)
+
+    def csat_by_agent(self, *, since: datetime | None = None) -> list[CsatAverage]:
+        """CSAT per agent (the agent on the feedback row), best first."""
+        return self._csat(col(Feedback.agent), since, join=False)
+
+    def csat_by_queue(self, *, since: datetime | None = None) -> list[CsatAverage]:
+        """CSAT per queue (the queue of the conversation answered), best first."""
+        return self._csat(col(Conversation.queue), since, join=True)
+
+    def _csat(self, key: Any, since: datetime | None, *, join: bool) -> list[CsatAverage]:
+        satisfied = func.sum(case((col(Feedback.score) >= 4, 1), else_=0))
+        query: Any = select(key, func.count(), func.avg(Feedback.score), satisfied).select_from(Feedback)
+        if join:
+            query = query.join(Conversation, col(Conversation.id) == col(Feedback.conversation_id))
+        if since is not None:
+            query = query.where(col(Feedback.at) >= since)
+        query = query.group_by(key)
+        with self.session() as session:
+            rows = [
+                CsatAverage(k, int(n), round(float(avg), 2), round(int(sat or 0) / int(n), 3))
+                for k, n, avg, sat in session.exec(query)
+            ]
+        return sorted(rows, key=lambda r: (-r.average, -r.count, r.key or ""))
+
     def _update(self, number: int, actor: str, **fields: Any) -> Ticket:
         with self.session() as session:
             ticket = self.load(session, number, for_update=True)
@@ -323,3 +517,24 @@ class TicketRepo:
                 self.change(session, ticket, actor, what, value)
             session.commit()
             return ticket
+
+
+def _merge_filter(
+    where: TicketFilter | None,
+    status: Sequence[str],
+    assignee: str | None,
+    queue: str | None,
+    customer_id: int | None,
+) -> TicketFilter:
+    f = where or TicketFilter()
+    return TicketFilter(
+        status=tuple(status) or tuple(f.status),
+        priority=tuple(f.priority),
+        assignee=assignee if assignee is not None else f.assignee,
+        queue=queue if queue is not None else f.queue,
+        customer_id=customer_id if customer_id is not None else f.customer_id,
+        tag=f.tag,
+        text=f.text,
+        sla_breached=f.sla_breached,
+        visible_to=f.visible_to,
+    )

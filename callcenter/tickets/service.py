@@ -28,9 +28,11 @@ from callcenter.core.config import TicketsSettings
 from callcenter.core.logging import log_event
 from callcenter.customers import CustomerRepo
 from callcenter.ivr.services import TicketDraft, TicketUpdate, TranscriptEntry
-from callcenter.store.crm import Conversation, Customer, Ticket
+from callcenter.store.crm import Conversation, Customer, Feedback, Ticket
 from callcenter.store.db import utcnow
+from callcenter.tickets.csat import CsatAnswer
 from callcenter.tickets.repo import MessageIn, TicketNotFound, TicketRepo, higher_priority
+from callcenter.tickets.sla import SlaPolicy
 from callcenter.tickets.summary import Summary, summarize
 
 __all__ = ["HandledCall", "TicketService", "Turn", "is_resolved", "wants_ticket"]
@@ -71,6 +73,7 @@ class HandledCall:
     transcript: tuple[Turn, ...] = ()
     recording: str | None = None
     channel: str = "voice"
+    csat: CsatAnswer | None = None  # the caller's survey answer (callcenter.tickets.csat.survey_answer)
 
     @classmethod
     def from_call_json(cls, record: Mapping[str, Any], **more: Any) -> HandledCall:
@@ -146,6 +149,8 @@ class _Filed:
     started_at: datetime | None = None
     recording: str | None = None
     replace_messages: bool = True
+    csat: CsatAnswer | None = None
+    answered_at: datetime | None = None  # an agent talked with the customer (first response)
 
 
 class TicketService:
@@ -161,7 +166,9 @@ class TicketService:
     ) -> None:
         self.settings = settings or TicketsSettings()
         self.now = now
-        self.repo = TicketRepo(engine, now=now)
+        sla = self.settings.sla
+        self.sla = SlaPolicy.from_settings(sla) if sla.enabled else None
+        self.repo = TicketRepo(engine, now=now, sla=self.sla)
         self.customers = customers or CustomerRepo(engine, country_code=self.settings.phone_country_code)
 
     # -- the IVR's Tickets protocol ------------------------------------------------------------------------
@@ -258,6 +265,8 @@ class TicketService:
             messages=messages,
             conversation={k: v for k, v in conversation.items() if v is not None},
             started_at=started,
+            csat=call.csat,
+            answered_at=call.ended_at if call.disposition == "answered" and call.agent else None,
         )
         filed.tags = (call.disposition,) if call.disposition in ("abandoned", "voicemail", "callback") else ()
         return self._file(filed, force=wants_ticket(self.settings.from_calls, call), who=call.caller_name)
@@ -278,7 +287,7 @@ class TicketService:
 
     def _file_in(self, session: Session, filed: _Filed, *, force: bool, who: str | None) -> int | None:
         now = self.now()
-        customer = self._customer(session, filed.caller, who)
+        customer, new_customer = self._customer(session, filed.caller, who)
         conv = self._conversation(session, filed, customer)
         assert conv.id is not None
         if filed.messages or filed.replace_messages:
@@ -287,12 +296,17 @@ class TicketService:
             ((m.speaker, m.text) for m in filed.messages), max_sentences=self.settings.summary_sentences
         )
         conv.summary = summary.text
+        if filed.csat is not None:
+            self._feedback(session, conv, filed.csat, now)
         ticket: Ticket | None = None
         if conv.ticket_id is not None:
             ticket = session.get(Ticket, conv.ticket_id)
         elif customer is not None and customer.id is not None and self.settings.dedupe_days > 0:
+            # A customer created just now has no tickets: a first-time caller skips the query.
             since = now - timedelta(days=self.settings.dedupe_days)
-            ticket = self.repo.find_open_for_customer(session, customer.id, since)
+            if not new_customer:
+                with session.no_autoflush:  # the messages just added cannot change the answer
+                    ticket = self.repo.find_open_for_customer(session, customer.id, since)
         if ticket is None and not force:
             return None
         priority = filed.priority
@@ -324,7 +338,21 @@ class TicketService:
             self.repo.log(session, ticket, filed.actor, "conversation", None, str(conv.id))
         if filed.recording:
             self.repo.note(session, ticket, filed.actor, filed.recording, what="recording")
+        if filed.answered_at is not None:
+            self.repo.responded(session, ticket, filed.answered_at)
         return ticket.id
+
+    @staticmethod
+    def _feedback(session: Session, conv: Conversation, answer: CsatAnswer, now: datetime) -> None:
+        """One feedback row per conversation (the hook run twice for a call replaces it)."""
+        assert conv.id is not None
+        row = session.exec(select(Feedback).where(Feedback.conversation_id == conv.id)).first()
+        if row is None:
+            row = Feedback(conversation_id=conv.id, score=answer.five_point)
+        row.score, row.agent, row.at = answer.five_point, conv.agent, now
+        if answer.scale != 5:
+            row.comment = f"answered {answer.score} of {answer.scale}"
+        session.add(row)
 
     def _update_from(
         self,
@@ -369,14 +397,15 @@ class TicketService:
         text = "\n\n".join(f"[{c.started_at:%Y-%m-%d %H:%M}] {c.summary}" for c in parts)
         return text[-_SUMMARY_MAX:]
 
-    def _customer(self, session: Session, caller: str, name: str | None) -> Customer | None:
+    def _customer(self, session: Session, caller: str, name: str | None) -> tuple[Customer | None, bool]:
+        """The caller's customer, and whether it was created now."""
         number = self.customers.normalize(caller) if caller else None
         if number is None:
-            return None
+            return None, False
         found = self.customers.find_in(session, phone=number)
         if found is not None:
-            return found
-        return self.customers.create_in(session, [number], name=(name or "").strip()[:200])
+            return found, False
+        return self.customers.create_in(session, [number], name=(name or "").strip()[:200]), True
 
     def _conversation(self, session: Session, filed: _Filed, customer: Customer | None) -> Conversation:
         conv = None

@@ -67,9 +67,13 @@ class FakeSession:
         self.rtp: Any = FakeRtp()
         self.hangups: list[str] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.recordings_started = 0
 
     def request_hangup(self, reason: str) -> None:
         self.hangups.append(reason)
+
+    def start_recording(self) -> None:
+        self.recordings_started += 1
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

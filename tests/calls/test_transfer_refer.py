@@ -23,7 +23,8 @@ def _refer(refer_to: str) -> SipRequest:
 
 def _talk() -> LiveTalk:
     targets = {"<sip:support@127.0.0.1:5060>": TransferTarget("queue", "support")}
-    acd: Any = SimpleNamespace(clock=lambda: 5.0, resolve_transfer=targets.get)
+    acd: Any = SimpleNamespace(clock=lambda: 5.0, resolve_transfer=targets.get, _live_talks={})
+    acd.agent_calls = SimpleNamespace(find=lambda replaces: None)  # the agent placed no such call
     acd.refer_with_replaces = lambda talk, refer_to: Acd.refer_with_replaces(acd, talk, refer_to)
     control: Any = SimpleNamespace(session=SimpleNamespace(call_id="call-1"))
     leg: Any = SimpleNamespace(on_refer=None)

@@ -42,6 +42,7 @@ nodes:
     type: queue
     queue: sales
     max_wait_s: 40
+    record: true
     next: bye
     on_overflow: overflowed
   bye:
@@ -67,7 +68,8 @@ def _server(start_server: StartServer, tmp_path: Path, **env: Any) -> ServerProc
     flows.mkdir(exist_ok=True)
     (flows / "to_sales.yaml").write_text(QUEUE_FLOW)
     env = {"CALLCENTER_HTTP_ADMIN_TOKEN": TOKEN, **env}  # the API needs credentials
-    return start_server(config=CONFIG.format(flows=flows), CALLCENTER_CALLS_RECORD=1, **env)
+    # calls.record stays off: the flow's queue node records from the agent's answer (record: true)
+    return start_server(config=CONFIG.format(flows=flows), **env)
 
 
 def _agent(
@@ -171,8 +173,12 @@ def test_the_caller_reaches_the_agent_with_the_skill_and_both_hear_each_other(
     agent_heard = _wav(max(heard, key=lambda p: p.stat().st_size))[:, 0]
     assert tone_fraction(agent_heard, CALLER_HZ) > 0.5
     # What the caller heard: the agent's tone, on the right channel of the server's recording.
-    caller_heard = _wav(call["recording"])[:, 1]
+    # The flow's `record: true` started it at the agent's answer: both voices, nothing before.
+    recorded = _wav(call["recording"])
+    caller_heard = recorded[:, 1]
     assert tone_fraction(caller_heard[-5 * 8000 :], AGENT_HZ) > 0.5
+    assert tone_fraction(recorded[:, 0], CALLER_HZ) > 0.5
+    assert len(recorded) < (call["talk_s"] + 3) * 8000
 
 
 def test_no_answer_moves_the_call_to_the_next_agent(start_server: StartServer, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ behind (every agent back to available, no leg left ringing or bridged).
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -25,8 +26,8 @@ from callcenter.testing.agents import agent_phone
 from callcenter.testing.audio import tone_fraction
 from callcenter.testing.baresip import Baresip
 from callcenter.testing.pcap import Segment, write_rtp_pcap
-from callcenter.testing.server import ServerProcess, StartServer
-from callcenter.testing.sipp import pcap_caller_scenario, run_sipp
+from callcenter.testing.server import ServerProcess, StartServer, free_port
+from callcenter.testing.sipp import pcap_caller_scenario, render_scenario, run_sipp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("sipp", "baresip")]
 
@@ -280,3 +281,188 @@ def test_api_hold_resume_and_a_cancelled_transfer_bring_the_caller_back_to_the_a
     caller_heard = _wav(call["recording"])[:, 1]
     assert tone_fraction(caller_heard[-4 * 8000 :], TONES["sam"]) > 0.5  # back with sam to the end
     assert _music_seconds(caller_heard, TONES["sam"]) >= 3  # whole seconds within ~5 s of music
+
+
+# -- attended transfer from the phone (RFC 5589 §7) -----------------------------------------------------
+
+
+def _sipp_agent(
+    server: ServerProcess, tmp_path: Path, name: str, skills: str, *, target: str, refer_on: str
+) -> tuple[threading.Thread, list[Any]]:
+    """Agent ``name`` on SIPp: registered (register.xml) from a port, then, from the same port, the
+    scenario that answers the offer, consults ``target`` through the server and REFERs with Replaces
+    on the caller's dialog (``refer_on="caller"``) or on the consultation (``"consult"``)."""
+    server.cli("agents", "add", name, "--password", f"pw-{name}", "--skills", skills)
+    port = free_port()
+    work = tmp_path / name
+    registered = run_sipp(
+        f"127.0.0.1:{server.sip_port}", work / "register", scenario="register.xml", local_port=port,
+        inject=[[name]], extra=["-au", name, "-ap", f"pw-{name}"], timeout_s=15,
+    )
+    assert registered.successful == 1, registered.errors
+    server.wait_for_event("agent_state", agent=name, state="available", timeout=15)
+    pcap = work / "voice.pcap"
+    t = np.arange(8000 * 40) / 8000
+    write_rtp_pcap(pcap, [Segment(pcm=(6000 * np.sin(2 * np.pi * TONES[name] * t)).astype(np.int16))])
+    scenario = render_scenario(
+        "agent_attended_transfer.xml", work, agent=name, target=target, pcap=str(pcap),
+        consult_ms="3000", refer_label=f"refer_on_{refer_on}",
+    )
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(
+            run_sipp(
+                f"127.0.0.1:{server.sip_port}", work / "run", scenario=str(scenario), local_port=port,
+                extra=[
+                    "-au", name, "-ap", f"pw-{name}",
+                    # SIPp's digest uri is remote_ip:remote_port unless told: ours checks the Request-URI
+                    "-auth_uri", f"{target}@127.0.0.1:{server.sip_port}",
+                    "-trace_msg", "-message_file", str(work / "messages.log"),
+                ],
+                timeout_s=60,
+            )
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
+
+
+@pytest.mark.parametrize("refer_on", ["caller", "consult"])
+def test_phone_attended_transfer_joins_the_caller_with_the_consulted_agent(
+    start_server: StartServer, tmp_path: Path, refer_on: str
+) -> None:
+    server = _server(start_server, tmp_path)
+    bob = _agent(server, tmp_path, "bob", "support:2")
+    try:
+        sam, sam_results = _sipp_agent(server, tmp_path, "sam", "sales:2", target="bob", refer_on=refer_on)
+        sipp, results = _call(server, tmp_path, talk_s=18)
+        server.wait_for_event("agent_call", agent="sam", target="agent:bob", timeout=20)
+        server.wait_for_event("transfer_completed", by="sam", agent="bob", timeout=25)
+        sam.join(timeout=60)
+        (sam_result,) = sam_results
+        assert sam_result.successful == 1 and sam_result.failed == 0, sam_result.errors
+        # sam's two dialogs were released by the server; sam is free, bob has the caller
+        live = _settled(server, ["sam"])
+        assert live["sam"]["state"] == "available" and live["bob"]["state"] == "on_call"
+        sipp.join(timeout=60)
+        (result,) = results
+        assert result.successful == 1 and result.failed == 0, result.errors
+        calls = {c["sip_call_id"]: c for c in server.new_calls(set(), 2, timeout=20)}
+        (call,) = [c for c in calls.values() if c.get("flow") == "to_sales"]
+        assert call["agent"] == "bob" and call["agents"] == ["sam", "bob"], call
+        assert call["transfers"] == [
+            {"kind": "attended", "from": "sam", "to": "agent:bob", "via": "phone", "outcome": "completed",
+             "agent": "bob"}
+        ]
+        (consult,) = [c for c in calls.values() if c.get("flow") == "agent_call"]
+        assert consult["placed_by"] == "sam" and consult["dialled"] == "agent:bob", consult
+        live = _settled(server, ["sam", "bob"])
+        assert live["sam"]["state"] == "available" and live["bob"]["state"] == "available"
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/healthz").read())
+        assert health["active_calls"] == 0, health  # no dialog left behind
+    finally:
+        bob.stop()
+    server.stop()
+    # the caller heard bob at the end, and bob heard the caller
+    caller_heard = _wav(call["recording"])[:, 1]
+    assert tone_fraction(caller_heard[-4 * 8000 :], TONES["bob"]) > 0.5
+    bob_heard = _heard(bob)
+    assert tone_fraction(bob_heard[-4 * 8000 :], CALLER_HZ) > 0.3
+
+
+def test_an_agents_call_needs_the_agents_password(start_server: StartServer, tmp_path: Path) -> None:
+    """INVITE from a registered agent's phone → 407; a wrong password → 403, and nothing rings."""
+    server = _server(start_server, tmp_path)
+    bob = _agent(server, tmp_path, "bob", "support:2")
+    try:
+        server.cli("agents", "add", "sam", "--password", "pw-sam", "--skills", "sales:2")
+        port = free_port()
+        registered = run_sipp(
+            f"127.0.0.1:{server.sip_port}", tmp_path / "register", scenario="register.xml", local_port=port,
+            inject=[["sam"]], extra=["-au", "sam", "-ap", "pw-sam"], timeout_s=15,
+        )
+        assert registered.successful == 1, registered.errors
+        scenario = render_scenario("agent_invite_rejected.xml", tmp_path / "rejected", target="bob")
+        refused = run_sipp(
+            f"127.0.0.1:{server.sip_port}", tmp_path / "rejected", scenario=str(scenario), local_port=port,
+            inject=[["sam"]], timeout_s=15,
+            extra=["-au", "sam", "-ap", "wrong", "-auth_uri", f"bob@127.0.0.1:{server.sip_port}"],
+        )
+        assert refused.successful == 1 and refused.failed == 0, refused.errors
+        failed = server.wait_for_event("agent_call_auth_failed", username="sam")
+        assert failed["reason"] == "wrong credentials"
+        assert not server.events("agent_offered") and not server.events("agent_call")
+        assert _settled(server, ["bob", "sam"])["bob"]["state"] == "available"
+    finally:
+        bob.stop()
+
+
+PSTN_HZ = 450.0
+TRUNK_CONFIG = """\
+sip:
+  trunk:
+    uri: 127.0.0.1:{trunk_port}
+    username: acme
+    password: trunk-secret
+"""
+
+
+def _start_trunk(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """The PSTN behind a trunk with digest auth (trunk_uas_auth.xml): answers one call, plays a tone."""
+    work = tmp_path / "trunk"
+    pcap = work / "pstn.pcap"
+    work.mkdir()
+    t = np.arange(8000 * 30) / 8000
+    write_rtp_pcap(pcap, [Segment(pcm=(6000 * np.sin(2 * np.pi * PSTN_HZ * t)).astype(np.int16))])
+    scenario = render_scenario("trunk_uas_auth.xml", work, pcap=str(pcap))
+    cmd = ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
+           "-mp", str(free_port(even=True)), "-m", "1", "-timeout", "90s", "-nostdin",
+           "-trace_err", "-error_file", str(work / "errors.log")]
+    return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+
+
+def test_blind_transfer_to_a_number_goes_out_through_the_trunk(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    trunk_port = free_port()
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "to_sales.yaml").write_text(FLOW)
+    server = start_server(
+        config=CONFIG.format(flows=flows) + TRUNK_CONFIG.format(trunk_port=trunk_port),
+        CALLCENTER_CALLS_RECORD=1, CALLCENTER_HTTP_ADMIN_TOKEN=TOKEN,
+    )
+    pstn = _start_trunk(tmp_path, trunk_port)
+    sam = _agent(server, tmp_path, "sam", "sales:2")
+    try:
+        sipp, results = _call(server, tmp_path, talk_s=14)
+        call_id = server.wait_for_event("agent_answered", agent="sam", timeout=20)["call_id"]
+        time.sleep(1.0)
+        blind = {"to": "number:+49 30 1234", "mode": "blind"}
+        view = _api(server, "POST", f"/api/calls/{call_id}/transfer", blind)
+        assert view["state"] == "ended"
+        assert sam.wait_for_output("terminated", "session closed", timeout=10), sam.output()
+        assert pstn.wait(timeout=60) == 0, (tmp_path / "trunk" / "errors.log").read_text()
+        sipp.join(timeout=60)
+        (result,) = results
+        assert result.successful == 1 and result.failed == 0, result.errors
+        (call,) = server.new_calls(set(), 1, timeout=20)
+        assert call["transfers"] == [
+            {"kind": "blind", "from": "sam", "to": "number:+49301234", "via": "api", "outcome": "transferred"}
+        ]
+        first, second = call["queue_visits"]
+        assert first["transferred_to"] == "number:+49301234"
+        assert (second["queue"], second["agent"], second["disposition"]) == (
+            "transfer:+49301234", "+49301234", "answered")
+        assert _settled(server, ["sam"])["sam"]["state"] == "available"
+        assert server.events("trunk_auth_failed") == []
+    finally:
+        sam.stop()
+        if pstn.poll() is None:
+            pstn.kill()
+    server.stop()
+    caller_heard = _wav(call["recording"])[:, 1]
+    assert tone_fraction(caller_heard[-4 * 8000 :], PSTN_HZ) > 0.5  # the dialled party, through the trunk

@@ -30,6 +30,7 @@ async def run(node: QueueNode, ctx: RunContext) -> str | None:
         variables=dict(ctx.vars),
         callback_key=node.callback.key if node.callback is not None else None,
         callback_after_s=node.callback.after_s if node.callback is not None else 0.0,
+        record=node.record,
     )
     ctx.queue = node.queue
     ctx.vars["queue"] = node.queue

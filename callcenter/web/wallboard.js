@@ -1,0 +1,163 @@
+// Supervisor wallboard: queues (waiting, longest wait, service level, ASA, abandon rate, AHT), agents by
+// state with how long, live calls (click one: its transcript, kept current), change an agent's state.
+import { api, currentUser, el, fmtDuration, fmtPercent, fmtSeconds, renderNav, renderTranscript, showError }
+  from "/static/common.js";
+import { LiveFeed } from "/static/live.js";
+
+const $ = (id) => document.getElementById(id);
+const STATES = [["available", "Available"], ["not_ready", "Not ready"], ["offline", "Offline"]];
+const state = { queues: {}, agents: {}, calls: [], fetchedAt: performance.now(), selected: null };
+
+function elapsed() {
+  return (performance.now() - state.fetchedAt) / 1000;
+}
+
+function callLabel(call) {
+  return call.caller_name ? `${call.caller_name} <${call.caller}>` : call.caller || call.from || "?";
+}
+
+function renderQueues() {
+  // Queues named "_..." are the router's own (transfers to a named agent): not for the board.
+  const rows = Object.entries(state.queues).filter(([name]) => !name.startsWith("_")).map(([name, q]) => {
+    const s = q.stats || {};
+    const ended = (s.answered || 0) + (s.abandoned || 0);
+    const abandonRate = ended ? s.abandoned / ended : null; // of callers who left the queue either way
+    const longest = q.waiting ? q.longest_wait_s + elapsed() : 0;
+    return el("tr", { dataset: { queue: name } },
+      el("td", {}, name),
+      el("td", { class: "num waiting" }, q.waiting),
+      el("td", { class: "num longest" }, q.waiting ? fmtDuration(longest) : "–"),
+      el("td", { class: "num sl" }, fmtPercent(s.service_level)),
+      el("td", { class: "num asa" }, fmtSeconds(s.asa_s)),
+      el("td", { class: "num abandoned" }, ended ? `${fmtPercent(abandonRate)} (${s.abandoned})` : "–"),
+      el("td", { class: "num aht" }, fmtSeconds(s.aht_s)),
+      el("td", { class: "num answered" }, s.answered ?? 0),
+      el("td", { class: "num available" }, (q.agents || {}).available ?? 0));
+  });
+  $("queues").tBodies[0].replaceChildren(...rows);
+}
+
+async function changeState(name, select, reason) {
+  showError("action-error", null);
+  try {
+    await api("POST", `/api/agents/${encodeURIComponent(name)}/state`,
+      { state: select.value, reason: reason.value.trim() || null });
+    await refresh();
+  } catch (error) {
+    showError("action-error", `${name}: ${error.message}`);
+  }
+}
+
+function renderAgents() {
+  const counts = {};
+  const names = Object.keys(state.agents).sort();
+  const rows = names.map((name) => {
+    const a = state.agents[name];
+    counts[a.state] = (counts[a.state] || 0) + 1;
+    const select = el("select", { "aria-label": `state of ${name}`, class: "state-select" },
+      ...STATES.map(([value, label]) => el("option", { value, selected: value === a.state }, label)));
+    const reason = el("input", { class: "reason-input", placeholder: "reason", "aria-label": `reason for ${name}` });
+    const set = el("button", { type: "button", class: "set-state", onclick: () => changeState(name, select, reason) }, "Set");
+    return el("tr", { dataset: { agent: name, state: a.state } },
+      el("td", {}, name),
+      el("td", {}, el("span", { class: `state ${a.state}` }, a.state.replace("_", " ")),
+        a.pending ? el("span", { class: "muted" }, ` → ${a.pending}`) : null),
+      el("td", { class: "num duration", dataset: { since: a.since_s } }, fmtDuration(a.since_s + elapsed())),
+      el("td", {}, a.reason || ""),
+      el("td", {}, a.call_id ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); selectCall(a.call_id); } }, "view") : ""),
+      el("td", { class: "actions" }, select, reason, set));
+  });
+  $("agents").tBodies[0].replaceChildren(...rows);
+  $("agent-summary").textContent = Object.entries(counts).map(([s, n]) => `${s.replace("_", " ")}: ${n}`).join(" · ");
+}
+
+function renderCalls() {
+  const rows = state.calls.map((call) => el("tr", {
+    class: `call-row${call.sip_call_id === state.selected ? " selected" : ""}`,
+    dataset: { call: call.sip_call_id },
+    tabindex: 0,
+    onclick: () => selectCall(call.sip_call_id),
+    onkeydown: (e) => { if (e.key === "Enter") selectCall(call.sip_call_id); },
+  },
+  el("td", {}, callLabel(call)),
+  el("td", {}, call.called || ""),
+  el("td", {}, call.flow ? `${call.flow}: ${(call.ivr_path || []).join(" → ")}` : ""),
+  el("td", {}, call.queue || ""),
+  el("td", {}, call.agent || "")));
+  $("calls").tBodies[0].replaceChildren(...rows);
+  $("no-calls").hidden = rows.length > 0;
+}
+
+async function loadCalls(agents) {
+  try {
+    return await api("GET", "/api/live-calls");
+  } catch (error) {
+    if (error.status !== 404) throw error;
+  }
+  // No list of live calls on this server: the calls agents are on, read one by one.
+  const ids = Object.values(agents).map((a) => a.call_id).filter(Boolean);
+  const views = await Promise.all(ids.map((id) => api("GET", `/api/calls/${encodeURIComponent(id)}`).catch(() => null)));
+  return views.filter((v) => v && v.live);
+}
+
+async function renderSelected() {
+  const id = state.selected;
+  if (!id) return;
+  let call;
+  try {
+    call = await api("GET", `/api/calls/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (error.status === 404) return;
+    throw error;
+  }
+  if (state.selected !== id) return;
+  $("call-panel").hidden = false;
+  $("call-title").textContent = callLabel(call);
+  const facts = [["Status", call.live ? "live" : `ended (${call.disposition || "?"})`], ["Called", call.called || call.to],
+    ["Flow", call.flow], ["IVR path", (call.ivr_path || []).join(" → ")], ["Queue", call.queue], ["Agent", call.agent],
+    ["Digits", call.dtmf]];
+  $("call-facts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  renderTranscript($("transcript"), call.transcript);
+}
+
+function selectCall(id) {
+  state.selected = id;
+  renderCalls();
+  renderSelected().catch((error) => showError("error", error));
+}
+
+async function refresh() {
+  const [queues, agents] = await Promise.all([api("GET", "/api/queues"), api("GET", "/api/agents/live")]);
+  const calls = await loadCalls(agents);
+  Object.assign(state, { queues, agents, calls, fetchedAt: performance.now() });
+  renderQueues();
+  renderAgents();
+  renderCalls();
+  await renderSelected();
+}
+
+function tickDurations() {
+  for (const cell of document.querySelectorAll("#agents td.duration")) {
+    cell.textContent = fmtDuration(Number(cell.dataset.since) + elapsed());
+  }
+  for (const row of document.querySelectorAll("#queues tbody tr")) {
+    const q = state.queues[row.dataset.queue];
+    if (q && q.waiting) row.querySelector(".longest").textContent = fmtDuration(q.longest_wait_s + elapsed());
+  }
+}
+
+async function main() {
+  const me = await currentUser();
+  renderNav(me, "/wallboard");
+  const feed = new LiveFeed({
+    refresh: () => refresh().then(() => showError("error", null), (error) => showError("error", error)),
+    onSnapshot: (snap) => {
+      if (snap.queues) state.queues = snap.queues;
+      if (snap.agents) state.agents = snap.agents;
+    },
+  });
+  feed.start();
+  setInterval(tickDurations, 1000);
+}
+
+main().catch((error) => showError("error", error));
