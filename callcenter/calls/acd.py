@@ -198,6 +198,7 @@ class Acd:
         self._live_talks: dict[str, LiveTalk] = {}
         self._hold_logs: weakref.WeakKeyDictionary[Any, HoldLog] = weakref.WeakKeyDictionary()
         self.writer: RecordSink | None = None  # where hold_s / holds / transfers go (the app's writer)
+        self._wrap_up_since: dict[str, float] = {}  # agent → when their current wrap-up began
         # Router-driven state changes (reserved, on call, wrap-up, available) are logged as agent_state.
         self.router.agents.transitions = []
         self.callbacks = CallbackRunner(self)
@@ -297,6 +298,17 @@ class Acd:
         for t in changes:
             log_event(log, "agent_state", agent=t.agent, state=str(t.after), was=str(t.before),
                       reason=t.reason, call_id=t.call_id)
+            self._note_wrap_up(t)
+
+    def _note_wrap_up(self, t: Transition) -> None:
+        """How long the agent's wrap-up after a call lasted (the timer, or ended early) goes onto that
+        call's record as ``wrap_up_s`` — written after the call's own end, when the wrap-up ends."""
+        if t.after is AgentState.WRAP_UP:
+            self._wrap_up_since[t.agent] = t.at
+        elif t.before is AgentState.WRAP_UP:
+            since = self._wrap_up_since.pop(t.agent, None)
+            if since is not None and t.call_id and self.writer is not None:
+                self.writer.call_extra(t.call_id, {"wrap_up_s": round(t.at - since, 2)})
 
     async def _run(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from callcenter.calls.agent_calls import AgentTarget
 from callcenter.calls.transfer import names_dialog, parse_replaces
 from callcenter.core.config import Settings, TrunkSettings
 from callcenter.ivr.schema import QueueNode, TransferNode
+from callcenter.routing.agents import AgentState, Transition
 from callcenter.sip.dialog import Dialog
 from callcenter.sip.transaction import Addr
 
@@ -107,3 +108,26 @@ def test_replaces_names_a_dialog_by_call_id_and_both_tags() -> None:
     assert names_dialog(ours, right) and names_dialog(ours, swapped)
     assert not names_dialog(ours, other_tag) and not names_dialog(ours, other_call)
     assert not names_dialog(None, right)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.extras: list[tuple[str, dict[str, Any]]] = []
+
+    def call_extra(self, call_id: str, fields: dict[str, Any]) -> None:
+        self.extras.append((call_id, fields))
+
+
+def test_the_agents_wrap_up_time_lands_on_the_call_it_followed() -> None:
+    acd = _acd()
+    writer = _Writer()
+    acd.writer = writer
+    s = AgentState
+    acd.router.agents.transitions = [
+        Transition("bob", s.ON_CALL, s.WRAP_UP, None, 100.0, "call-1"),
+        Transition("bob", s.WRAP_UP, s.AVAILABLE, None, 104.5, "call-1"),  # ended by the timer or early
+        Transition("bob", s.AVAILABLE, s.RESERVED, None, 110.0, "call-2"),
+        Transition("bob", s.RESERVED, s.AVAILABLE, None, 115.0, "call-2"),  # a missed offer: no wrap-up
+    ]
+    acd._log_transitions()
+    assert writer.extras == [("call-1", {"wrap_up_s": 4.5})]
