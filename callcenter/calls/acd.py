@@ -22,7 +22,7 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -941,8 +941,12 @@ class Acd:
         returns once the phone answered it (or after 5 s)."""
         if leg.dialog is None or leg.state != "confirmed":
             return
-        await self.endpoint.request_in_dialog(
-            leg.dialog,
+        await self._refer_worked(leg.dialog)
+
+    def _refer_worked(self, dialog: Any) -> Coroutine[Any, Any, Any]:
+        """The final NOTIFY of an implicit REFER subscription: sipfrag 200, subscription terminated."""
+        return self.endpoint.request_in_dialog(
+            dialog,
             "NOTIFY",
             extra=[
                 ("Event", "refer"),
@@ -958,19 +962,7 @@ class Acd:
         moment to hang up itself, as phones do after a blind transfer; then we end that leg."""
         if leg.dialog is None:
             return
-        self._spawn(
-            self.endpoint.request_in_dialog(
-                leg.dialog,
-                "NOTIFY",
-                extra=[
-                    ("Event", "refer"),
-                    ("Subscription-State", "terminated;reason=noresource"),
-                    ("Content-Type", "message/sipfrag;version=2.0"),
-                ],
-                body=b"SIP/2.0 200 OK\r\n",
-                timeout=5.0,
-            )
-        )
+        self._spawn(self._refer_worked(leg.dialog))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(gone), 2.0)
 
