@@ -17,6 +17,10 @@ Keepalive: the server sends ``{"type": "ping"}`` every ``ping_interval_s``; a cl
 nothing (e.g. ``{"type": "pong"}``) for ``idle_timeout_s`` is closed with 4408. A client may send
 ``{"type": "ping"}`` any time and gets ``{"type": "pong"}``. A client too slow to keep up (its queue
 of unsent events overflowed) is closed with 1013 and should reconnect (a fresh snapshot follows).
+
+The credentials are checked again at every ping: a session that ended meanwhile (logout, expiry, a
+revoked token, a disabled user) closes the socket with 4401; a changed role or linked agent with 4403
+(the client reconnects and gets what its new role may see).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -196,6 +200,17 @@ def _identify(access: Access, ws: WebSocket, token: str | None) -> tuple[Princip
     return principal, 0
 
 
+def _recheck(access: Access, ws: WebSocket, token: str | None, first: Principal) -> tuple[int, str] | None:
+    """None while the connection's credentials still stand for the same user, role and agent; else the
+    close code and reason. Blocking (database): run in a thread."""
+    principal, code = _identify(access, ws, token)
+    if principal is None:
+        return code, "session ended" if code == CLOSE_UNAUTHORIZED else "not allowed"
+    if (principal.username, principal.role, principal.agent) != (first.username, first.role, first.agent):
+        return CLOSE_FORBIDDEN, "role changed: reconnect"
+    return None
+
+
 def create_live_router(
     hub: LiveHub,
     access: Access,
@@ -219,7 +234,12 @@ def create_live_router(
         hub.clients += 1
         try:
             await ws.send_text(json.dumps(_own_snapshot(hub.initial(), principal), default=str))
-            await _serve(ws, sub, ping_interval_s, idle_timeout_s)
+
+            async def still_valid() -> tuple[int, str] | None:
+                assert principal is not None
+                return await asyncio.to_thread(_recheck, access, ws, token, principal)
+
+            await _serve(ws, sub, ping_interval_s, idle_timeout_s, still_valid)
         except WebSocketDisconnect:
             pass
         finally:
@@ -229,7 +249,13 @@ def create_live_router(
     return router
 
 
-async def _serve(ws: WebSocket, sub: Any, ping_interval_s: float, idle_timeout_s: float) -> None:
+async def _serve(
+    ws: WebSocket,
+    sub: Any,
+    ping_interval_s: float,
+    idle_timeout_s: float,
+    still_valid: Callable[[], Awaitable[tuple[int, str] | None]],
+) -> None:
     loop = asyncio.get_running_loop()
     last_heard = loop.time()
     send_lock = asyncio.Lock()
@@ -255,6 +281,8 @@ async def _serve(ws: WebSocket, sub: Any, ping_interval_s: float, idle_timeout_s
             except TimeoutError:
                 if loop.time() - last_heard >= idle_timeout_s:
                     return CLOSE_IDLE, "no pong"
+                if (ended := await still_valid()) is not None:
+                    return ended
                 await send('{"type":"ping"}')
                 next_ping = loop.time() + ping_interval_s
                 continue

@@ -194,6 +194,50 @@ def test_a_client_answering_pings_stays_connected(access: Access, bus: EventBus)
             assert message["event"] == "flow_published"
 
 
+def test_logging_out_closes_the_open_socket_4401(access: Access, bus: EventBus) -> None:
+    with make_client(access, LiveHub(bus), ping_interval_s=0.02, idle_timeout_s=5.0) as client:
+        login(client, "sue")
+        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/api/live") as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            assert ws.receive_json() == {"type": "ping"}  # still logged in: kept open
+            assert client.post("/api/auth/logout").status_code in (200, 204)
+            while True:
+                assert ws.receive_json() == {"type": "ping"}
+        assert info.value.code == 4401
+
+
+def test_a_revoked_token_or_disabled_user_closes_the_socket_4401(
+    access: Access, users: UserService, bus: EventBus
+) -> None:
+    with make_client(access, LiveHub(bus), ping_interval_s=0.02, idle_timeout_s=5.0) as client:
+        token = token_for(users, "bo")
+        with (
+            pytest.raises(WebSocketDisconnect) as info,
+            client.websocket_connect(f"/api/live?token={token}") as ws,
+        ):
+            assert ws.receive_json()["type"] == "snapshot"
+            users.update_user("bo", disabled=True)
+            while True:
+                assert ws.receive_json() == {"type": "ping"}
+        assert info.value.code == 4401
+
+
+def test_a_changed_agent_link_closes_the_socket_4403_so_the_client_reconnects(
+    access: Access, users: UserService, bus: EventBus
+) -> None:
+    with make_client(access, LiveHub(bus), ping_interval_s=0.02, idle_timeout_s=5.0) as client:
+        token = token_for(users, "bo")  # (a changed role ends the user's sessions: 4401 as above)
+        with (
+            pytest.raises(WebSocketDisconnect) as info,
+            client.websocket_connect(f"/api/live?token={token}") as ws,
+        ):
+            assert ws.receive_json()["type"] == "snapshot"
+            users.update_user("bo", agent="al")
+            while True:
+                assert ws.receive_json() == {"type": "ping"}
+        assert info.value.code == 4403
+
+
 def test_a_client_too_slow_to_keep_up_is_closed_1013(access: Access, bus: EventBus) -> None:
     with make_client(access, LiveHub(bus, client_queue=5)) as client:
         login(client, "sue")
