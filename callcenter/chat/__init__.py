@@ -1,0 +1,1 @@
+"""The text gateway: web chat and WeChat conversations through the same flows, routing and tickets."""
