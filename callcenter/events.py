@@ -306,7 +306,7 @@ class EventLogHandler(logging.Handler):
 
 # Loggers whose DEBUG-level events the live channel wants (call_offered, call_answered and ivr_started
 # are logged at DEBUG so the console stays quiet).
-DEBUG_EVENT_LOGGERS: tuple[str, ...] = ("callcenter.calls",)
+DEBUG_EVENT_LOGGERS: tuple[str, ...] = ("callcenter.calls", "callcenter.speech.decode")
 
 
 def install_log_bridge(

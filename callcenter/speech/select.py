@@ -35,6 +35,7 @@ import asyncio
 import importlib.util
 import logging
 import re
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,14 @@ __all__ = [
 ]
 
 log = logging.getLogger("callcenter.speech")
+# One DEBUG record per recognised utterance (``asr_decoded``: engine, language, decode_s = seconds from
+# the end of speech to the result); the event bridge passes it to the metrics histogram.
+decode_log = logging.getLogger("callcenter.speech.decode")
+
+
+def _decoded(engine: str, language: str, started: float) -> None:
+    log_event(decode_log, "asr_decoded", level=logging.DEBUG, engine=engine, language=language,
+              decode_s=round(time.perf_counter() - started, 4))
 
 EngineName = Literal["vosk", "whisper"]
 # Vosk's model names use a few codes that are not BCP 47 language subtags.
@@ -292,6 +301,7 @@ class VoskLive:
 
     def __init__(self, engine: VoskEngine, language: str, phrases: Sequence[str] | None) -> None:
         self._phrases = tuple(phrases or ())
+        self._language = language
         self._buffer: list[bytes] = []
         self._stream: VoskStream | None = None
         self._finals: list[AsrResult] = []
@@ -337,11 +347,13 @@ class VoskLive:
     async def finish(self) -> AsrResult:
         if self._closed:
             raise SpeechError("vosk: live recognition closed")
+        started = time.perf_counter()
         stream = await asyncio.shield(self._open)
         await stream.finish()  # its final also reaches the reader
         await self.aclose()
         if self._error is not None:
             raise self._error
+        _decoded("vosk", self._language, started)
         return _combine(self._finals, self._phrases)
 
     async def aclose(self) -> None:
@@ -432,8 +444,11 @@ class WhisperLive:
         early, self._early = self._early, None
         self.used_early = early is not None
         job = early if early is not None else asyncio.ensure_future(self._transcribe())
+        started = time.perf_counter()
         try:
-            return await job
+            result = await job
+            _decoded("whisper", self._language, started)
+            return result
         finally:
             job.cancel()  # when finish itself was cancelled (hang-up): no decode for nobody
             self._closed = True
@@ -595,9 +610,12 @@ class SpeechRouter:
         """One finished utterance (8 kHz), by the language's engine. Raises SpeechError when nothing
         recognises the language."""
         got = self._engine_for(language or "en")
+        started = time.perf_counter()
         if got.engine == "whisper":
             assert self._whisper is not None
-            return await self._whisper.transcribe(pcm, phrases, got.language)
+            result = await self._whisper.transcribe(pcm, phrases, got.language)
+            _decoded("whisper", got.language, started)
+            return result
         live = VoskLive(self.vosk(), self._vosk_language(got), phrases)
         try:
             live.feed(pcm)

@@ -5,6 +5,7 @@ answers when told, so every step is explicit (no clocks, no sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,3 +135,29 @@ async def test_the_router_gives_english_calls_a_live_whisper_with_the_configured
     await feed(live, silence(0.12))
     assert len(whisper.jobs) == 1
     await live.aclose()
+
+
+async def test_each_finished_utterance_feeds_the_decode_time_metric_through_the_event_bus() -> None:
+    from callcenter.events import EventBus, install_log_bridge
+
+    bus = EventBus()
+    seen: list[tuple[str, dict[str, object]]] = []
+    stop = bus.listen(lambda event: seen.append((event.name, dict(event.data))))
+    handler = install_log_bridge(bus)
+    try:
+        whisper = FakeWhisper()
+        live = WhisperLive(whisper, "en", None, early_ms=240)
+        await feed(live, np.concatenate([voice_like(0.8), silence(0.1)]))
+        task = asyncio.ensure_future(live.finish())
+        while not whisper.jobs:
+            await asyncio.sleep(0)
+        whisper.jobs[0][1].set_result(said("billing"))
+        assert (await task).text == "billing"
+        await asyncio.sleep(0)
+    finally:
+        stop()
+        logging.getLogger("callcenter").removeHandler(handler)
+    decoded = [data for name, data in seen if name == "asr_decoded"]
+    assert len(decoded) == 1
+    assert decoded[0]["engine"] == "whisper" and decoded[0]["language"] == "en"
+    assert isinstance(decoded[0]["decode_s"], float) and decoded[0]["decode_s"] >= 0
