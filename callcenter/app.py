@@ -38,7 +38,7 @@ from callcenter.calls.assist import AgentAssist
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
 from callcenter.calls.session import CallDeps
-from callcenter.core.config import Settings
+from callcenter.core.config import Settings, SipProtectionSettings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
 from callcenter.customers import CustomerDirectory, CustomerRepo
@@ -49,6 +49,7 @@ from callcenter.ivr.versions import PublishedFlow
 from callcenter.kb.service import KbService
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
+from callcenter.sip.guard import DEFAULT_SCANNERS, GuardSettings
 from callcenter.sip.registration import RegistrationService
 from callcenter.speech.base import SpeechError
 from callcenter.speech.cache import PromptSpec
@@ -63,6 +64,25 @@ log = logging.getLogger("callcenter.app")
 
 class StartupError(CallcenterError):
     """A resource the server needs could not be had; the message is the one line to print."""
+
+
+def _guard_settings(p: SipProtectionSettings) -> GuardSettings:
+    scanners = DEFAULT_SCANNERS if p.scanner_user_agents is None else tuple(p.scanner_user_agents)
+    return GuardSettings(
+        enabled=p.enabled,
+        requests_per_s=p.requests_per_s,
+        request_burst=p.request_burst,
+        registers_per_s=p.registers_per_s,
+        register_burst=p.register_burst,
+        auth_failures=p.auth_failures,
+        auth_window_s=p.auth_window_s,
+        ban_s=p.ban_s,
+        max_calls_per_source=p.max_calls_per_source,
+        max_calls=p.max_calls,
+        retry_after_s=p.retry_after_s,
+        scanner_user_agents=scanners,
+        trusted=tuple(p.trusted),
+    )
 
 
 def _listen_addresses(settings: Settings) -> list[tuple[str, str, int]]:
@@ -101,6 +121,7 @@ class Application:
                 public_host=settings.sip.public_host,
                 user_agent=settings.sip.user_agent,
                 max_message_bytes=settings.sip.max_message_bytes,
+                guard=_guard_settings(settings.sip.protection),
             )
         )
         self.media = MediaEngine(settings.media)
@@ -108,6 +129,7 @@ class Application:
             CallDeps(settings=settings, media=self.media, writer=self.writer, endpoint=self.endpoint)
         )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
+        self.registration.on_auth_failed = self.sip_auth_failed
         self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
         self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
         self.calls.agent_calls = self.acd.agent_calls  # calls agents place through the server
@@ -339,6 +361,11 @@ class Application:
             log_event(log, "prompts_render_failed", level=logging.WARNING, error=str(exc))
             return
         log_event(log, "prompts_rendered", count=len(specs))
+
+    def sip_auth_failed(self, host: str, username: str | None) -> None:
+        """A failed digest attempt from ``host`` (REGISTER, or a call an agent places): counted by the
+        SIP guard, which bans a source guessing passwords."""
+        self.endpoint.guard.auth_failed(host, self.endpoint.now, username=username)
 
     def _agent_skills(self, name: str) -> dict[str, int] | None:
         agent = self.store.get_agent(name)

@@ -137,6 +137,39 @@ class TrunkSettings(_Section):
         return self
 
 
+class SipProtectionSettings(_Section):
+    """Flood and brute-force protection on the SIP port (callcenter/sip/guard.py)."""
+
+    enabled: bool = Field(True, description="false = no rate limits, bans or call caps")
+    requests_per_s: float = Field(50.0, gt=0, description="SIP requests per second per source address")
+    request_burst: int = Field(100, ge=1, description="requests a source may send at once")
+    registers_per_s: float = Field(2.0, gt=0, description="REGISTERs per second per source address")
+    register_burst: int = Field(20, ge=1, description="REGISTERs a source may send at once")
+    auth_failures: int = Field(5, ge=0, description="failed digest attempts that ban a source (0 = never)")
+    auth_window_s: float = Field(60.0, gt=0, description="window the failed attempts are counted in")
+    ban_s: float = Field(600.0, ge=0, description="seconds a banned source is ignored")
+    max_calls_per_source: int = Field(50, ge=0, description="concurrent calls per source (0 = no cap)")
+    max_calls: int = Field(500, ge=0, description="concurrent incoming calls in total (0 = no cap)")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After of the 503 beyond a call cap")
+    scanner_user_agents: list[str] | None = Field(
+        None, description="User-Agent substrings dropped silently; null = the built-in scanner list"
+    )
+    trusted: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="networks (CIDR) exempt from rates, bans and the per-source cap",
+    )
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise _custom(f"{net!r} is not a network such as 10.0.0.0/8 or 192.0.2.7") from None
+        return value
+
+
 class SipSettings(_Section):
     host: str = Field("0.0.0.0", description="IPv4 address SIP listens on (0.0.0.0 = all)")
     host_v6: str | None = Field("::", description="IPv6 address SIP listens on (:: = all, null = no IPv6)")
@@ -164,6 +197,7 @@ class SipSettings(_Section):
     trunk: TrunkSettings | None = Field(
         None, description="SIP trunk for outgoing calls (callbacks, transfers to numbers); null = none"
     )
+    protection: SipProtectionSettings = Field(default_factory=SipProtectionSettings)
 
     @field_validator("host")
     @classmethod

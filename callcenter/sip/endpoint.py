@@ -15,6 +15,7 @@ from typing import Any
 
 from callcenter.sip.client_auth import ClientCredentials
 from callcenter.sip.dialog import Dialog
+from callcenter.sip.guard import GuardSettings, SipGuard, Verdict
 from callcenter.sip.invite import IncomingCall
 from callcenter.sip.message import (
     SipMessage,
@@ -57,6 +58,7 @@ class EndpointConfig:
     public_host: str | None = None
     user_agent: str = "callcenter"
     max_message_bytes: int = 65536
+    guard: GuardSettings = field(default_factory=GuardSettings)
 
 
 CallLeg = IncomingCall | OutgoingCall
@@ -74,6 +76,8 @@ class SipEndpoint:
         self.tcp = TcpTransport(self.receive_message, self._bad_request, config.max_message_bytes)
         self.dialogs: dict[tuple[str, str, str], CallLeg] = {}
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
+        self.calls_by_host: dict[str, int] = {}  # live incoming calls per source address
+        self.guard = SipGuard(config.guard)
         self.on_invite: InviteHandler | None = None
         self.on_register: RegisterHandler | None = None
         self.client_credentials: CredentialsLookup | None = None  # for calls out (the SIP trunk)
@@ -84,7 +88,7 @@ class SipEndpoint:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_ip_cache: dict[str, str] = {}
-        self.stats = {"received": 0, "parse_errors": 0, "bad_requests": 0}
+        self.stats = {"received": 0, "parse_errors": 0, "bad_requests": 0, "dropped": 0}
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +169,10 @@ class SipEndpoint:
         self.stats["received"] += 1
         now = self.now
         if isinstance(message, SipRequest):
+            ua = message.headers.get("User-Agent")
+            if self.guard.check(source.host, message.method, ua, now) is Verdict.DROP:
+                self.stats["dropped"] += 1
+                return
             error = self._check_request(message, source)
             if error is not None:
                 if message.method != "ACK":
@@ -354,10 +362,16 @@ class SipEndpoint:
         ):
             self.respond(txn, make_response(request, 415, extra=[("Accept", "application/sdp")]))
             return
+        from_host = self.calls_by_host.get(source.host, 0)
+        retry_after = self.guard.call_refused(source.host, from_host, len(self.calls))
+        if retry_after is not None:
+            self.respond(txn, make_response(request, 503, extra=[("Retry-After", str(retry_after))]))
+            return
         # Send 100 Trying at once: it stops the caller's retransmissions (and sloppy phones wait for it).
         self.respond(txn, make_response(request, 100))
         call = IncomingCall(self, txn, request, source)
         self.calls[(request.call_id, from_tag)] = call
+        self.calls_by_host[source.host] = self.calls_by_host.get(source.host, 0) + 1
         if self.on_invite is None:
             call.reject(480)
         else:
@@ -552,6 +566,12 @@ class SipEndpoint:
         key = (call.call_id, call.remote_tag)
         if self.calls.get(key) is call:
             del self.calls[key]
+            host = call.source.host
+            left = self.calls_by_host.get(host, 0) - 1
+            if left > 0:
+                self.calls_by_host[host] = left
+            else:
+                self.calls_by_host.pop(host, None)
 
     # --- addresses -----------------------------------------------------------------------------
     def local_ip_for(self, remote_host: str) -> str:

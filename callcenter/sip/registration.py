@@ -53,6 +53,8 @@ class RegistrationService:
         self.endpoint = endpoint
         self.store = store
         self.clock = clock
+        # (source address, username) of each failed digest attempt: the SIP guard bans brute force.
+        self.on_auth_failed: Callable[[str, str | None], object] | None = None
         self.auth = DigestAuthenticator(
             settings.realm, secret, settings.nonce_ttl_s, algorithms=tuple(settings.digest_algorithms)
         )
@@ -97,6 +99,8 @@ class RegistrationService:
             # An agent's credentials register only that agent's own AOR.
             self._reply(txn, request, 403, "Forbidden")
             self.stats["failed"] += 1
+            if self.on_auth_failed is not None:
+                self.on_auth_failed(source.host, step.username)
             return
         cached = self._cache.get(step.username)
         if cached is not None and (cached[0] is not None or now - cached[1] < _NEGATIVE_TTL_S):
@@ -151,6 +155,8 @@ class RegistrationService:
                 reason=result.reason,
             )
             self._reply(txn, request, 403, "Forbidden")
+            if self.on_auth_failed is not None:
+                self.on_auth_failed(source.host, result.username)
             return
         self.stats["challenged"] += 1
         stale = result.status is AuthStatus.STALE

@@ -755,3 +755,39 @@ def test_udp_and_tcp_on_uvloop() -> None:
             await server.ep.close()
 
     uvloop.run(asyncio.wait_for(scenario(), 30))
+
+
+# --- the guard in front (callcenter/sip/guard.py) ------------------------------------------------
+
+
+async def test_a_scanner_gets_no_answer_at_all(server: Server, udp: UdpClient) -> None:
+    await udp.send(udp.request("OPTIONS", call_id="scan-1", headers=[("User-Agent", "friendly-scanner")]))
+    await udp.send(udp.request("INVITE", call_id="scan-2", headers=[("User-Agent", "sipvicious")], body=SDP))
+    assert await udp.probe() == []  # nothing came back before the probe's own 200
+    assert server.calls == [] and server.ep.stats["dropped"] == 2
+
+
+async def test_requests_beyond_a_sources_rate_are_dropped_silently(server: Server, udp: UdpClient) -> None:
+    from callcenter.sip.guard import GuardSettings, SipGuard
+
+    guard = server.ep.guard = SipGuard(GuardSettings(requests_per_s=0.001, request_burst=3, trusted=()))
+    for i in range(5):
+        await udp.send(udp.request("OPTIONS", call_id=f"flood-{i}"))
+    for _ in range(int(WAIT / 0.01)):  # until the server has read all five
+        if guard.stats["rate_limited"] == 2:
+            break
+        await asyncio.sleep(0.01)
+    server.ep.guard = SipGuard(GuardSettings())  # loopback trusted again, so the probe passes
+    answered = [m.call_id for m in await udp.probe()]
+    assert answered == ["flood-0", "flood-1", "flood-2"]
+
+
+async def test_a_call_beyond_the_call_cap_gets_503_with_retry_after(server: Server, udp: UdpClient) -> None:
+    from callcenter.sip.guard import GuardSettings, SipGuard
+
+    server.ep.guard = SipGuard(GuardSettings(max_calls=1, retry_after_s=12))
+    await establish(udp, server)
+    await udp.send(udp.request("INVITE", call_id="call-2", body=SDP))
+    refused = await udp.response(lambda r: r.call_id == "call-2")
+    assert refused.status == 503 and refused.headers.get("Retry-After") == "12"
+    assert len(server.calls) == 1
