@@ -299,6 +299,7 @@ class CallSession:
             "called": self._called(),
             "flow": runner.flow.id if runner is not None else None,
             "ivr_path": list(runner.ivr_path) if runner is not None else [],
+            "intent": (str(runner.variables.get("intent") or "") or None) if runner is not None else None,
             "queue": visits[-1].queue if visits else None,
             "agent": control.agent if control is not None else None,
             "dtmf": "".join(self.digits),

@@ -276,3 +276,20 @@ async def test_live_view_shows_the_suggestions(tmp_path: Path, kb: KbService) ->
     await rig.settled()
     view = session.live_view()
     assert view["suggestions"] == rig.control.assist_suggestions() and view["suggestions"]
+
+
+def test_live_view_shows_the_intent_the_ivr_found_so_far(tmp_path: Path) -> None:
+    call = SimpleNamespace(
+        call_id="c-1",
+        from_header="<sip:100@example.com>",
+        to_header="<sip:200@example.com>",
+        invite=SimpleNamespace(uri="sip:200@example.com"),
+    )
+    deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20)))
+    session = CallSession(call, deps)  # type: ignore[arg-type]
+    assert session.live_view()["intent"] is None
+    runner = SimpleNamespace(flow=SimpleNamespace(id="main"), ivr_path=["start", "ask"], variables={})
+    session.runner = runner  # type: ignore[assignment]
+    assert session.live_view()["intent"] is None  # asked, not found yet
+    runner.variables["intent"] = "refund"
+    assert session.live_view()["intent"] == "refund"
