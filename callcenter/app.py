@@ -148,7 +148,12 @@ class Application:
         self.http_socket: socket.socket | None = None
         self.db_ok = False
         self.users = UserService(self.store.engine)
-        self.access = Access(self.users, admin_token=settings.http.admin_token)
+        self.access = Access(
+            self.users,
+            admin_token=settings.http.admin_token,
+            login_failures=settings.http.login_failures,
+            login_window_s=settings.http.login_window_s,
+        )
         self.tickets: TicketService | None = None
         self.kb: KbService | None = None
 

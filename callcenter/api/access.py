@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -36,6 +38,7 @@ from callcenter.auth.service import (
     public_user,
 )
 from callcenter.core.logging import log_event
+from callcenter.core.ratelimit import KeyedBuckets
 
 __all__ = ["ADMIN", "COOKIE", "STAFF", "SUPERVISORS", "Access"]
 
@@ -97,10 +100,21 @@ class Access:
         *,
         admin_token: str | None = None,
         secure_cookies: bool = False,
+        login_failures: int = 20,
+        login_window_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.users = users
         self._admin_token = admin_token.encode("utf-8") if admin_token else None
         self.secure_cookies = secure_cookies
+        # Failed logins per client address: beyond ``login_failures`` within about ``login_window_s``
+        # every login from there gets 429 before any password is hashed — against password spraying
+        # across many accounts (the per-account lockout stops guessing one account's password).
+        self._login_failures = (
+            KeyedBuckets(login_failures / login_window_s, login_failures) if login_failures > 0 else None
+        )
+        self._login_lock = threading.Lock()
+        self._clock = clock
 
     # -- the dependency every route uses ---------------------------------------------------------------
 
@@ -139,6 +153,18 @@ class Access:
             raise HTTPException(403, "cross-site request refused")
         return principal
 
+    def _login_wait(self, source: str) -> int:
+        """Seconds this address must wait before its next login attempt (0 = go ahead)."""
+        if self._login_failures is None:
+            return 0
+        with self._login_lock:
+            return self._login_failures.retry_after(source, self._clock())
+
+    def _login_failed(self, source: str) -> None:
+        if self._login_failures is not None:
+            with self._login_lock:
+                self._login_failures.take(source, self._clock())
+
     def audit(
         self, principal: Principal, action: str, target: str | None, request: Request, **detail: Any
     ) -> None:
@@ -171,8 +197,15 @@ class Access:
 
         @router.post("/api/auth/login", tags=["access"])
         def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
-            """Check the password; sets the HttpOnly session cookie. 401 wrong, 429 locked out."""
+            """Check the password; sets the HttpOnly session cookie. 401 wrong, 429 locked out or too
+            many failed logins from this address."""
             service = users()
+            source = _client(request) or "unknown"
+            wait = self._login_wait(source)
+            if wait:
+                log_event(log, "login_throttled", level=logging.WARNING, user=body.username, source=source)
+                detail = "too many failed logins from your address"
+                raise HTTPException(429, detail, {"Retry-After": str(wait)})
             try:
                 principal, token = service.login(body.username, body.password)
             except AccountLocked as exc:
@@ -187,6 +220,7 @@ class Access:
                 log_event(
                     log, "login_failed", level=logging.WARNING, user=body.username, source=_client(request)
                 )
+                self._login_failed(source)
                 raise _unauthorized("wrong username or password") from None
             self._set_cookie(response, token, service)
             log_event(log, "login", user=principal.username, role=principal.role, source=_client(request))

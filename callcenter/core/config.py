@@ -315,6 +315,10 @@ class HttpSettings(_Section):
         min_length=16,
         description="bearer token Prometheus scrapes GET /metrics with; null = admins/supervisors only",
     )
+    login_failures: int = Field(
+        20, ge=0, description="failed logins from one address before it must wait (429); 0 = no limit"
+    )
+    login_window_s: float = Field(600.0, gt=0, description="the failed logins refill over this many seconds")
 
 
 class SpeechSettings(_Section):

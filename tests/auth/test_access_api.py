@@ -180,3 +180,25 @@ def test_a_cross_site_write_with_the_cookie_is_refused(client: TestClient) -> No
     assert r.status_code == 403 and "cross-site" in r.text
     same = client.post("/admin-thing", headers={"Origin": "http://testserver"})
     assert same.json() == {"done_by": "ann"}
+
+
+def test_an_address_failing_logins_across_many_accounts_must_wait_429(users: UserService) -> None:
+    """Password spraying: one wrong guess per account never locks an account, so the failures from one
+    address are limited too; the wait ends as the window refills."""
+    now = [1000.0]
+    access = Access(users, login_failures=3, login_window_s=300.0, clock=lambda: now[0])
+    app = FastAPI()
+    app.include_router(access.router())
+    for name in ("u1", "u2", "u3", "u4"):
+        users.add_user(name, "agent", PW)
+    with TestClient(app) as client:
+        for name in ("u1", "u2", "u3"):
+            r = client.post("/api/auth/login", json={"username": name, "password": "guess"})
+            assert r.status_code == 401
+        refused = client.post("/api/auth/login", json={"username": "u4", "password": PW})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) == 100
+        now[0] += 100.0  # one failure's worth refilled: the right password works again
+        assert client.post("/api/auth/login", json={"username": "u4", "password": PW}).status_code == 200
+        # successful logins cost nothing: a shift of agents behind one NAT address all log in
+        for name in ("u1", "u2", "u3", "u4"):
+            assert client.post("/api/auth/login", json={"username": name, "password": PW}).status_code == 200
