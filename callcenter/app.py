@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import gc
 import logging
@@ -21,23 +22,33 @@ import uvicorn
 
 from callcenter import __version__
 from callcenter.api.access import Access
+from callcenter.api.admin_config import AdminConfig, create_admin_config_router
+from callcenter.api.agents import create_agents_router
 from callcenter.api.calls import create_calls_router
+from callcenter.api.chat import create_chat_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
 from callcenter.api.kb import create_kb_router
 from callcenter.api.live import LiveHub, create_live_router
 from callcenter.api.metrics import HttpMetricsMiddleware, Metrics, create_metrics_router, rtp_of_sessions
+from callcenter.api.monitor import create_monitor_router
 from callcenter.api.pages import create_pages_router
+from callcenter.api.prompts import create_prompts_router
 from callcenter.api.recordings import create_recordings_router
 from callcenter.api.reports import create_reports_router
 from callcenter.api.routing import create_routing_router
 from callcenter.api.tickets import agent_queues_from_skills, tickets_router
+from callcenter.api.wrapup import AcdWrapUp, create_wrapup_router, customer_lookup
 from callcenter.auth.service import UserService
 from callcenter.calls.acd import Acd
 from callcenter.calls.assist import AgentAssist
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
+from callcenter.calls.monitor import Monitors
 from callcenter.calls.session import CallDeps
+from callcenter.chat.model import Outbound
+from callcenter.chat.wechat import WechatGateway, create_wechat_router
+from callcenter.chat.wiring import build_chat_engine
 from callcenter.core.config import Settings, SipProtectionSettings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
@@ -51,10 +62,11 @@ from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.guard import DEFAULT_SCANNERS, GuardSettings
 from callcenter.sip.registration import RegistrationService
-from callcenter.speech.base import SpeechError
+from callcenter.speech.base import SpeechError, TtsEngine
 from callcenter.speech.cache import PromptSpec
 from callcenter.speech.tts import voice_for
 from callcenter.store import CallRecordWriter, Store
+from callcenter.store.admin_config import AdminConfigRepo
 from callcenter.store.db import utcnow
 from callcenter.tickets import SlaMonitor, TicketService
 from callcenter.webhooks import WebhookSender
@@ -133,6 +145,7 @@ class Application:
         self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
         self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
         self.calls.agent_calls = self.acd.agent_calls  # calls agents place through the server
+        self.acd.agent_calls.on_auth_failed = self.sip_auth_failed  # wrong passwords on their INVITEs too
         # Live events: every structured log event feeds the bus (install_log_bridge), which feeds the
         # WebSocket channel, the metrics and the outgoing webhooks.
         self.bus = EventBus()
@@ -148,6 +161,14 @@ class Application:
         self.http_socket: socket.socket | None = None
         self.db_ok = False
         self.users = UserService(self.store.engine)
+        self.admin_config = AdminConfig(
+            AdminConfigRepo(self.store.engine),
+            queues=settings.routing.queues,
+            schedules=settings.business_hours,
+            router=self.acd.router,
+            agents=self.store.list_agents,
+            kick=self.acd.kick,
+        )
         self.access = Access(
             self.users,
             admin_token=settings.http.admin_token,
@@ -156,6 +177,10 @@ class Application:
         )
         self.tickets: TicketService | None = None
         self.kb: KbService | None = None
+        # Text conversations (issue 9): channel adapters register with self.chat.register_channel.
+        self.chat = build_chat_engine(
+            settings, self.store, self.acd, ivr=lambda: self.calls.deps.ivr, tickets=lambda: self.tickets
+        )
 
     def health(self) -> dict[str, Any]:
         return {
@@ -194,7 +219,7 @@ class Application:
                 ptime_ms=self.settings.media.ptime_ms,
                 intents_file=ivr.intents_file,
                 store=self.store,
-                queues=self.settings.routing.queues.keys(),
+                queues=self.admin_config.queue_names(),
                 speech=self.settings.speech,
                 backends=backends,
             )
@@ -232,7 +257,13 @@ class Application:
         except Exception as exc:  # noqa: BLE001 - calls still work without the knowledge base
             log_event(log, "kb_unavailable", level=logging.ERROR, error=str(exc))
             self.kb = None
-        return Services(kb=self.kb, tickets=self.tickets, customers=CustomerDirectory(customers))
+        await asyncio.to_thread(self.admin_config.load)  # the console's queues and schedules, applied
+        return Services(
+            kb=self.kb,
+            tickets=self.tickets,
+            customers=CustomerDirectory(customers),
+            schedules=self.admin_config.schedules,
+        )
 
     async def _start_sip(self) -> None:
         sip = self.settings.sip
@@ -280,6 +311,9 @@ class Application:
         self.metrics.attach(self.bus)
         self.webhooks.attach(self.bus)
         self.webhooks.start()
+        await self.chat.start()
+        chat_task = asyncio.create_task(self.chat.run())
+        self.bus.listen(lambda event: self.chat.poke() if event.kind == "agent" else None)
         routers = [
             self.access.router(),
             create_live_router(self.live, self.access),
@@ -290,18 +324,60 @@ class Application:
                 self.store,
                 self.access,
                 sl_by_queue={n: q.service_level_s for n, q in self.settings.routing.queues.items()},
+                timezone=self.settings.routing.timezone,
             ),
             create_routing_router(self.acd, self.access),
+            create_admin_config_router(self.admin_config, self.access),
+            create_agents_router(self.store, self.acd, self.access, realm=self.settings.sip.realm, default_max_chats=self.settings.routing.default_max_chats),  # noqa: E501
             create_calls_router(self._live_call, self.store, self.access, actions=self.acd),
+            create_monitor_router(Monitors(self.acd), self.access, self._live_call),
+            create_prompts_router(
+                self.access,
+                self.settings.ivr.flows_dir / "prompts",
+                tts=self._tts(),
+                max_bytes=self.settings.http.prompt_max_bytes,
+            ),
+            create_wrapup_router(
+                self.store,
+                self.access,
+                codes=[(c.code, c.label) for c in self.settings.routing.wrap_up_codes],
+                live=self._live_call,
+                ender=AcdWrapUp(self.acd),
+                customers=customer_lookup(self.tickets.customers, self.tickets.repo)
+                if self.tickets is not None
+                else None,
+                categories=self.settings.tickets.categories,
+            ),
         ]
         runtime = self.calls.deps.ivr
         background: list[asyncio.Task[Any]] = []
         if runtime is not None and runtime.registry is not None:
             routers.append(flows_router(runtime.registry, access=self.access))
+            registry = runtime.registry
+
+            def names(queues: frozenset[str], schedules: frozenset[str]) -> None:
+                registry.context = dataclasses.replace(registry.context, queues=queues, schedules=schedules)
+
+            self.admin_config.on_names = names
+            names(self.admin_config.queue_names(), self.admin_config.schedule_names())
             runtime.registry.on_published(self._render_published)
             background.append(
                 asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s))
             )
+        routers.append(create_chat_router(self.chat, self.access))
+        # WeChat Official Accounts (issue 9): /wechat[/{name}] into the same conversation engine; a
+        # message WeChat refuses for good (45015 …) leaves a system note in the conversation.
+        wechat: WechatGateway | None = None
+        if self.settings.wechat.accounts:
+
+            async def wechat_note(out: Outbound, reason: str) -> None:
+                await asyncio.to_thread(
+                    self.chat.store.add_message, out.conversation_id, "system", reason, utcnow()
+                )
+
+            wechat = WechatGateway(self.settings.wechat, on_undeliverable=wechat_note)
+            wechat.attach(self.chat)
+            routers.append(create_wechat_router(wechat))
         routers.append(
             create_pages_router(
                 self.access, live_calls=lambda: [s.live_view() for s in list(self.calls.sessions.values())]
@@ -339,6 +415,12 @@ class Application:
         finally:
             log_event(log, "server_stopping", active_calls=self.calls.active)
             await self.calls.shutdown(grace_s=self.settings.calls.shutdown_grace_s)
+            chat_task.cancel()
+            await self.chat.aclose()
+            if wechat is not None:
+                await wechat.aclose()
+            if self.tickets is not None:  # the post-call tickets still queued are written now
+                await asyncio.to_thread(self.tickets.close)
             prerender.cancel()
             for task in background:
                 task.cancel()
@@ -378,6 +460,11 @@ class Application:
 
     def _queue_skills(self) -> dict[str, dict[str, int]]:
         return {name: dict(q.skills) for name, q in self.settings.routing.queues.items()}
+
+    def _tts(self) -> TtsEngine | None:
+        """The IVR's TTS engine (the admin console's preview speaks with it)."""
+        runtime = self.calls.deps.ivr
+        return runtime.prompts.engine if runtime is not None else None
 
     def _live_call(self, call_id: str) -> dict[str, Any] | None:
         session = self.calls.find(call_id)

@@ -161,6 +161,11 @@ def _parse_skills(text: str | None) -> dict[str, int]:
     return skills
 
 
+def _check_max_chats(value: int | None) -> None:
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"expected 0 or more, got {value}", param_hint="'--max-chats'")
+
+
 @agents_app.command("add")
 def agents_add(
     name: Annotated[
@@ -191,6 +196,18 @@ def agents_add(
             show_default=False,
         ),
     ] = None,
+    max_chats: Annotated[
+        int | None,
+        typer.Option(
+            "--max-chats",
+            help="Concurrent chats the agent takes, 0 or more (default: routing.default_max_chats).",
+            show_default=False,
+        ),
+    ] = None,
+    display_name: Annotated[
+        str | None,
+        typer.Option("--display-name", help="The name colleagues see.", show_default=False),
+    ] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -198,11 +215,13 @@ def agents_add(
     from callcenter.store import StoreError
 
     parsed = _parse_skills(skills)
+    _check_max_chats(max_chats)
     settings = _settings(config, data_dir=data_dir)
     store = _open_store(config, data_dir, settings)
     try:
         tags = [t for t in (languages or "").split(",") if t.strip()]
-        agent = store.add_agent(name, password, settings.sip.realm, parsed, tags)
+        agent = store.add_agent(name, password, settings.sip.realm, parsed, tags, max_chats=max_chats,
+                                display_name=display_name)
     except StoreError as exc:
         _fail(f"error: {exc}")
     finally:
@@ -210,6 +229,8 @@ def agents_add(
     shown = ", ".join(f"{k}:{v}" for k, v in agent.skills.items()) or "no skills"
     if agent.languages:
         shown += f"; speaks {','.join(agent.languages)}"
+    if agent.max_chats is not None:
+        shown += f"; max chats {agent.max_chats}"
     typer.echo(f"added agent {agent.username} (realm {agent.realm}, {shown})")
 
 
@@ -218,9 +239,11 @@ def agents_list(json_out: JsonOpt = False, data_dir: DataDirOpt = None, config: 
     """List agents (never their secrets)."""
     from callcenter.store import agent_public
 
-    store = _open_store(config, data_dir)
+    settings = _settings(config, data_dir=data_dir)
+    store = _open_store(config, data_dir, settings)
     try:
-        agents = [agent_public(a) for a in store.list_agents()]
+        default = settings.routing.default_max_chats
+        agents = [agent_public(a, default) for a in store.list_agents()]
     finally:
         store.close()
     if json_out:
@@ -235,11 +258,60 @@ def agents_list(json_out: JsonOpt = False, data_dir: DataDirOpt = None, config: 
             a["realm"],
             ",".join(f"{k}:{v}" for k, v in a["skills"].items()) or "-",
             ",".join(a["languages"]) or "any",
+            str(a["max_chats"]),
             a["created_at"][:19],
         )
         for a in agents
     ]
-    _table(("USERNAME", "REALM", "SKILLS", "LANGUAGES", "CREATED (UTC)"), rows)
+    _table(("USERNAME", "REALM", "SKILLS", "LANGUAGES", "MAX CHATS", "CREATED (UTC)"), rows)
+
+
+@agents_app.command("set")
+def agents_set(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The agent's SIP username.")],
+    password: Annotated[
+        str | None, typer.Option("--password", "-p", help="A new SIP password.", show_default=False)
+    ] = None,
+    skills: Annotated[
+        str | None,
+        typer.Option("--skills", help="Replace the skills, e.g. sales:3,support:1.", show_default=False),
+    ] = None,
+    languages: Annotated[
+        str | None,
+        typer.Option("--languages", help="Replace the languages, e.g. en,zh-CN ('' for any).",
+                     show_default=False),
+    ] = None,
+    max_chats: Annotated[
+        int | None, typer.Option("--max-chats", help="Concurrent chats, 0 or more.", show_default=False)
+    ] = None,
+    display_name: Annotated[
+        str | None, typer.Option("--display-name", help="The name colleagues see ('' for none).",
+                                 show_default=False)
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change an agent's account; exits 1 when there is none by that name. A running server picks the
+    change up at its next start (PATCH /api/agents/NAME applies it at once)."""
+    from callcenter.store import StoreError, agent_public
+
+    parsed = _parse_skills(skills) if skills is not None else None
+    _check_max_chats(max_chats)
+    tags = [t for t in languages.split(",") if t.strip()] if languages is not None else None
+    settings = _settings(config, data_dir=data_dir)
+    store = _open_store(config, data_dir, settings)
+    try:
+        agent = store.update_agent(name, password=password, skills=parsed, languages=tags,
+                                   max_chats=max_chats, display_name=display_name)
+    except StoreError as exc:
+        _fail(f"error: {exc}")
+    finally:
+        store.close()
+    if agent is None:
+        _fail(f"error: no agent named {name!r}")
+    shown = agent_public(agent, settings.routing.default_max_chats)
+    typer.echo(f"updated agent {name} (skills {shown['skills'] or '-'}, languages "
+               f"{','.join(shown['languages']) or 'any'}, max chats {shown['max_chats']})")
 
 
 @agents_app.command("remove")

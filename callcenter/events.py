@@ -58,9 +58,10 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("flow_", "flow"),
     ("kb_", "kb"),
     ("kb.", "kb"),
+    ("chat_", "chat"),  # chat_assigned, chat_message, chat_closed (callcenter.chat.engine)
     ("asr_", "speech"),  # for metrics (decode times); not sent on the live channel
 )
-LIVE_KINDS = frozenset({"call", "queue", "agent", "ticket", "flow", "kb"})
+LIVE_KINDS = frozenset({"call", "queue", "agent", "ticket", "flow", "kb", "chat"})
 
 
 def kind_of(name: str) -> str | None:
@@ -76,7 +77,7 @@ def kind_of(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # call, queue, agent, ticket, flow, kb (LIVE_KINDS) or speech
+    kind: str  # call, queue, agent, ticket, flow, kb, chat (LIVE_KINDS) or speech
     name: str  # the log event name, e.g. call_ended
     at: datetime  # wall-clock time of the change (UTC)
     data: dict[str, Any] = field(default_factory=dict)  # includes call_id when the event has one

@@ -146,6 +146,8 @@ def agent_filter(agent: str | None) -> Callable[[Event], bool]:
             return True
         if agent is None:
             return False
+        if event.kind == "chat":  # chats name their agent (callcenter.chat.engine): only one's own
+            return data.get("agent") == agent or data.get("previous_agent") == agent
         if event.kind == "agent":
             mine = data.get("agent") == agent or agent in (data.get("agents") or ())
             if mine and call_id is not None and event.name in ("agent_offered", "agent_answered"):

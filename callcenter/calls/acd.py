@@ -33,7 +33,7 @@ from callcenter.calls.callback import CallbackRunner, ask_callback_number, confi
 from callcenter.calls.outbound import install_trunk, normalise_number, number_uri
 from callcenter.calls.talk import LiveTalk
 from callcenter.calls.transfer import HoldLog, names_dialog, parse_replaces
-from callcenter.core.config import Settings
+from callcenter.core.config import QueueSettings, Settings
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
 from callcenter.ivr.control import CallerHangup, PromptItem, QueueRequest, QueueResult, TransferResult
@@ -96,23 +96,25 @@ class TransferTarget:
 _DIGITS = re.compile(r"\+?[0-9*#][0-9*#\-. ()]{0,40}")
 
 
+def queue_config(name: str, q: QueueSettings) -> QueueConfig:
+    """The router's QueueConfig for ``routing.queues.NAME`` (or a queue made in the admin console)."""
+    return QueueConfig(
+        name=name,
+        skills=dict(q.skills),
+        strategy=q.strategy,
+        max_wait_s=q.max_wait_s,
+        max_length=q.max_length,
+        overflow=q.overflow,
+        escalations=tuple(Escalation(e.after_s, dict(e.skills)) for e in q.escalations),
+        service_level_s=q.service_level_s,
+        wrap_up_s=q.wrap_up_s,
+        ring_timeout_s=q.ring_timeout_s,
+        join_when_empty=q.join_when_empty,
+    )
+
+
 def queue_configs(settings: Settings) -> dict[str, QueueConfig]:
-    configs = {
-        name: QueueConfig(
-            name=name,
-            skills=dict(q.skills),
-            strategy=q.strategy,
-            max_wait_s=q.max_wait_s,
-            max_length=q.max_length,
-            overflow=q.overflow,
-            escalations=tuple(Escalation(e.after_s, dict(e.skills)) for e in q.escalations),
-            service_level_s=q.service_level_s,
-            wrap_up_s=q.wrap_up_s,
-            ring_timeout_s=q.ring_timeout_s,
-            join_when_empty=q.join_when_empty,
-        )
-        for name, q in settings.routing.queues.items()
-    }
+    configs = {name: queue_config(name, q) for name, q in settings.routing.queues.items()}
     ring = max((q.ring_timeout_s for q in settings.routing.queues.values()), default=15.0)
     configs[DIRECT_QUEUE] = QueueConfig(name=DIRECT_QUEUE, ring_timeout_s=ring, join_when_empty=False)
     return configs
@@ -201,6 +203,7 @@ class Acd:
         self._wrap_up_since: dict[str, float] = {}  # agent → when their current wrap-up began
         # Router-driven state changes (reserved, on call, wrap-up, available) are logged as agent_state.
         self.router.agents.transitions = []
+        self.router.agents.default_max_chats = settings.routing.default_max_chats
         self.callbacks = CallbackRunner(self)
         self.prompts: PromptCache | None = None  # the IVR's TTS cache (callback announcements to agents)
         self.local_day: Callable[[], float] = _seconds_to_local_midnight
@@ -233,7 +236,27 @@ class Acd:
         # for that agent alone, through the same reservation and ring-timeout rules as any offer.
         skills = {**dict(agent.skills or {}), personal_skill(agent.username): 1}
         languages = frozenset(getattr(agent, "languages", None) or ())  # none: any caller's language
-        self.router.agents.define(agent.username, skills, languages, now=self.clock())
+        max_chats = getattr(agent, "max_chats", None)  # None: the board's default (from the config)
+        self.router.agents.define(agent.username, skills, languages, now=self.clock(), max_chats=max_chats)
+
+    def define_agent(self, agent: Any) -> None:
+        """An account added or changed (admin API): the next routing decision uses its skills, languages
+        and max chats; a call in progress is not affected. A changed password is re-read at once."""
+        self._define(agent)
+        self.registration.forget(agent.username)
+        self._presence(agent.username, bool(self.registration.lookup(agent.username)))
+        self._kick()
+
+    def remove_agent(self, username: str) -> None:
+        """An account deleted: out of routing and its phones unbound. Raises routing's InvalidTransition
+        (nothing changed) while the agent rings, talks or is on a call of their own."""
+        if username in self.router.agents:
+            self.router.agents.remove(username)
+        self.registration.forget(username, unbind=True)
+        self._kick()
+
+    def registered(self, username: str) -> bool:
+        return bool(self.registration.lookup(username))
 
     # -- presence -----------------------------------------------------------------------------------
 

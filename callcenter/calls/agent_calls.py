@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
@@ -80,6 +81,9 @@ class AgentCalls:
     def __init__(self, acd: Acd) -> None:
         self.acd = acd
         self.live: dict[tuple[str, str], AgentCallSession] = {}  # (Call-ID, From tag) → answered call
+        # (source host, username) of each refused digest attempt, as RegistrationService.on_auth_failed:
+        # app.py feeds both to the SIP guard, so guessing passwords by INVITE is banned like by REGISTER.
+        self.on_auth_failed: Callable[[str, str | None], object] | None = None
 
     def claims(self, call: IncomingCall) -> bool:
         """Whether ``call`` comes from a registered agent's phone."""
@@ -139,6 +143,22 @@ class AgentCallSession(CallSession):
         if target.kind == "agent" and acd.router.agents[target.value].state is AgentState.OFFLINE:
             call.reject(480, "Agent Offline")
             return
+        # From here until the call ends the agent is busy to the router (routing/agents.py: own_call),
+        # also while the colleague rings or the queue waits; afterwards back to the state before.
+        # No wrap-up follows: an internal call is not a customer contact.
+        busy = agent in acd.router.agents
+        if busy:
+            acd.router.own_call_started(agent, self.call_id, acd.clock())
+            acd.kick()  # logs the agent_state change
+        try:
+            await self._serve(agent, target)
+        finally:
+            if busy:
+                acd.router.own_call_ended(agent, self.call_id, acd.clock())
+                acd.kick()  # and dispatches: they may take the next caller now
+
+    async def _serve(self, agent: str, target: AgentTarget) -> None:
+        call = self.call
         runtime = self._runtime()
         if runtime is None:
             call.reject(503)
@@ -174,6 +194,8 @@ class AgentCallSession(CallSession):
             log_event(log, "agent_call_auth_failed", call_id=call.call_id, username=result.username,
                       source=f"{call.source.host}:{call.source.port}", reason=reason)
             call.reject(403)
+            if self.calls.on_auth_failed is not None:
+                self.calls.on_auth_failed(call.source.host, result.username)
             return None
         return result.username
 

@@ -32,7 +32,7 @@ from callcenter.media.recorder import LEFT, RIGHT, CallRecorder, RecordingError
 from callcenter.media.session import RtpSession
 from callcenter.sip.endpoint import SipEndpoint
 from callcenter.sip.invite import END_BYE, END_CANCEL, END_NO_ACK, IncomingCall
-from callcenter.sip.message import SipRequest
+from callcenter.sip.message import SipParseError, SipRequest
 from callcenter.sip.uri import parse_name_addr, parse_uri
 from callcenter.store import CallRecordWriter
 from callcenter.tickets.csat import survey_answer
@@ -113,6 +113,12 @@ class CallSession:
         disposition = FAILED
         try:
             disposition = await self._answer_and_serve()
+        except SipParseError as exc:  # a header the call needs (From, Contact, ...) cannot be read
+            log_event(log, "call_bad_request", call_id=self.call_id, level=logging.WARNING, error=str(exc))
+            if call.state == "early":
+                call.reject(400, _reason_phrase(str(exc)))
+            elif call.state == "confirmed":
+                await call.hangup("bad request")
         except Exception as exc:  # noqa: BLE001 - a bug in one call must not take the server down
             log_event(log, "call_error", call_id=self.call_id, level=logging.ERROR, error=repr(exc))
             if call.state == "early":
@@ -511,3 +517,9 @@ class CallSession:
             media["remote_fraction_lost"] = s.remote_fraction_lost
             media["remote_jitter_ms"] = s.remote_jitter_ms
         self.deps.writer.call_extra(self.call_id, {"rtp": media})
+
+
+def _reason_phrase(text: str) -> str:
+    """A Reason-Phrase from an error message: printable ASCII, one line, short (RFC 3261 §25.1)."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean[:80] or "Bad Request"

@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from callcenter.calls.agent_leg import AgentRing, RingResult, close_leg
 from callcenter.calls.transfer import HoldLog, Phase, TalkState, TransferError, Via, has_replaces
@@ -35,6 +35,14 @@ log = logging.getLogger("callcenter.acd")
 
 _consult_seq = itertools.count(1)
 CONSULT_TIMEOUT_S = 30.0
+
+
+class TalkWatcher(Protocol):
+    """A supervisor monitoring the call (calls/monitor.py)."""
+
+    def bridge_changed(self, bridge: Bridge | None) -> None: ...
+
+    def talk_ended(self) -> None: ...
 
 
 class LiveTalk:
@@ -65,7 +73,10 @@ class LiveTalk:
         self._ringing: asyncio.Task[RingResult | str] | None = None
         self._consult: RingResult | None = None
         self._consult_visit: QueueVisit | None = None
-        self._caller_bridge: Bridge | None = None
+        # A supervisor listening in (calls/monitor.py): told when the caller↔agent bridge changes and
+        # when this talk ends.
+        self.monitor: TalkWatcher | None = None
+        self._bridge_now: Bridge | None = None
         self._consult_bridge: Bridge | None = None
         self._music_on = False
         # an attended transfer from the phone (join): the leg whose REFER we answer with NOTIFY, sent
@@ -77,6 +88,21 @@ class LiveTalk:
     @property
     def agent(self) -> str:
         return self.state.agent
+
+    @property
+    def caller_bridge(self) -> Bridge | None:
+        """The caller ↔ agent bridge now (None while the caller is on hold or being handed on)."""
+        return self._bridge_now
+
+    @property
+    def _caller_bridge(self) -> Bridge | None:
+        return self._bridge_now
+
+    @_caller_bridge.setter
+    def _caller_bridge(self, bridge: Bridge | None) -> None:
+        self._bridge_now = bridge
+        if self.monitor is not None:
+            self.monitor.bridge_changed(bridge)
 
     # -- commands (API, phone): answer at once, the loop does the I/O --------------------------------
 
@@ -442,4 +468,6 @@ class LiveTalk:
             self.caller_rtp.stop_playback()
             self._music_on = False
         self.state.end(now)
+        if self.monitor is not None:
+            self.monitor.talk_ended()
         await self._drop_consult()

@@ -45,6 +45,9 @@ __all__ = [
     "Settings",
     "SipSettings",
     "TicketsSettings",
+    "WechatAccountSettings",
+    "WechatSettings",
+    "ChatSettings",
     "ENV_PREFIX",
     "DEFAULT_CONFIG_PATH",
     "load_settings",
@@ -319,6 +322,9 @@ class HttpSettings(_Section):
         20, ge=0, description="failed logins from one address before it must wait (429); 0 = no limit"
     )
     login_window_s: float = Field(600.0, gt=0, description="the failed logins refill over this many seconds")
+    prompt_max_bytes: int = Field(
+        10 << 20, ge=1024, description="largest prompt WAV an admin may upload (bytes; larger is 413)"
+    )
 
 
 class SpeechSettings(_Section):
@@ -454,6 +460,22 @@ def _default_queues() -> dict[str, QueueSettings]:
     }
 
 
+class WrapUpCode(_Section):
+    code: str = Field(
+        min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]*$", description="stored on the call record"
+    )
+    label: str = Field(min_length=1, max_length=64, description="what the agent's page shows")
+
+
+def _default_wrap_up_codes() -> list[WrapUpCode]:
+    return [
+        WrapUpCode(code="resolved", label="Resolved"),
+        WrapUpCode(code="follow-up", label="Follow-up needed"),
+        WrapUpCode(code="escalated", label="Escalated"),
+        WrapUpCode(code="wrong-number", label="Wrong number"),
+    ]
+
+
 class RoutingSettings(_Section):
     queues: dict[str, QueueSettings] = Field(
         default_factory=_default_queues, description="queue name → its settings (flows name these queues)"
@@ -467,12 +489,37 @@ class RoutingSettings(_Section):
     caller_id_header: bool = Field(
         True, description="agents' phones show the caller's number and name (From of the offer)"
     )
+    default_max_chats: int = Field(
+        3, ge=0, description="concurrent chats an agent takes unless their account says otherwise"
+    )
     callback_retries: int = Field(
         2, ge=0, le=10, description="further tries when a called-back customer does not answer"
     )
     callback_retry_delay_s: float = Field(
         300.0, gt=0, description="seconds before a callback is tried again (it keeps its place)"
     )
+    wrap_up_codes: list[WrapUpCode] = Field(
+        default_factory=_default_wrap_up_codes,
+        description="codes an agent picks after a call (stored on the call record as wrap_up_code)",
+    )
+    timezone: str = Field("UTC", description="IANA timezone of the reports' local day, e.g. Europe/Berlin")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise _custom("expected an IANA timezone such as Europe/Berlin") from None
+        return value
+
+    @field_validator("wrap_up_codes")
+    @classmethod
+    def _unique_codes(cls, value: list[WrapUpCode]) -> list[WrapUpCode]:
+        codes = [c.code for c in value]
+        if len(codes) != len(set(codes)):
+            raise _custom("expected each code once")
+        return value
 
     @model_validator(mode="after")
     def _overflow_targets(self) -> RoutingSettings:
@@ -504,6 +551,11 @@ class SlaCalendarSettings(_Section):
         return value
 
 
+class BusinessHoursSettings(SlaCalendarSettings):
+    """A named schedule for the flows' ``hours`` nodes (``business_hours.NAME``); the day and time
+    ranges are checked where the IVR builds its Schedule from it."""
+
+
 class SlaTargetSettings(_Section):
     first_response_hours: float | None = Field(
         None, gt=0, description="business hours until a person first responds (null = no target)"
@@ -523,6 +575,38 @@ def _default_sla_targets() -> dict[PriorityName, SlaTargetSettings]:
     return {p: SlaTargetSettings(first_response_hours=f, resolution_hours=r) for p, (f, r) in hours.items()}
 
 
+SlaTargetName = Literal["first_response", "resolution"]
+
+
+def _both_targets() -> list[SlaTargetName]:
+    return ["first_response", "resolution"]
+
+
+class SlaActionSettings(_Section):
+    """What the checker does to a ticket when it raises a warning or a breach (each action once per
+    ticket and target, audited as a ticket event by actor ``sla``)."""
+
+    targets: list[SlaTargetName] = Field(
+        default_factory=_both_targets,
+        min_length=1,
+        description="which targets' warnings/breaches run these actions",
+    )
+    priority: Literal["raise", "low", "normal", "high", "urgent"] | None = Field(
+        None, description="raise = one step up; a name = at least that priority (never lowered)"
+    )
+    queue: str | None = Field(None, min_length=1, max_length=64, description="move the ticket to this queue")
+    assignee: str | None = Field(None, min_length=1, max_length=64, description="reassign to this agent")
+    unassign: bool = Field(False, description="take it from its assignee (back to the queue's pool)")
+    tags: list[str] = Field(default_factory=list, description="tags to add")
+    note: str | None = Field(None, min_length=1, description="internal note added to the ticket")
+
+    @model_validator(mode="after")
+    def _one_assignment(self) -> SlaActionSettings:
+        if self.unassign and self.assignee is not None:
+            raise _related("unassign", "expected either assignee or unassign, not both", True)
+        return self
+
+
 class SlaSettings(_Section):
     enabled: bool = Field(True, description="give tickets due times and raise warnings and breaches")
     calendar: SlaCalendarSettings = Field(default_factory=SlaCalendarSettings)
@@ -531,6 +615,8 @@ class SlaSettings(_Section):
     )
     warning_percent: float = Field(75, gt=0, lt=100, description="warn when this much of a target has passed")
     check_interval_s: float = Field(30, gt=0, description="seconds between two checks for due tickets")
+    on_warning: SlaActionSettings | None = Field(None, description="actions when a warning is raised")
+    on_breach: SlaActionSettings | None = Field(None, description="actions when a target is breached")
 
 
 class TicketsSettings(_Section):
@@ -576,6 +662,123 @@ class WebhookSettings(_Section):
         return value
 
 
+# --- wechat (issue 9; owned by the WeChat gateway) -------------------------------------------------------
+_WECHAT_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class WechatAccountSettings(_Section):
+    """One WeChat Official Account, served at ``/wechat/{name}`` (``default``: also at ``/wechat``)."""
+
+    token: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9]{3,32}$", description="the callback Token (3-32 letters/digits)"
+    )
+    app_id: str | None = Field(None, min_length=1, max_length=64, description="AppID (wx...)")
+    app_secret: str | None = Field(None, min_length=1, description="AppSecret for access_token (private)")
+    encoding_aes_key: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9]{43}$", description="EncodingAESKey (43 characters), safe/compat modes"
+    )
+    previous_aes_key: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9]{43}$", description="the key before the last rotation (still accepted)"
+    )
+    mode: Literal["plain", "safe", "compat"] = Field(
+        "plain", description="message encryption: plain, safe (AES) or compat (both accepted)"
+    )
+
+    @field_serializer("app_secret", "encoding_aes_key", "previous_aes_key", "token", when_used="json")
+    def _hide(self, value: str | None) -> str | None:
+        return None if value is None else "********"  # `config show` never prints the secret
+
+    @model_validator(mode="after")
+    def _aes_needs(self) -> WechatAccountSettings:
+        if self.mode != "plain":
+            if self.encoding_aes_key is None:
+                raise _related("encoding_aes_key", f"expected an EncodingAESKey in {self.mode} mode", None)
+            if self.app_id is None:
+                raise _related("app_id", f"expected the AppID in {self.mode} mode", None)
+        if (self.app_id is None) != (self.app_secret is None) and self.app_secret is not None:
+            raise _related("app_id", "expected app_id with app_secret", None)
+        return self
+
+
+class WechatSettings(_Section):
+    token: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]{3,32}$",
+        description="Token of the `default` account (env CALLCENTER_WECHAT_TOKEN); alone = one plain account",
+    )
+    accounts: dict[str, WechatAccountSettings] = Field(
+        default_factory=dict, description="account name → settings; each served at /wechat/{name}"
+    )
+    api_base: str = Field("https://api.weixin.qq.com", description="WeChat API base URL (tests: a stand-in)")
+    max_body_bytes: int = Field(
+        65536, ge=1024, le=1 << 22, description="larger POST bodies are refused (413)"
+    )
+    passive_reply_s: float = Field(
+        4.5, gt=0, lt=5, description="seconds to wait for the bot's first answer before replying `success`"
+    )
+    timestamp_window_s: float = Field(
+        300.0, ge=10, le=3600, description="callbacks whose timestamp is further off than this are refused"
+    )
+    api_timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one WeChat API call may take")
+
+    @field_serializer("token", when_used="json")
+    def _hide(self, value: str | None) -> str | None:
+        return None if value is None else "********"
+
+    @field_validator("accounts")
+    @classmethod
+    def _names(cls, value: dict[str, WechatAccountSettings]) -> dict[str, WechatAccountSettings]:
+        for name in value:
+            if not re.match(_WECHAT_NAME, name):
+                raise _custom(f"expected account names of lower-case letters, digits, - and _, got {name!r}")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
+            raise _custom("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _default_token(self) -> WechatSettings:
+        # wechat.token (or CALLCENTER_WECHAT_TOKEN) is the default account's token and wins over the
+        # file's; with no accounts at all it makes a plaintext `default` account on its own.
+        if self.token is not None:
+            base = self.accounts.get("default") or WechatAccountSettings()
+            self.accounts = {**self.accounts, "default": base.model_copy(update={"token": self.token})}
+        for name, account in self.accounts.items():
+            if account.token is None:
+                raise _related(f"accounts.{name}.token", "expected the account's Token", None)
+        return self
+
+    def default_account(self) -> str | None:
+        """The account ``/wechat`` serves: ``default``, or the only one."""
+        if "default" in self.accounts:
+            return "default"
+        return next(iter(self.accounts)) if len(self.accounts) == 1 else None
+
+
+# --- chat (issue 9; owned by the conversation engine) -----------------------------------------------------
+
+
+class ChatSettings(_Section):
+    """Text conversations (web chat, WeChat): which flow answers, timeouts, chat routing."""
+
+    flows: dict[str, str] = Field(
+        default_factory=dict,
+        description='channel or "channel:account" → flow id (default: the first flow of ivr.numbers)',
+    )
+    reply_timeout_s: float = Field(
+        300.0, gt=0, description="seconds without a reply before a flow's question takes its no-input path"
+    )
+    idle_close_s: float = Field(
+        1800.0, gt=0, description="a conversation without messages for this long is closed"
+    )
+    dedupe_hours: float = Field(24.0, gt=0, description="hours a channel message id is remembered (retries)")
+    offer_during_calls: bool = Field(False, description="agents on a voice call (or wrap-up) get new chats")
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest level logged")
     format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
@@ -598,7 +801,13 @@ class Settings(_Section):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    business_hours: dict[str, BusinessHoursSettings] = Field(
+        default_factory=dict,
+        description="schedule name → {timezone, weekly, holidays}; flows' hours nodes name these",
+    )
     log: LogSettings = Field(default_factory=LogSettings)
+    wechat: WechatSettings = Field(default_factory=WechatSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     tickets: TicketsSettings = Field(default_factory=TicketsSettings)
     webhooks: list[WebhookSettings] = Field(
         default_factory=list, description="outgoing webhooks: url, secret, events (callcenter/webhooks.py)"

@@ -270,9 +270,13 @@ def _context(
     ``routing.queues`` and the intents of ``ivr.intents_file`` (no settings or no such file: not checked)."""
     queue_names = _names(queues)
     intent_names = _names(intents)
+    schedule_names = _names(schedules)
     if settings is not None:
+        managed_queues, managed_schedules = _managed_names(settings)
         if queue_names is None:
-            queue_names = frozenset(settings.routing.queues)
+            queue_names = frozenset(settings.routing.queues) | managed_queues
+        if schedule_names is None:  # as the server checks: config.yaml's business_hours + the console's
+            schedule_names = frozenset(settings.business_hours) | managed_schedules
         intents_file = settings.ivr.intents_file
         if intent_names is None and intents_file is not None and intents_file.is_file():
             from callcenter.core.errors import ConfigError
@@ -287,9 +291,29 @@ def _context(
         queues=queue_names,
         skills=_names(skills),
         intents=intent_names,
-        schedules=_names(schedules),
+        schedules=schedule_names,
         check_files=check_files,
     )
+
+
+def _managed_names(settings: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """Queue and schedule names made in the admin console (stored in the database), so a flow naming
+    them passes here as it does on the server. Read-only: a database that does not exist yet, or has no
+    such tables, has none."""
+    url = settings.db_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return frozenset(), frozenset()
+    from callcenter.store import Store
+    from callcenter.store.admin_config import AdminConfigRepo
+
+    store = Store(url)
+    try:
+        repo = AdminConfigRepo(store.engine)
+        return frozenset(repo.queues()), frozenset(repo.schedules())
+    except Exception:  # noqa: BLE001 - no console tables (an older schema): nothing managed
+        return frozenset(), frozenset()
+    finally:
+        store.close()
 
 
 def _registry(settings: Any, context: FlowContext | None = None) -> Any:

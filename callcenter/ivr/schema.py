@@ -684,7 +684,8 @@ class QueueNode(_Node):
     _targets: ClassVar[tuple[str, ...]] = ("next", "on_overflow")
 
 
-_TRANSFER_RE = re.compile(r"(sips?:\S+|tel:\+?[0-9*#-]+|agent:\S+|\+?[0-9*#]+)")
+# The forms the API's transfers take too: number:+49 30 1234 (spaces and dashes for readability).
+_TRANSFER_RE = re.compile(r"(sips?:\S+|tel:\+?[0-9*#-]+|number:\+?[0-9*# -]+|agent:\S+|\+?[0-9*#]+)")
 
 
 class TransferNode(_Node):
@@ -701,7 +702,8 @@ class TransferNode(_Node):
     @model_validator(mode="after")
     def _target(self) -> TransferNode:
         if "${" not in self.to and not _TRANSFER_RE.fullmatch(self.to):
-            raise _err(f"expected sip:URI, a number or agent:NAME, got {self.to!r}", "to")
+            expected = "sip:URI, a number (+4930..., number:..., tel:...) or agent:NAME"
+            raise _err(f"expected {expected}, got {self.to!r}", "to")
         return self
 
 

@@ -158,6 +158,12 @@ class Bridge:
             self._taps.remove((direction, tap))
             self._leg(direction).remove_audio_tap(tap)
 
+    def forwarder(self, direction: Direction) -> Callable[[rtp.RtpPacket, float], None]:
+        """The relay handler of ``direction`` (what ``start`` installs on the sending leg): a mixer
+        that takes over one direction's voice hands it the RFC 4733 events still, and gives it back."""
+        self._leg(direction)  # validates the direction
+        return self._ab if direction == "a_to_b" else self._ba
+
     def _leg(self, direction: Direction) -> RtpSession:
         if direction == "a_to_b":
             return self.a

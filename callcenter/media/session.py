@@ -540,7 +540,11 @@ class RtpSession:
         if pacer is None:
             start = self.sender.pacer.start if self.sender.pacer is not None else now
             pacer = self._audio_pacer = Pacer(AUDIO_FRAME, start, max_catchup=5)
-        n, _ = pacer.due(now)  # after a longer stall the buffer drops what it cannot hold
+            # A tap added mid-stream starts with this tick's frame: a catch-up burst here would put
+            # playout frames ahead of the packets, which then all arrive "late".
+            n = min(1, pacer.due(now)[0])
+        else:
+            n, _ = pacer.due(now)  # after a longer stall the buffer drops what it cannot hold
         inband = self._inband
         for _ in range(n):
             frame = jb.pop()

@@ -7,6 +7,15 @@ compositions of table entries, so the table is the whole truth about which moves
 Requests that cannot apply now because the agent is ringing or talking (log out, not-ready, offline)
 are *deferred*: the agent stays reserved / on call and the request applies when that offer or call
 ends. Ringing and talking are never cut short by the state machine; the glue ends the SIP legs.
+
+Calls an agent places themselves through the server (to a colleague, a queue or a number) make them
+``own_call`` (TAPI's BUSYOTHER): nothing is offered to them until the last such call ends, and then
+they are back where they were — available, or not-ready with the same reason (Cisco Finesse does the
+same after a dropped call: READY or NOT_READY "as before the call"). No wrap-up follows an internal
+call (it is not a customer's contact); a call placed during wrap-up ends that wrap-up. An invariant
+does the rest: an agent with a call of their own up is never available, not-ready or in wrap-up —
+whatever brings them there (a queue call hanging up during a consult they dialled, a log-in, a failed
+offer) continues into ``own_call``.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ __all__ = [
     "AgentEvent",
     "AgentState",
     "InvalidTransition",
+    "check_max_chats",
     "language_ok",
 ]
 
@@ -40,6 +50,7 @@ class AgentState(StrEnum):
     ON_CALL = "on_call"
     WRAP_UP = "wrap_up"
     NOT_READY = "not_ready"
+    OWN_CALL = "own_call"  # on a call they placed themselves (colleague, queue, number)
 
 
 class AgentEvent(StrEnum):
@@ -53,6 +64,8 @@ class AgentEvent(StrEnum):
     OFFER_FAILED = "offer_failed"  # rejected / no answer / caller gone / cancelled (router only)
     HANGUP = "hangup"  # the bridged call ended (router only)
     WRAP_UP_DONE = "wrap_up_done"  # wrap-up timer, or the agent ends wrap-up early
+    PLACE_CALL = "place_call"  # the agent's phone placed a call through us (authenticated INVITE)
+    OWN_CALL_ENDED = "own_call_ended"  # one of those calls ended
 
 
 class InvalidTransition(CallcenterError):
@@ -60,7 +73,8 @@ class InvalidTransition(CallcenterError):
 
 
 _S, _E = AgentState, AgentEvent
-_BUSY = (_S.RESERVED, _S.ON_CALL)
+_BUSY = (_S.RESERVED, _S.ON_CALL, _S.OWN_CALL)
+_FREE = (_S.AVAILABLE, _S.NOT_READY, _S.WRAP_UP)  # never while an own call is up: see the invariant
 
 TRANSITIONS: Mapping[tuple[AgentState, AgentEvent], AgentState] = MappingProxyType(
     {
@@ -75,6 +89,28 @@ TRANSITIONS: Mapping[tuple[AgentState, AgentEvent], AgentState] = MappingProxyTy
         (_S.AVAILABLE, _E.SET_NOT_READY): _S.NOT_READY,
         (_S.AVAILABLE, _E.SET_OFFLINE): _S.OFFLINE,
         (_S.AVAILABLE, _E.OFFER): _S.RESERVED,
+        (_S.AVAILABLE, _E.PLACE_CALL): _S.OWN_CALL,
+        (_S.NOT_READY, _E.PLACE_CALL): _S.OWN_CALL,  # the reason comes back when the call ends
+        (_S.WRAP_UP, _E.PLACE_CALL): _S.OWN_CALL,  # ends the wrap-up (its time goes on the record)
+        # Set offline while registered: not in the ACD at all, so nothing to keep them from.
+        (_S.OFFLINE, _E.PLACE_CALL): _S.OFFLINE,
+        # Ringing: the offer keeps ringing until answered, timed out or cancelled, as an Avaya or Cisco
+        # phone shows a second call; a no-answer meanwhile is not counted as missed (busy by their own
+        # act, not ignoring the ring). Withdrawing it at once would need the glue to CANCEL the leg and
+        # would gain the caller little: the ring timeout passes it on.
+        (_S.RESERVED, _E.PLACE_CALL): _S.RESERVED,
+        (_S.ON_CALL, _E.PLACE_CALL): _S.ON_CALL,  # a consult dialled from the phone (caller on hold)
+        (_S.OWN_CALL, _E.PLACE_CALL): _S.OWN_CALL,  # a second one
+        # On their own call: presence requests are deferred too, and these entries name where each
+        # takes the agent when the last own call ends (one step: no flicker through "available").
+        (_S.OWN_CALL, _E.LOGIN): _S.OWN_CALL,  # cancels a deferred LOGOUT
+        (_S.OWN_CALL, _E.LOGOUT): _S.OFFLINE,  # deferred
+        (_S.OWN_CALL, _E.SET_OFFLINE): _S.OFFLINE,  # deferred
+        (_S.OWN_CALL, _E.SET_NOT_READY): _S.NOT_READY,  # deferred; also how a not-ready agent returns
+        (_S.OWN_CALL, _E.SET_AVAILABLE): _S.OWN_CALL,  # cancels a deferred request: available afterwards
+        (_S.OWN_CALL, _E.OWN_CALL_ENDED): _S.AVAILABLE,  # the last one; else a self-loop (+ deferred)
+        # Any other own call ending (e.g. while on a queue call again) only updates the count.
+        **{(s, _E.OWN_CALL_ENDED): s for s in _S if s is not _S.OWN_CALL},
         # Ringing: presence requests are deferred (see DEFERRED) until the offer ends.
         (_S.RESERVED, _E.LOGIN): _S.RESERVED,
         (_S.RESERVED, _E.LOGOUT): _S.RESERVED,
@@ -154,6 +190,8 @@ class Agent:
     wrap_up_until: float | None = None
     last_call_id: str | None = None  # during wrap-up: the call that just ended
     revision: int = 0  # the board's generation when skills / languages last changed (caches key on it)
+    max_chats: int = 3  # concurrent chats (issue 9's chat routing)
+    own_calls: set[str] = field(default_factory=set)  # calls they placed themselves that are up
 
     def as_json(self, now: float) -> dict[str, Any]:
         return {
@@ -170,6 +208,8 @@ class Agent:
             "talk_s_total": round(self.talk_s_total, 3),
             "talk_s_today": round(self.talk_s_today, 3),
             "wrap_up_left_s": round(max(0.0, self.wrap_up_until - now), 3) if self.wrap_up_until else None,
+            "own_calls": sorted(self.own_calls),  # calls they placed (state own_call unless on a queue call)
+            "max_chats": self.max_chats,
         }
 
 
@@ -180,6 +220,13 @@ def _check_skills(skills: Mapping[str, int]) -> dict[str, int]:
             raise ValueError(f"skill {skill!r}: expected a level 1-5, got {level!r}")
         out[skill] = level
     return out
+
+
+def check_max_chats(value: int) -> int:
+    """Concurrent chats an agent takes: an int >= 0 (0 = no chats)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_chats: expected a whole number >= 0, got {value!r}")
+    return value
 
 
 @dataclass
@@ -193,6 +240,7 @@ class AgentBoard:
 
     max_missed: int = 3
     auto_available: bool = True
+    default_max_chats: int = 3  # for agents whose account sets none (routing.default_max_chats)
     _agents: dict[str, Agent] = field(default_factory=dict)
     _available: set[str] = field(default_factory=set)
     _by_skill: dict[str, set[str]] = field(default_factory=dict)  # available agents having the skill
@@ -206,21 +254,26 @@ class AgentBoard:
 
     def define(
         self, name: str, skills: Mapping[str, int] | None = None, languages: Iterable[str] = (), *,
-        now: float = 0.0,
+        now: float = 0.0, max_chats: int | None = None,
     ) -> Agent:
         """Add the agent (offline) or update an existing one's skills and languages, keeping its state."""
         if name in self._agents:
-            return self.update(name, skills=skills or {}, languages=languages)
+            return self.update(name, skills=skills or {}, languages=languages, max_chats=max_chats)
         self.generation += 1
         agent = Agent(name, _check_skills(skills or {}), frozenset(x.lower() for x in languages),
                       since=now, idle_since=now, revision=self.generation)
+        agent.max_chats = check_max_chats(self.default_max_chats if max_chats is None else max_chats)
         self._agents[name] = agent
         return agent
 
     def update(
-        self, name: str, *, skills: Mapping[str, int] | None = None, languages: Iterable[str] | None = None
+        self, name: str, *, skills: Mapping[str, int] | None = None, languages: Iterable[str] | None = None,
+        max_chats: int | None = None,
     ) -> Agent:
+        """New definitions for the next routing decision; a call in progress is not affected."""
         agent = self._agents[name]
+        if max_chats is not None:
+            agent.max_chats = check_max_chats(max_chats)
         free = name in self._available
         if free:
             self._unindex(agent)
@@ -299,11 +352,40 @@ class AgentBoard:
         call_id: str | None = None,
         wrap_up_s: float = 0.0,
     ) -> Agent:
-        """Apply one event with its composite rules; raises InvalidTransition when the table has no entry."""
+        """Apply one event with its composite rules; raises InvalidTransition when the table has no entry.
+        PLACE_CALL / OWN_CALL_ENDED take the agent's own call as ``call_id`` (ending one twice is a
+        no-op)."""
+        agent = self._apply(name, event, now, reason=reason, missed=missed, call_id=call_id,
+                            wrap_up_s=wrap_up_s)
+        if agent.own_calls and agent.state in _FREE:  # the invariant (module docstring)
+            self._enter_own_call(agent, now)
+        return agent
+
+    def _apply(
+        self, name: str, event: AgentEvent, now: float, *, reason: str | None, missed: bool,
+        call_id: str | None, wrap_up_s: float,
+    ) -> Agent:
         agent = self._agents[name]
         state = agent.state
         if (state, event) not in TRANSITIONS:
             raise InvalidTransition(f"agent {name!r} is {state}: {event} is not allowed")
+        if event is _E.PLACE_CALL:
+            if call_id is None:
+                raise ValueError("PLACE_CALL needs the call's id")
+            agent.own_calls.add(call_id)
+            return agent  # the invariant in apply() moves a free agent into own_call
+        if event is _E.OWN_CALL_ENDED:
+            if call_id not in agent.own_calls:
+                return agent
+            agent.own_calls.discard(call_id)
+            if state is _S.OWN_CALL:
+                if agent.own_calls:
+                    agent.call_id = min(agent.own_calls)  # still on another one
+                elif agent.pending is not None:
+                    self._apply_pending(agent, now)
+                else:
+                    self._step(agent, event, now)
+            return agent
         if (state, event) in DEFERRED:
             agent.pending, agent.pending_reason = event, reason
             return agent
@@ -330,7 +412,7 @@ class AgentBoard:
             return agent
         if event is _E.OFFER_FAILED:
             self._step(agent, event, now)
-            if missed:
+            if missed and not agent.own_calls:  # busy on a call of their own: not ignoring the ring
                 agent.missed_in_row += 1
             if agent.pending is not None:
                 self._apply_pending(agent, now)
@@ -357,6 +439,19 @@ class AgentBoard:
             agent.missed_in_row = 0
         self._step(agent, event, now, reason=reason)
         return agent
+
+    def _enter_own_call(self, agent: Agent, now: float) -> None:
+        """A free agent with an own call up goes to own_call; not-ready comes back with its reason
+        (kept as the deferred request, unless a later one is already waiting)."""
+        if agent.state is _S.NOT_READY and agent.pending is None:
+            agent.pending, agent.pending_reason = _E.SET_NOT_READY, agent.reason
+        own = min(agent.own_calls)
+        if agent.state is _S.WRAP_UP:  # the ending wrap-up's transition names the call it followed
+            self._step(agent, _E.PLACE_CALL, now)
+            agent.call_id = own
+        else:
+            agent.call_id = own
+            self._step(agent, _E.PLACE_CALL, now)
 
     def _apply_pending(self, agent: Agent, now: float) -> None:
         event, reason = agent.pending, agent.pending_reason

@@ -204,6 +204,8 @@ class Router:
         agent = self.agents[name]
         if event is AgentEvent.OFFER:
             raise InvalidTransition("offers are made by dispatch(), not by agent events")
+        if event in (AgentEvent.PLACE_CALL, AgentEvent.OWN_CALL_ENDED):
+            raise InvalidTransition("an agent's own calls go through own_call_started / own_call_ended")
         if event in (AgentEvent.ANSWER, AgentEvent.OFFER_FAILED):
             if agent.state is not AgentState.RESERVED or agent.call_id is None:
                 raise InvalidTransition(f"agent {name!r} is {agent.state}: {event} is not allowed")
@@ -218,6 +220,18 @@ class Router:
             self.call_ended(name, now)
             return agent
         return self.agents.apply(name, event, now, reason=reason)
+
+    def own_call_started(self, name: str, call_id: str, now: float) -> Agent:
+        """``name`` placed ``call_id`` through us (authenticated): nothing is offered to them until it
+        ends (state own_call; a ringing offer keeps ringing, a queue call goes on)."""
+        return self.agents.apply(name, AgentEvent.PLACE_CALL, now, call_id=call_id)
+
+    def own_call_ended(self, name: str, call_id: str, now: float) -> Agent | None:
+        """That call ended: back to the state before (or a request made meanwhile). Idempotent; a
+        removed agent is ignored (None)."""
+        if name not in self.agents:
+            return None
+        return self.agents.apply(name, AgentEvent.OWN_CALL_ENDED, now, call_id=call_id)
 
     # -- callers ------------------------------------------------------------------------------------
 
@@ -765,3 +779,45 @@ class Router:
                     return True
         return False
 
+
+    # -- queues changed at run time (the admin console) ------------------------------------------------
+
+    def upsert_queue(self, queue: QueueConfig) -> None:
+        """Add a queue or replace its settings. Callers waiting keep their place (arrival, priority) and
+        their max wait; the new skills, strategy and escalations apply from the next dispatch (an
+        escalation already due is applied there). Live offers and calls are left as they are."""
+        name = queue.name
+        self.queues[name] = queue
+        self._agent_queues.clear()  # which queues an agent may serve depends on the queues' skills
+        if name not in self.stats:
+            self.stats[name] = QueueStats()
+            self._lines[name] = []
+            self._queue_buckets[name] = {}
+            self._recent[name] = _Recent()
+            return
+        callers = [self._waiting[k[3]] for k in self._lines[name]]
+        # Out of every bucket first: a bucket keeps the QueueConfig and requirement it was made with.
+        rebucket = [w for w in callers if w.call_id in self._in_bucket]
+        for w in rebucket:
+            self._from_bucket(w)
+        self._escalation_timers = [t for t in self._escalation_timers if t[2].queue != name]
+        heapq.heapify(self._escalation_timers)
+        for w in callers:
+            w.stage = min(w.stage, len(queue.escalations))
+            self._arm_escalation(w)
+        for w in rebucket:
+            self._to_bucket(w)
+
+    def remove_queue(self, name: str) -> None:
+        """Drop a queue nobody waits in and no agent talks on (else CallcenterError: the caller's 409).
+        Unknown name: KeyError."""
+        if name not in self.queues:
+            raise KeyError(name)
+        if self._lines[name]:
+            raise CallcenterError(f"queue {name!r} has {len(self._lines[name])} caller(s) waiting")
+        if any(talk[1] == name for talk in self._talks.values()):
+            raise CallcenterError(f"queue {name!r} still has calls connected to agents")
+        del self.queues[name], self.stats[name], self._lines[name], self._queue_buckets[name]
+        del self._recent[name]
+        self._rr.pop(name, None)
+        self._agent_queues.clear()

@@ -190,6 +190,10 @@ class Registrar:
             out.append((aor, binding))
         return out
 
+    def remove(self, aor: str) -> list[Binding]:
+        """Drop every binding of ``aor`` (an account deleted); returns them. Heap entries go lazily."""
+        return list(self._table.pop(normalize_aor(aor), {}).values())
+
     # -- REGISTER --
 
     def register(

@@ -264,6 +264,14 @@ class RegistrationService:
     def lookup(self, username: str) -> list[Binding]:
         return self.registrar.lookup(username, self.clock())
 
+    def forget(self, username: str, *, unbind: bool = False) -> None:
+        """The account changed (new password) or is gone: its cached HA1 is dropped, so the next request
+        is checked against the store; ``unbind`` also removes its phones' bindings (listeners are told)."""
+        self._cache.pop(username, None)
+        if unbind:
+            for binding in self.registrar.remove(username):
+                self._notify(username, binding, False)
+
     # --- agents calling through us (INVITE from a registered contact) --------------------------
     def agents_at(self, source: Addr) -> list[str]:
         """The agents whose phone registered from ``source`` (same transport, address and port)."""

@@ -55,6 +55,7 @@ MODEL_MODULES: list[str] = [
     "callcenter.calls.callback",  # callback_request (imported only when autogenerating: it is heavy)
     "callcenter.kb.models",
     "callcenter.auth.models",
+    "callcenter.store.admin_config",
 ]
 _LEGACY_TABLES = frozenset({"agent", "callrecord", "flow_version"})  # what create_all used to make
 _PG_LOCK_KEY = 0x6363_6D69  # "ccmi": one migrating process at a time on a shared PostgreSQL

@@ -25,7 +25,9 @@ __all__ = [
     "Store",
     "StoreError",
     "compute_ha1",
+    "validate_display_name",
     "validate_languages",
+    "validate_max_chats",
     "validate_skills",
 ]
 
@@ -74,6 +76,25 @@ def validate_languages(languages: Iterable[str]) -> list[str]:
     return out
 
 
+def validate_max_chats(value: int | None) -> int | None:
+    """Concurrent chats: a whole number >= 0 (0: no chats), or None for the config's default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidAgentError(f"max_chats: expected a whole number >= 0, got {value!r}")
+    return value
+
+
+def validate_display_name(value: str | None) -> str | None:
+    """Trimmed, at most 128 characters, no control characters; empty means none."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or len(text) > 128 or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise InvalidAgentError("display_name: expected up to 128 printable characters")
+    return text or None
+
+
 class Store:
     """Agents and call records in one SQL database (SQLite by default)."""
 
@@ -116,8 +137,12 @@ class Store:
         realm: str,
         skills: Mapping[str, int] | None = None,
         languages: Iterable[str] = (),
+        *,
+        max_chats: int | None = None,
+        display_name: str | None = None,
     ) -> Agent:
-        """Create an agent; keeps HA1 hashes (MD5 and SHA-256) of the password, never the password."""
+        """Create an agent; keeps HA1 hashes (MD5 and SHA-256) of the password, never the password.
+        ``max_chats`` None follows the config's ``routing.default_max_chats``."""
         if not _USERNAME.fullmatch(username):
             raise InvalidAgentError(
                 f"username {username!r}: expected 1-64 characters of letters, digits and -_.!~*'()&=+$,;?/"
@@ -133,6 +158,8 @@ class Store:
             ha1_sha256=compute_ha1(username, realm, password, "SHA-256"),
             skills=validate_skills(skills or {}),
             languages=validate_languages(languages),
+            max_chats=validate_max_chats(max_chats),
+            display_name=validate_display_name(display_name),
         )
         with self._session() as session:
             if session.exec(select(Agent.id).where(Agent.username == username)).first() is not None:
@@ -151,6 +178,43 @@ class Store:
     def list_agents(self) -> list[Agent]:
         with self._session() as session:
             return list(session.exec(select(Agent).order_by(col(Agent.username))))
+
+    def update_agent(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        skills: Mapping[str, int] | None = None,
+        languages: Iterable[str] | None = None,
+        max_chats: int | None = None,
+        display_name: str | None = None,
+    ) -> Agent | None:
+        """Change the given fields (None: unchanged; display_name "" clears it); a new password is
+        hashed with the agent's own realm. None when there is no such agent."""
+        changes: dict[str, object] = {}
+        if password is not None and not password:
+            raise InvalidAgentError("password: expected a non-empty password")
+        if skills is not None:
+            changes["skills"] = validate_skills(skills)
+        if languages is not None:
+            changes["languages"] = validate_languages(languages)
+        if max_chats is not None:
+            changes["max_chats"] = validate_max_chats(max_chats)
+        if display_name is not None:
+            changes["display_name"] = validate_display_name(display_name)
+        with self._session() as session:
+            agent = session.exec(select(Agent).where(Agent.username == username)).first()
+            if agent is None:
+                return None
+            if password:
+                changes["ha1_md5"] = compute_ha1(username, agent.realm, password, "MD5")
+                changes["ha1_sha256"] = compute_ha1(username, agent.realm, password, "SHA-256")
+            for key, value in changes.items():
+                setattr(agent, key, value)
+            session.add(agent)
+            session.commit()
+            session.refresh(agent)
+            return agent
 
     def remove_agent(self, username: str) -> bool:
         """Delete the agent; False when there was none."""

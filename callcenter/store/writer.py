@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from callcenter.core.logging import log_event
+from callcenter.core.text import clean_json, clean_text
 from callcenter.store.models import CallRecord, HangupBy
 from callcenter.store.repo import Store
 
@@ -56,21 +57,24 @@ class CallRecordWriter:
     # -- producer side (any thread, typically the event loop) -----------------------------------------
 
     def call_started(self, sip_call_id: str, from_uri: str, to_uri: str, started_at: datetime) -> None:
-        self._queue.put((_START, sip_call_id, from_uri, to_uri, started_at))
+        # Header text may carry undecodable bytes from the wire: cleaned before it meets the database.
+        self._queue.put(
+            (_START, clean_text(sip_call_id), clean_text(from_uri), clean_text(to_uri), started_at)
+        )
 
     def call_answered(self, sip_call_id: str, at: datetime) -> None:
         """First answer wins (a re-INVITE does not move it)."""
-        self._queue.put((_ANSWER, sip_call_id, at))
+        self._queue.put((_ANSWER, clean_text(sip_call_id), at))
 
     def call_ended(
         self, sip_call_id: str, at: datetime, hangup_by: HangupBy | None, disposition: str
     ) -> None:
         """First end wins."""
-        self._queue.put((_END, sip_call_id, at, hangup_by, disposition))
+        self._queue.put((_END, clean_text(sip_call_id), at, hangup_by, disposition))
 
     def call_extra(self, sip_call_id: str, fields: dict[str, Any]) -> None:
         """Merge JSON-serialisable ``fields`` into the record's ``extra`` (later issues' columns)."""
-        self._queue.put((_EXTRA, sip_call_id, dict(fields)))
+        self._queue.put((_EXTRA, clean_text(sip_call_id), dict(fields)))
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -123,22 +127,34 @@ class CallRecordWriter:
                 return
 
     def _write_with_retry(self, ops: list[tuple[Any, ...]]) -> None:
+        """One transaction for the batch; if it fails twice, each call's operations on their own, so a
+        call the database refuses loses only its own record, never its neighbours'."""
         for attempt in (1, 2):
             try:
                 with self._store.engine.begin() as conn:
                     self._write(conn, ops)
                 return
             except Exception:
-                final = attempt == 2
+                log_event(
+                    log, "callrecord.write_failed", level=logging.WARNING, ops=len(ops), exc_info=attempt == 2
+                )
+        by_call: dict[str, list[tuple[Any, ...]]] = {}
+        for op in ops:
+            by_call.setdefault(op[1], []).append(op)
+        for call_id, call_ops in by_call.items():
+            try:
+                with self._store.engine.begin() as conn:
+                    self._write(conn, call_ops)
+            except Exception:
+                self.failed_batches += 1
                 log_event(
                     log,
-                    "callrecord.write_failed",
-                    level=logging.ERROR if final else logging.WARNING,
-                    ops=len(ops),
-                    dropped=final,
+                    "callrecord.dropped",
+                    level=logging.ERROR,
+                    call_id=call_id,
+                    ops=len(call_ops),
                     exc_info=True,
                 )
-        self.failed_batches += 1
 
     def _write(self, conn: Connection, ops: list[tuple[Any, ...]]) -> None:
         rows: dict[str, _Row] = {}  # latest row per Call-ID touched in this batch
@@ -166,7 +182,7 @@ class CallRecordWriter:
             elif kind == _END and values["ended_at"] is None:
                 values.update(ended_at=op[2], hangup_by=op[3], disposition=op[4])
             elif kind == _EXTRA:
-                values["extra"] = {**(values["extra"] or {}), **op[2]}
+                values["extra"] = {**(values["extra"] or {}), **clean_json(op[2])}
             row.dirty = True
         if new_rows:
             conn.execute(insert(_TABLE), [r.values for r in new_rows])

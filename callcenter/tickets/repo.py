@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from callcenter.store.crm import (
     TicketEvent,
 )
 from callcenter.store.db import utcnow
-from callcenter.tickets.sla import SlaEvent, SlaPolicy, is_person
+from callcenter.tickets.sla import SlaActions, SlaEvent, SlaPolicy, is_person
 from callcenter.tickets.states import OPEN_STATUSES, STATUSES, check_transition
 
 __all__ = [
@@ -479,13 +479,46 @@ class TicketRepo:
                 query = query.with_for_update(skip_locked=True)  # two servers never raise one event twice
             tickets = list(session.exec(query))
             for ticket in tickets:
-                raised = policy.check(ticket, now)
-                for event in raised:
+                for event in policy.check(ticket, now):
                     self.log(session, ticket, "sla", event.kind, event.due.isoformat(), event.target)
-                events.extend(raised)
+                    actions = policy.actions_for(event)
+                    if actions is not None:
+                        done = self.sla_actions(session, ticket, actions)
+                        # The hooks (live channel, webhooks) see the ticket as the actions left it.
+                        event = replace(
+                            event, priority=ticket.priority, queue=ticket.queue, assignee=ticket.assignee,
+                            actions=tuple(done),
+                        )  # fmt: skip
+                    events.append(event)
                 session.add(ticket)
             session.commit()
         return SlaCheck(len(tickets), events)
+
+    def sla_actions(self, session: Session, ticket: Ticket, actions: SlaActions) -> list[str]:
+        """Apply an SLA escalation to ``ticket`` (each change audited, actor ``sla``); what changed."""
+        done: list[str] = []
+        if actions.priority is not None:
+            if actions.priority == "raise":
+                step = min(PRIORITIES.index(ticket.priority) + 1, len(PRIORITIES) - 1)
+                wanted: str = PRIORITIES[step]
+            else:
+                wanted = higher_priority(ticket.priority, actions.priority)
+            if self.change(session, ticket, "sla", "priority", wanted):
+                done.append(f"priority={wanted}")
+        if actions.queue is not None and self.change(session, ticket, "sla", "queue", actions.queue):
+            done.append(f"queue={actions.queue}")
+        if actions.unassign or actions.assignee is not None:
+            if self.change(session, ticket, "sla", "assignee", actions.assignee):
+                done.append(f"assignee={actions.assignee}" if actions.assignee else "unassigned")
+        before = list(ticket.tags or [])
+        self.add_tags(session, ticket, "sla", actions.tags)
+        added = [t for t in ticket.tags or [] if t not in before]
+        if added:
+            done.append("tags+=" + ",".join(added))
+        if actions.note:
+            self.note(session, ticket, "sla", actions.note)
+            done.append("note")
+        return done
 
     def csat_by_agent(self, *, since: datetime | None = None) -> list[CsatAverage]:
         """CSAT per agent (the agent on the feedback row), best first."""

@@ -30,7 +30,9 @@ from callcenter.customers import CustomerRepo
 from callcenter.ivr.services import TicketDraft, TicketUpdate, TranscriptEntry
 from callcenter.store.crm import Conversation, Customer, Feedback, Ticket
 from callcenter.store.db import utcnow
+from callcenter.tickets.batch import BatchWriter
 from callcenter.tickets.csat import CsatAnswer
+from callcenter.tickets.postcall import PostCall, file_batch, rounds
 from callcenter.tickets.repo import MessageIn, TicketNotFound, TicketRepo, higher_priority
 from callcenter.tickets.sla import SlaPolicy
 from callcenter.tickets.summary import Summary, summarize
@@ -163,6 +165,8 @@ class TicketService:
         *,
         customers: CustomerRepo | None = None,
         now: Callable[[], datetime] = utcnow,
+        max_batch: int = 200,
+        linger_s: float = 0.05,
     ) -> None:
         self.settings = settings or TicketsSettings()
         self.now = now
@@ -170,6 +174,19 @@ class TicketService:
         self.sla = SlaPolicy.from_settings(sla) if sla.enabled else None
         self.repo = TicketRepo(engine, now=now, sla=self.sla)
         self.customers = customers or CustomerRepo(engine, country_code=self.settings.phone_country_code)
+        # Post-call filing: one thread, many calls per transaction (started by the first call).
+        self.writer: BatchWriter[HandledCall, int | None] = BatchWriter(
+            self.record_calls_sync,
+            self.record_call_sync,
+            max_batch=max_batch,
+            linger_s=linger_s,
+            name="ticket-writer",
+        )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write the finished calls still queued, then stop the writer thread (blocking: call it from a
+        worker, e.g. ``await asyncio.to_thread(tickets.close)``). Later calls are filed one by one."""
+        self.writer.stop(timeout)
 
     # -- the IVR's Tickets protocol ------------------------------------------------------------------------
 
@@ -181,9 +198,15 @@ class TicketService:
 
     async def record_call(self, call: HandledCall) -> int | None:
         """The post-call hook: store the conversation, file or update a ticket per the policy; returns
-        the ticket's number (None: no ticket). Never raises: a failure is logged."""
+        the ticket's number (None: no ticket) once it is committed. Never raises: a failure is logged.
+
+        The call joins the writer's next batch; a cancelled caller does not take it out of the batch."""
         try:
-            return await asyncio.to_thread(self.record_call_sync, call)
+            if self.writer.closed:
+                return await asyncio.to_thread(self.record_call_sync, call)
+            return await asyncio.shield(asyncio.wrap_future(self.writer.submit(call)))
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log_event(
                 log, "tickets.record_call_failed", level=logging.ERROR, call_id=call.call_id, exc_info=True
@@ -235,6 +258,31 @@ class TicketService:
             session.commit()
 
     def record_call_sync(self, call: HandledCall) -> int | None:
+        """One call in its own transaction (the same code as a batch of one)."""
+        return self.record_calls_sync([call])[0]
+
+    def record_calls_sync(self, calls: Sequence[HandledCall]) -> list[int | None]:
+        """The post-call policy for ``calls`` in one transaction (see :mod:`callcenter.tickets.postcall`);
+        each call's ticket number, or None. Same result as filing them one by one in this order."""
+        items: list[PostCall | None] = [self._post_call(call) for call in calls]
+        todo = [i for i in items if i is not None]
+        if todo:
+            for attempt in range(_ATTEMPTS):
+                try:
+                    with self.repo.session() as session:
+                        for batch in rounds(todo):
+                            file_batch(self, session, batch)
+                        session.commit()
+                    break
+                except IntegrityError:  # a new caller's number added by another writer meanwhile
+                    for item in todo:
+                        item.ticket_id = item.conv_id = item.conv = None
+                        item.customer_id, item.new_customer = None, False
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+        return [i.ticket_id if i is not None else None for i in items]
+
+    def _post_call(self, call: HandledCall) -> PostCall | None:
         if call.flow is None and call.queue is None and not call.transcript:
             return None  # never reached a flow or a queue: nothing to keep
         started = call.started_at
@@ -258,7 +306,7 @@ class TicketService:
             conversation["recording"] = call.recording
         filed = _Filed(
             caller=call.caller,
-            call_id=call.call_id,
+            call_id=call.call_id or None,
             actor="system",
             subject=None,
             intent=call.intent,
@@ -269,7 +317,12 @@ class TicketService:
             answered_at=call.ended_at if call.disposition == "answered" and call.agent else None,
         )
         filed.tags = (call.disposition,) if call.disposition in ("abandoned", "voicemail", "callback") else ()
-        return self._file(filed, force=wants_ticket(self.settings.from_calls, call), who=call.caller_name)
+        summary = summarize(
+            ((m.speaker, m.text) for m in messages), max_sentences=self.settings.summary_sentences
+        )
+        number = self.customers.normalize(call.caller) if call.caller else None
+        force = wants_ticket(self.settings.from_calls, call)
+        return PostCall(filed, force, call.caller_name, number, summary)
 
     # -- the one transaction -------------------------------------------------------------------------------
 
@@ -315,7 +368,7 @@ class TicketService:
         category = self._category(filed.intent)
         if ticket is None:
             ticket = Ticket(
-                subject=filed.subject or self._subject(summary, filed, customer),
+                subject=filed.subject or self._subject(summary, filed, customer.name if customer else None),
                 body=filed.body,
                 priority=priority,
                 queue=conv.queue,
@@ -330,7 +383,11 @@ class TicketService:
                 log, "tickets.created", ticket=ticket.id, call_id=filed.call_id, customer=ticket.customer_id
             )
         else:
-            self._update_from(session, ticket, filed, conv, summary, priority, category)
+            self._update_from(
+                session, ticket, filed, same_call=conv.ticket_id == ticket.id, queue=conv.queue,
+                summary=summary, priority=priority, category=category, conv_id=conv.id,
+                conv_started=conv.started_at,
+            )  # fmt: skip
         assert ticket.id is not None
         if conv.ticket_id != ticket.id:
             conv.ticket_id = ticket.id
@@ -359,22 +416,25 @@ class TicketService:
         session: Session,
         ticket: Ticket,
         filed: _Filed,
-        conv: Conversation,
+        *,
+        same_call: bool,
+        queue: str | None,
         summary: Summary,
         priority: str,
         category: str | None,
+        conv_id: int | None,
+        conv_started: datetime,
     ) -> None:
         actor = filed.actor
-        same_call = conv.ticket_id == ticket.id
-        ticket.summary = self._ticket_summary(session, ticket, conv)
+        ticket.summary = self._ticket_summary(session, ticket, conv_id, conv_started, summary.text)
         if filed.body:
             self.repo.note(session, ticket, actor, filed.body)
         self.repo.change(session, ticket, actor, "priority", higher_priority(ticket.priority, priority))
         self.repo.add_tags(session, ticket, actor, filed.tags)
         if category and not ticket.category:
             self.repo.change(session, ticket, actor, "category", category)
-        if conv.queue and not ticket.queue:
-            self.repo.change(session, ticket, actor, "queue", conv.queue)
+        if queue and not ticket.queue:
+            self.repo.change(session, ticket, actor, "queue", queue)
         merged = {k: list(v) for k, v in (ticket.entities or {}).items()}
         for kind, values in summary.entities.items():
             merged[kind] = list(dict.fromkeys([*merged.get(kind, []), *values]))
@@ -384,18 +444,21 @@ class TicketService:
         ticket.updated_at = self.now()
         session.add(ticket)
 
-    def _ticket_summary(self, session: Session, ticket: Ticket, conv: Conversation) -> str:
-        """The summaries of the ticket's conversations (this one included), oldest first, each dated
-        when there are several; the newest text is kept when it grows too long."""
-        convs = {
-            c.id: c for c in session.exec(select(Conversation).where(Conversation.ticket_id == ticket.id))
-        }
-        convs[conv.id] = conv
-        parts = [c for c in sorted(convs.values(), key=lambda c: (c.started_at, c.id or 0)) if c.summary]
+    def _ticket_summary(
+        self, session: Session, ticket: Ticket, conv_id: int | None, started: datetime, text: str
+    ) -> str:
+        """The summaries of the ticket's conversations (this one — ``conv_id`` — included), oldest
+        first, each dated when there are several; the newest text is kept when it grows too long."""
+        query = select(Conversation.id, Conversation.started_at, Conversation.summary).where(
+            Conversation.ticket_id == ticket.id
+        )
+        convs = {cid: (at, cid or 0, summ) for cid, at, summ in session.exec(query)}
+        convs[conv_id] = (started, conv_id or 0, text)
+        parts = [c for c in sorted(convs.values()) if c[2]]
         if len(parts) == 1:
-            return parts[0].summary
-        text = "\n\n".join(f"[{c.started_at:%Y-%m-%d %H:%M}] {c.summary}" for c in parts)
-        return text[-_SUMMARY_MAX:]
+            return parts[0][2]
+        joined = "\n\n".join(f"[{at:%Y-%m-%d %H:%M}] {summ}" for at, _, summ in parts)
+        return joined[-_SUMMARY_MAX:]
 
     def _customer(self, session: Session, caller: str, name: str | None) -> tuple[Customer | None, bool]:
         """The caller's customer, and whether it was created now."""
@@ -435,15 +498,11 @@ class TicketService:
         return self.settings.categories.get(intent, intent)
 
     @staticmethod
-    def _subject(summary: Summary, filed: _Filed, customer: Customer | None) -> str:
+    def _subject(summary: Summary, filed: _Filed, name: str | None) -> str:
         if summary.sentences:
             first = summary.sentences[0]
             return first if len(first) <= 80 else first[:77].rstrip() + "…"
-        who = (
-            (customer.name if customer is not None and customer.name else "")
-            or filed.caller
-            or "unknown caller"
-        )
+        who = name or filed.caller or "unknown caller"
         kind = filed.conversation.get("disposition") or "call"
         return f"{str(kind).capitalize()} call from {who}" if kind != "call" else f"Call from {who}"
 

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -41,13 +41,15 @@ from callcenter.core.logging import log_event
 from callcenter.ivr.schema import Schedule, _parse_days, _parse_range
 
 if TYPE_CHECKING:
-    from callcenter.core.config import SlaSettings
+    from callcenter.core.config import SlaActionSettings, SlaSettings
     from callcenter.store.crm import Ticket
     from callcenter.tickets.repo import TicketRepo
 
 __all__ = [
     "ACTIVE_STATUSES",
     "BusinessCalendar",
+    "SlaActions",
+    "SlaClocks",
     "SlaEvent",
     "SlaHook",
     "SlaMonitor",
@@ -184,6 +186,22 @@ def _intervals(calendar: BusinessCalendar, day: date) -> tuple[tuple[datetime, d
     return tuple(out)
 
 
+class SlaClocks(Protocol):
+    """The ticket columns the SLA clocks read and set: a ``Ticket`` row, or the plain row the bulk
+    post-call path builds before its INSERT (``callcenter.tickets.postcall``)."""
+
+    status: str
+    priority: str
+    created_at: datetime
+    first_response_due: datetime | None
+    first_response_at: datetime | None
+    resolution_due: datetime | None
+    sla_paused_at: datetime | None
+    sla_paused_s: float
+    sla_fired: list[str]
+    sla_next_at: datetime | None
+
+
 # -- the policy --------------------------------------------------------------------------------------------
 
 
@@ -206,6 +224,7 @@ class SlaEvent:
     status: str
     queue: str | None
     assignee: str | None
+    actions: tuple[str, ...] = ()  # what the policy's on_warning/on_breach did, e.g. "queue=escalations"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -218,7 +237,33 @@ class SlaEvent:
             "status": self.status,
             "queue": self.queue,
             "assignee": self.assignee,
+            "actions": list(self.actions),
         }
+
+
+@dataclass(frozen=True)
+class SlaActions:
+    """What a warning or breach does to its ticket (``tickets.sla.on_warning`` / ``on_breach``), in
+    the shape of help-desk escalation rules: priority, queue (team), assignee, tags, internal note.
+    Applied in the transaction that records the event, so each runs once per ticket and target, and a
+    restart neither loses nor repeats them (``sla_fired`` is written with them)."""
+
+    targets: frozenset[str] = frozenset({"first_response", "resolution"})
+    priority: str | None = None  # "raise" = one step up, else at least this priority
+    queue: str | None = None
+    assignee: str | None = None
+    unassign: bool = False
+    tags: tuple[str, ...] = ()
+    note: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: SlaActionSettings | None) -> SlaActions | None:
+        if settings is None:
+            return None
+        return cls(
+            frozenset(settings.targets), settings.priority, settings.queue, settings.assignee,
+            settings.unassign, tuple(settings.tags), settings.note,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -237,6 +282,8 @@ class SlaPolicy:
     calendar: BusinessCalendar
     targets: Mapping[str, SlaTarget]
     warning_ratio: float = 0.75  # None-free: 1.0 would make warnings coincide with breaches
+    on_warning: SlaActions | None = None
+    on_breach: SlaActions | None = None
 
     @classmethod
     def from_settings(cls, settings: SlaSettings) -> SlaPolicy:
@@ -255,14 +302,25 @@ class SlaPolicy:
             )
             for name, t in settings.targets.items()
         }
-        return cls(BusinessCalendar.from_schedule(schedule), targets, settings.warning_percent / 100)
+        return cls(
+            BusinessCalendar.from_schedule(schedule),
+            targets,
+            settings.warning_percent / 100,
+            SlaActions.from_settings(settings.on_warning),
+            SlaActions.from_settings(settings.on_breach),
+        )
+
+    def actions_for(self, event: SlaEvent) -> SlaActions | None:
+        """The configured actions for ``event`` (None: only the event itself)."""
+        actions = self.on_breach if event.kind == "sla_breached" else self.on_warning
+        return actions if actions is not None and event.target in actions.targets else None
 
     def target(self, priority: str) -> SlaTarget:
         return self.targets.get(priority, SlaTarget(None, None))
 
     # -- what the repository calls when a ticket is created or changed (mutates the ticket) -----------
 
-    def start(self, ticket: Ticket, now: datetime) -> None:
+    def start(self, ticket: SlaClocks, now: datetime) -> None:
         ticket.sla_paused_s = 0.0
         ticket.sla_paused_at = None if ticket.status in ACTIVE_STATUSES else now
         ticket.sla_fired = []
@@ -288,7 +346,7 @@ class SlaPolicy:
             ticket.sla_paused_at = None
         self._plan(ticket, now)
 
-    def responded(self, ticket: Ticket, at: datetime, now: datetime) -> None:
+    def responded(self, ticket: SlaClocks, at: datetime, now: datetime) -> None:
         """A person answered the customer (a note, a call an agent took)."""
         if ticket.first_response_at is None:
             ticket.first_response_at = at
@@ -325,10 +383,10 @@ class SlaPolicy:
         ticket.sla_next_at = self._next(ticket)
         return events
 
-    def _due(self, ticket: Ticket, target: Target) -> datetime | None:
+    def _due(self, ticket: SlaClocks, target: Target) -> datetime | None:
         return ticket.first_response_due if target == "first_response" else ticket.resolution_due
 
-    def _plan(self, ticket: Ticket, now: datetime, *, replan: bool = False) -> None:
+    def _plan(self, ticket: SlaClocks, now: datetime, *, replan: bool = False) -> None:
         """Due times from the creation time, the priority's targets and the paused time."""
         created = ticket.created_at
         target = self.target(ticket.priority)
@@ -346,7 +404,7 @@ class SlaPolicy:
             ticket.sla_fired = [k for k in ticket.sla_fired or [] if k in reached]
         ticket.sla_next_at = self._next(ticket)
 
-    def _points(self, ticket: Ticket, *, running_only: bool = True) -> list[_Point]:
+    def _points(self, ticket: SlaClocks, *, running_only: bool = True) -> list[_Point]:
         created = ticket.created_at
         target = self.target(ticket.priority)
         points: list[_Point] = []
@@ -366,7 +424,7 @@ class SlaPolicy:
                 points.append(_Point(ticket.resolution_due, "sla_breached", "resolution"))
         return points
 
-    def _next(self, ticket: Ticket) -> datetime | None:
+    def _next(self, ticket: SlaClocks) -> datetime | None:
         fired = set(ticket.sla_fired or [])
         pending = [p.at for p in self._points(ticket) if p.key not in fired]
         return min(pending) if pending else None

@@ -1,210 +1,39 @@
-// Admin console: edit an IVR flow's YAML (line numbers, highlighting), check it (errors marked at their
-// line), diff it against the live version, publish it, and roll back to any stored version.
-import { api, currentUser, el, renderNav, showError } from "/static/common.js";
-import { highlightYaml, lineDiff } from "/static/yaml.js";
+// Admin console: sections behind tabs (#flows, #queues, #hours, #agents, #skills, #users). Each section's
+// data is fetched when it is shown, so another admin's changes appear on the next visit.
+import { currentUser, renderNav } from "/static/common.js";
+import { flowsFailed, startFlows } from "/static/admin_flows.js";
+import { loadAgents, loadUsers } from "/static/admin_people.js";
+import { loadHours, loadQueues, loadSkills } from "/static/admin_queues.js";
 
-const $ = (id) => document.getElementById(id);
-const source = $("source");
-const current = { id: null, live: null, errors: [] }; // live: the live version's JSON (with yaml) or null
+const SECTIONS = {
+  flows: null, // the editor keeps its own state; loaded once at start
+  queues: () => loadQueues(),
+  hours: () => loadHours(),
+  agents: (arg) => loadAgents(arg),
+  skills: () => loadSkills(),
+  users: () => loadUsers(),
+};
 
-function status(text, kind = "") {
-  $("status").textContent = text;
-  $("status").className = `status ${kind}`;
-}
-
-// -- the editor: a transparent textarea over a highlighted <pre>, a gutter of line numbers ----------
-
-function errorLines() {
-  const lines = new Map();
-  for (const e of current.errors) {
-    if (e.line) lines.set(e.line, [...(lines.get(e.line) || []), e.message || e.text]);
-  }
-  return lines;
-}
-
-function paint() {
-  const text = source.value;
-  const count = text.split("\n").length;
-  const marks = errorLines();
-  $("gutter").replaceChildren(...Array.from({ length: count }, (_, i) => {
-    const n = i + 1;
-    const messages = marks.get(n);
-    return el("div", { class: messages ? "ln err" : "ln", dataset: { line: n }, title: messages ? messages.join("\n") : null }, n);
-  }));
-  $("highlight").replaceChildren(...highlightYaml(text, new Set(marks.keys())));
-  syncScroll();
-}
-
-function syncScroll() {
-  $("highlight").scrollTop = source.scrollTop;
-  $("highlight").scrollLeft = source.scrollLeft;
-  $("gutter").scrollTop = source.scrollTop;
-}
-
-source.addEventListener("input", () => {
-  if (current.errors.length) current.errors = []; // stale once edited; Check again to see them
-  $("errors").replaceChildren();
-  paint();
-});
-source.addEventListener("scroll", syncScroll);
-source.addEventListener("keydown", (event) => {
-  if (event.key === "Tab") { // YAML indents with spaces
-    event.preventDefault();
-    const { selectionStart: a, selectionEnd: b } = source;
-    source.setRangeText("  ", a, b, "end");
-    source.dispatchEvent(new Event("input"));
-  }
-});
-
-function goToLine(line, column) {
-  const lines = source.value.split("\n");
-  let offset = 0;
-  for (let i = 0; i < line - 1 && i < lines.length; i++) offset += lines[i].length + 1;
-  offset += Math.max(0, (column || 1) - 1);
-  source.focus();
-  source.setSelectionRange(offset, offset);
-  const lineHeight = parseFloat(getComputedStyle(source).lineHeight) || 18;
-  source.scrollTop = Math.max(0, (line - 4) * lineHeight);
-  syncScroll();
-}
-
-function showErrors(errors) {
-  current.errors = errors || [];
-  $("errors").replaceChildren(...current.errors.map((e) => el("li", {
-    class: "flow-error",
-    dataset: { line: e.line ?? "" },
-    onclick: () => e.line && goToLine(e.line, e.column),
-  }, e.line ? el("span", { class: "where" }, `line ${e.line}${e.column ? `, column ${e.column}` : ""}`) : null,
-  e.line ? ": " : "", e.message || e.text)));
-  paint();
-}
-
-// -- flows, versions ------------------------------------------------------------------------------
-
-async function loadList() {
-  const flows = await api("GET", "/api/flows");
-  $("flow-list").replaceChildren(...flows.map((f) => el("li", {},
-    el("button", { type: "button", class: f.id === current.id ? "flow current" : "flow", dataset: { flow: f.id },
-      onclick: () => openFlow(f.id) }, f.id, el("span", { class: "muted" }, ` v${f.version}`)))));
-  return flows;
-}
-
-async function loadHistory() {
-  const tbody = $("history").tBodies[0];
-  if (!current.live) {
-    tbody.replaceChildren();
-    return;
-  }
-  const versions = await api("GET", `/api/flows/${encodeURIComponent(current.id)}/versions`);
-  tbody.replaceChildren(...versions.slice().reverse().map((v) => {
-    const isLive = v.version === current.live.version;
-    return el("tr", { dataset: { version: v.version } },
-      el("td", {}, `v${v.version}`, isLive ? el("span", { class: "badge" }, " live") : null),
-      el("td", {}, v.author || ""),
-      el("td", {}, new Date(v.created_at).toLocaleString()),
-      el("td", {}, v.source || ""),
-      el("td", {}, v.message || (v.rolled_back_from ? `rollback to v${v.rolled_back_from}` : "")),
-      el("td", { class: "actions" },
-        el("button", { type: "button", class: "load", onclick: () => loadVersion(v.version) }, "Load"),
-        isLive ? null : el("button", { type: "button", class: "rollback", onclick: () => rollback(v.version) }, "Roll back")));
-  }));
-}
-
-async function openFlow(id, { fresh = false } = {}) {
-  current.id = id;
-  current.errors = [];
-  $("errors").replaceChildren();
-  $("diff-view").hidden = true;
-  status("");
-  if (fresh) {
-    current.live = null;
-    source.value = `id: ${id}\nlanguage: en-US\nstart: hello\nnodes:\n  hello:\n    type: hangup\n    prompt: Hello.\n`;
-  } else {
-    current.live = await api("GET", `/api/flows/${encodeURIComponent(id)}`);
-    source.value = current.live.yaml;
-  }
-  $("flow-title").textContent = id;
-  $("flow-live").textContent = current.live ? `live: v${current.live.version} by ${current.live.author || "?"}` : "not published yet";
-  paint();
-  await Promise.all([loadList(), loadHistory()]);
-}
-
-async function loadVersion(version) {
-  const v = await api("GET", `/api/flows/${encodeURIComponent(current.id)}/versions/${version}`);
-  source.value = v.yaml;
-  showErrors([]);
-  status(`loaded v${version} into the editor (not published)`);
-}
-
-async function check() {
-  if (!current.id) return;
-  status("checking…");
-  const result = await api("POST", `/api/flows/${encodeURIComponent(current.id)}/check`, source.value);
-  showErrors(result.errors);
-  status(result.ok ? "no errors" : `${result.errors.length} error(s)`, result.ok ? "ok" : "bad");
-  const first = result.errors.find((e) => e.line);
-  if (first) goToLine(first.line, first.column); // bring the first error into view
-}
-
-function diff() {
-  if (!current.id) return;
-  const view = $("diff-view");
-  const before = current.live ? current.live.yaml : "";
-  const lines = lineDiff(before, source.value);
-  view.replaceChildren(...lines.map(([op, text]) =>
-    el("div", { class: op === "+" ? "add" : op === "-" ? "del" : "same" }, `${op} ${text}`)));
-  if (!lines.some(([op]) => op !== " ")) view.replaceChildren(el("div", { class: "same" }, "no changes against the live version"));
-  view.hidden = false;
-}
-
-async function publish() {
-  if (!current.id) return;
-  const message = $("message").value.trim();
-  const query = message ? `?message=${encodeURIComponent(message)}` : "";
-  status("publishing…");
-  try {
-    const result = await api("PUT", `/api/flows/${encodeURIComponent(current.id)}${query}`, source.value);
-    status(result.changed ? `published v${result.version}` : `unchanged: v${result.version} stays live`, "ok");
-    $("message").value = "";
-    await openFlow(current.id);
-    status(result.changed ? `published v${result.version}` : `unchanged: v${result.version} stays live`, "ok");
-  } catch (error) {
-    if (error.status === 422 && error.body && error.body.errors) {
-      showErrors(error.body.errors);
-      status(error.message, "bad");
-    } else {
-      throw error;
-    }
+function show() {
+  const [tab, arg] = location.hash.replace(/^#/, "").split("/");
+  const name = tab in SECTIONS ? tab : "flows";
+  for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
+  for (const link of document.querySelectorAll("#tabs a")) link.classList.toggle("current", link.dataset.tab === name);
+  const load = SECTIONS[name];
+  if (load) {
+    load(arg ? decodeURIComponent(arg) : null).catch((error) => {
+      const form = document.querySelector(`[data-panel="${name}"] .form-error`);
+      if (form) form.textContent = String(error.message || error);
+    });
   }
 }
-
-async function rollback(version) {
-  status(`rolling back to v${version}…`);
-  const result = await api("POST", `/api/flows/${encodeURIComponent(current.id)}/rollback`, { version });
-  await openFlow(current.id);
-  status(`rolled back: v${result.version} (= v${version}) is live`, "ok");
-}
-
-function guard(action) {
-  return () => action().catch((error) => { status(""); showError("status", error); $("status").className = "status bad"; });
-}
-
-$("check").addEventListener("click", guard(check));
-$("diff").addEventListener("click", () => diff());
-$("publish").addEventListener("click", guard(publish));
-$("new-flow").addEventListener("submit", (event) => {
-  event.preventDefault();
-  guard(() => openFlow($("new-flow-id").value.trim(), { fresh: true }))();
-});
 
 async function main() {
   const me = await currentUser();
   renderNav(me, "/admin");
-  const flows = await loadList();
-  const wanted = new URLSearchParams(location.search).get("flow");
-  const first = flows.find((f) => f.id === wanted) || flows[0];
-  if (first) await openFlow(first.id);
-  else paint();
+  window.addEventListener("hashchange", show);
+  show();
+  await startFlows();
 }
 
-main().catch((error) => status(String(error.message || error), "bad"));
+main().catch(flowsFailed);

@@ -1,10 +1,13 @@
 // Agent workspace: set my own state; the call I am on (screen-pop: caller, IVR path, queue, live
-// transcript from GET /api/calls/{id}); hold, resume and transfer it.
+// transcript from GET /api/calls/{id}); hold, resume and transfer it; a ticket form prefilled from the
+// transcript (GET /api/calls/{id}/ticket-draft) saved through the tickets API; wrap-up codes after it.
 import { api, currentUser, el, fmtDuration, renderNav, renderTranscript, showError } from "/static/common.js";
 import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
-const view = { me: null, agent: null, callId: null, fetchedAt: performance.now() };
+const view = { me: null, agent: null, callId: null, fetchedAt: performance.now(), draftKey: null, codes: [],
+  wrappedUp: null, draft: null, saved: null }; // saved: {callId, number} of the ticket saved for the call
+const DRAFTED = { subject: "ticket-subject", category: "ticket-category", description: "ticket-description" };
 
 function renderState() {
   const a = view.agent;
@@ -34,6 +37,78 @@ async function renderCall() {
   $("call-facts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   renderTranscript($("transcript"), call.transcript);
   for (const button of document.querySelectorAll("#call-buttons button")) button.disabled = !call.live;
+  $("wrap-up").hidden = call.live || view.wrappedUp === id;
+  // The call pops before anyone has spoken: the draft is read again whenever the transcript grew (and
+  // once the call ended), so the form follows the conversation.
+  const key = `${id} ${(call.transcript || []).length} ${call.live}`;
+  if (view.draftKey !== key) await fillTicketForm(id, key);
+}
+
+// Fields the agent typed in are theirs: a newer draft never overwrites them (a new call resets that).
+async function fillTicketForm(id, key) {
+  const fresh = !view.draftKey || !view.draftKey.startsWith(`${id} `);
+  view.draftKey = key;
+  if (fresh) {
+    for (const field of Object.values(DRAFTED)) delete $(field).dataset.edited;
+    for (const field of ["ticket-status", "wrap-up-status"]) $(field).textContent = "";
+    $("wrap-up-note").value = "";
+  }
+  const draft = await api("GET", `/api/calls/${encodeURIComponent(id)}/ticket-draft`);
+  if (view.callId !== id) return;
+  view.draft = draft;
+  for (const [name, field] of Object.entries(DRAFTED)) {
+    if (!$(field).dataset.edited) $(field).value = draft[name] || "";
+  }
+  $("ticket-customer").textContent = draft.customer ? `Customer: ${draft.customer.name || "#" + draft.customer.id}` : "New caller (no customer yet)";
+  if (fresh || $("ticket-update-label").hidden) $("ticket-update").checked = Boolean(draft.open_ticket);
+  $("ticket-update-label").hidden = !draft.open_ticket;
+  $("ticket-open").textContent = draft.open_ticket ? `#${draft.open_ticket.number} ${draft.open_ticket.subject}` : "";
+}
+
+async function saveTicket(event) {
+  event.preventDefault();
+  const draft = view.draft || {};
+  const id = view.callId;
+  // Saving again for the same call adds to the ticket saved first instead of opening a second one.
+  const saved = view.saved && view.saved.callId === id ? view.saved.number : null;
+  const target = saved ?? (draft.open_ticket && $("ticket-update").checked ? draft.open_ticket.number : null);
+  try {
+    let ticket;
+    if (target !== null) {
+      const text = `${$("ticket-subject").value}\n\n${$("ticket-description").value}`.trim();
+      await api("POST", `/api/tickets/${target}/notes`, { text });
+      ticket = { number: target };
+    } else {
+      ticket = await api("POST", "/api/tickets", {
+        subject: $("ticket-subject").value.trim(),
+        body: $("ticket-description").value,
+        category: $("ticket-category").value.trim() || null,
+        customer_id: draft.customer ? draft.customer.id : null,
+      });
+    }
+    view.saved = { callId: id, number: ticket.number };
+    $("ticket-status").textContent = `Saved ticket #${ticket.number}`;
+  } catch (error) {
+    $("ticket-status").textContent = `Not saved: ${error.message}`;
+  }
+}
+
+async function wrapUp(code) {
+  const id = view.callId;
+  try {
+    const note = $("wrap-up-note").value.trim() || null;
+    await api("POST", `/api/calls/${encodeURIComponent(id)}/wrap-up`, { code, note });
+    view.wrappedUp = id;
+    $("wrap-up-status").textContent = `Wrapped up: ${code}`;
+    await refresh();
+  } catch (error) {
+    $("wrap-up-status").textContent = `Wrap-up: ${error.message}`;
+  }
+}
+
+function renderCodes() {
+  $("wrap-up-codes").replaceChildren(...view.codes.map((c) =>
+    el("button", { type: "button", dataset: { code: c.code }, onclick: () => wrapUp(c.code) }, c.label)));
 }
 
 async function refresh() {
@@ -86,6 +161,10 @@ async function main() {
     callAction("transfer", { to: $("transfer-to").value.trim(), mode: $("transfer-mode").value }));
   $("transfer-complete").addEventListener("click", () => callAction("transfer/complete"));
   $("transfer-cancel").addEventListener("click", () => callAction("transfer/cancel"));
+  $("ticket-form").addEventListener("submit", saveTicket);
+  for (const field of Object.values(DRAFTED)) $(field).addEventListener("input", () => { $(field).dataset.edited = "1"; });
+  view.codes = await api("GET", "/api/wrap-up-codes");
+  renderCodes();
   new LiveFeed({ refresh: () => refresh().then(() => showError("error", null), (e) => showError("error", e)) }).start();
   setInterval(renderState, 1000);
 }

@@ -61,7 +61,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 export const ROLE_PAGES = {
-  admin: [["/admin", "Admin"], ["/wallboard", "Wallboard"], ["/agent", "Agent"]],
+  admin: [["/admin", "Admin"], ["/admin/prompts", "Prompts"], ["/wallboard", "Wallboard"], ["/agent", "Agent"]],
   supervisor: [["/wallboard", "Wallboard"], ["/agent", "Agent"]],
   agent: [["/agent", "Agent"]],
 };

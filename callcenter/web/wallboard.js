@@ -6,7 +6,9 @@ import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
 const STATES = [["available", "Available"], ["not_ready", "Not ready"], ["offline", "Offline"]];
-const state = { queues: {}, agents: {}, calls: [], fetchedAt: performance.now(), selected: null };
+const state = { queues: {}, agents: {}, calls: [], fetchedAt: performance.now(), selected: null, me: null,
+  monitors: {}, monitorErrors: {} }; // monitors: call id → mode this supervisor set (listen/whisper/barge)
+const MONITOR_MODES = [["listen", "Listen"], ["whisper", "Whisper"], ["barge", "Barge"]];
 
 function elapsed() {
   return (performance.now() - state.fetchedAt) / 1000;
@@ -71,6 +73,46 @@ function renderAgents() {
   $("agent-summary").textContent = Object.entries(counts).map(([s, n]) => `${s.replace("_", " ")}: ${n}`).join(" · ");
 }
 
+// Listen / whisper / barge: the first click rings the supervisor's phone (their linked agent's), later
+// clicks switch the mode live, Stop hangs the phone up. Errors show in the row.
+async function monitor(callId, mode) {
+  const path = `/api/calls/${encodeURIComponent(callId)}/monitor`;
+  delete state.monitorErrors[callId];
+  try {
+    if (mode === null) {
+      await api("DELETE", path);
+      delete state.monitors[callId];
+    } else if (state.monitors[callId]) {
+      state.monitors[callId] = (await api("POST", `${path}/mode`, { mode })).mode;
+    } else {
+      state.monitors[callId] = (await api("POST", path, { mode })).mode;
+    }
+  } catch (error) {
+    if (error.status === 404 && mode !== null && state.monitors[callId]) {
+      delete state.monitors[callId]; // it ended meanwhile (phone hung up): start again
+      return monitor(callId, mode);
+    }
+    if (error.status === 404) delete state.monitors[callId];
+    state.monitorErrors[callId] = error.message || String(error);
+  }
+  renderCalls();
+}
+
+function monitorCell(call) {
+  const id = call.sip_call_id;
+  if (!state.me || !["admin", "supervisor"].includes(state.me.role) || !call.agent) return el("td", {});
+  const current = state.monitors[id];
+  const button = (label, mode, cls) => el("button", {
+    type: "button", class: `monitor ${cls}${current && current === mode ? " active" : ""}`,
+    "aria-pressed": mode !== null ? String(current === mode) : undefined,
+    onclick: (e) => { e.stopPropagation(); monitor(id, mode); },
+  }, label);
+  return el("td", { class: "actions monitor-actions", onclick: (e) => e.stopPropagation() },
+    ...MONITOR_MODES.map(([mode, label]) => button(label, mode, mode)),
+    button("Stop", null, "stop"),
+    el("span", { class: "error monitor-error", role: "alert" }, state.monitorErrors[id] || ""));
+}
+
 function renderCalls() {
   const rows = state.calls.map((call) => el("tr", {
     class: `call-row${call.sip_call_id === state.selected ? " selected" : ""}`,
@@ -83,7 +125,8 @@ function renderCalls() {
   el("td", {}, call.called || ""),
   el("td", {}, call.flow ? `${call.flow}: ${(call.ivr_path || []).join(" → ")}` : ""),
   el("td", {}, call.queue || ""),
-  el("td", {}, call.agent || "")));
+  el("td", {}, call.agent || ""),
+  monitorCell(call)));
   $("calls").tBodies[0].replaceChildren(...rows);
   $("no-calls").hidden = rows.length > 0;
 }
@@ -148,6 +191,7 @@ function tickDurations() {
 
 async function main() {
   const me = await currentUser();
+  state.me = me;
   renderNav(me, "/wallboard");
   const feed = new LiveFeed({
     refresh: () => refresh().then(() => showError("error", null), (error) => showError("error", error)),

@@ -143,3 +143,32 @@ def test_a_failed_batch_does_not_kill_the_writer(store: Store, writer: CallRecor
     writer.call_started("kept", "sip:a@x", "sip:b@y", T0)
     assert writer.flush(30)
     assert [c.sip_call_id for c in store.list_calls(10)] == ["kept"]
+
+
+def test_bytes_from_the_wire_that_are_not_utf8_are_stored_as_replacement_characters(
+    store: Store, writer: CallRecordWriter
+) -> None:
+    # The SIP parser keeps undecodable bytes as lone surrogates (surrogateescape).
+    bad_from = b'"\xc0\xff" <sip:x@a.example>'.decode("utf-8", "surrogateescape")
+    writer.call_started("c3", bad_from, "sip:100@cc.example\x00", T0)
+    writer.call_started("c4", "sip:ok@a.example", "sip:100@cc.example", T0)  # same batch
+    writer.call_extra("c3", {"caller_name": bad_from, "path": [bad_from]})
+    writer.call_ended("c3", T0 + timedelta(seconds=1), "caller", "abandoned")
+    assert writer.flush(10)
+    rec = store.get_call("c3")
+    assert rec is not None and rec.from_uri == '"\ufffd\ufffd" <sip:x@a.example>'
+    assert rec.to_uri == "sip:100@cc.example" and rec.disposition == "abandoned"
+    assert rec.extra["path"] == ['"\ufffd\ufffd" <sip:x@a.example>']
+    assert store.get_call("c4") is not None
+
+
+def test_a_call_the_database_refuses_loses_only_its_own_record(
+    store: Store, writer: CallRecordWriter
+) -> None:
+    writer.call_started("good-1", "sip:a@x", "sip:b@y", T0)
+    writer.call_started("bad", "sip:a@x", "sip:b@y", T0)
+    writer.call_extra("bad", {"not_json": object()})  # cannot be serialised: the insert of its row fails
+    writer.call_started("good-2", "sip:a@x", "sip:b@y", T0)
+    assert writer.flush(10)
+    assert store.get_call("good-1") is not None and store.get_call("good-2") is not None
+    assert store.get_call("bad") is None and writer.failed_batches == 1

@@ -77,6 +77,34 @@ def test_check_uses_the_configs_queues_and_flows_folder(tmp_path: Path) -> None:
     assert flag.exit_code == 0 and flag.stdout == "1 flow file(s) OK\n"  # a flag overrides the config
 
 
+def test_check_knows_the_queues_made_in_the_admin_console(tmp_path: Path) -> None:
+    from callcenter.core.config import load_settings
+    from callcenter.store import Store
+    from callcenter.store.admin_config import AdminConfigRepo
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flow = (ROOT / "ivr_flows" / "hotline_en.yaml").read_text(encoding="utf-8")
+    (flows / "hotline_en.yaml").write_text(flow, encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nivr:\n  flows_dir: {flows}\n  intents_file: null\n"
+        "routing:\n  queues:\n    sales: {}\n    support: {}\n",
+        encoding="utf-8",
+    )
+    before = runner.invoke(flows_app, ["check", "-c", str(config), "--no-files"])
+    assert before.exit_code == 1  # billing and general exist nowhere yet
+    store = Store.from_settings(load_settings(config))
+    try:
+        repo = AdminConfigRepo(store.engine)
+        repo.put_queue("billing", {}, "ann")
+        repo.put_queue("general", {}, "ann")
+    finally:
+        store.close()
+    after = runner.invoke(flows_app, ["check", "-c", str(config), "--no-files"])
+    assert after.exit_code == 0, after.output
+
+
 def test_check_with_a_broken_config_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("routing:\n  queues:\n    sales: {strategy: fastest}\n", encoding="utf-8")

@@ -34,6 +34,7 @@ def to_state(b: AgentBoard, state: AgentState, now: float = 0.0) -> None:
         S.RESERVED: [E.LOGIN, E.OFFER],
         S.ON_CALL: [E.LOGIN, E.OFFER, E.ANSWER],
         S.WRAP_UP: [E.LOGIN, E.OFFER, E.ANSWER, E.HANGUP],
+        S.OWN_CALL: [E.LOGIN, E.PLACE_CALL],
     }[state]
     for event in path:
         b.apply("alice", event, now, call_id="c1", wrap_up_s=10.0)
@@ -60,7 +61,9 @@ def test_table_is_the_whole_truth(state: AgentState, event: AgentEvent) -> None:
             b.apply("alice", event, 5.0)
         assert b["alice"].state is before
         return
-    agent = b.apply("alice", event, 5.0, call_id="c2", wrap_up_s=10.0)
+    # the own call placed on the way (c1) is the one that ends; a c2 starts a new one
+    call_id = "c1" if event is E.OWN_CALL_ENDED else "c2"
+    agent = b.apply("alice", event, 5.0, call_id=call_id, wrap_up_s=10.0)
     target = TRANSITIONS[(state, event)]
     if (state, event) in DEFERRED:
         assert agent.state is state and agent.pending is event

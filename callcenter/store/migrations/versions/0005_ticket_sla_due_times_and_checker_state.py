@@ -10,6 +10,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -26,7 +28,7 @@ _DATES = ("first_response_due", "first_response_at", "resolution_due", "sla_paus
 def upgrade() -> None:
     # A ticket table made by create_all from the current models (tests, a start-up between revisions)
     # has the columns already: only what is missing is added.
-    columns = [sa.Column(name, sa.DateTime(), nullable=True) for name in _DATES] + [
+    columns: list[sa.Column[Any]] = [sa.Column(name, sa.DateTime(), nullable=True) for name in _DATES] + [
         sa.Column("sla_paused_s", sa.Float(), nullable=False, server_default="0"),
         sa.Column("sla_fired", sa.JSON(), nullable=False, server_default="[]"),
         sa.Column("sla_next_at", sa.DateTime(), nullable=True),
