@@ -52,7 +52,7 @@ class SearchHit:
     answer: str  # the first paragraph as plain text
     tags: tuple[str, ...]
     status: str
-    score: float  # backend rank, higher is better (BM25 on SQLite, ts_rank on PostgreSQL)
+    score: float  # BM25 with the field weights (FTS5's on SQLite, the same formula on PostgreSQL)
     confidence: float  # 0-1, see the module docstring
 
 
@@ -279,6 +279,7 @@ class KbRepo:
                 # The index mirrors kb_article; counting the table is cheap, counting an FTS5 table is a scan.
                 lambda: int(session.exec(select(func.count()).select_from(KbArticle)).one()),
                 lambda missing: self.index.doc_freq(session, missing),
+                lambda: self.index.total_length(session),
             )
             if max_terms is not None and len(set(terms)) > max_terms:
                 telling = sorted(set(terms), key=lambda t: (stats.df(t) == 0, stats.df(t), t))[:max_terms]

@@ -24,6 +24,7 @@ class Stats:
 
     n_docs: int
     freqs: Mapping[str, int] = field(default_factory=dict)
+    total_len: int | None = None  # terms in all articles, for backends that rank with avgdl themselves
 
     def df(self, term: str) -> int:
         return self.freqs.get(term, 0)
@@ -36,13 +37,14 @@ class StatsCache:
         self._clock = clock or MonotonicClock()
         self._lock = threading.Lock()
         self._n_docs: int | None = None
+        self._total_len: int | None = None
         self._freqs: dict[str, int] = {}
         self._loaded_at = 0.0
         self._generation = 0
 
     def invalidate(self) -> None:
         with self._lock:
-            self._n_docs = None
+            self._n_docs = self._total_len = None
             self._freqs = {}
             self._generation += 1
 
@@ -51,26 +53,29 @@ class StatsCache:
         terms: Iterable[str],
         count: Callable[[], int],
         doc_freq: Callable[[list[str]], Mapping[str, int]],
+        total_len: Callable[[], int | None] | None = None,
     ) -> Stats:
-        """Statistics for ``terms``; ``count`` and ``doc_freq`` fetch what the cache lacks."""
+        """Statistics for ``terms``; ``count``, ``doc_freq`` and ``total_len`` fetch what the cache
+        lacks (the last is read with ``count``, as part of the same snapshot)."""
         wanted = set(terms)
         now = self._clock.now()
         with self._lock:
             if self._n_docs is not None and now - self._loaded_at >= self.ttl_s:
-                self._n_docs, self._freqs = None, {}
-            n_docs, generation = self._n_docs, self._generation
+                self._n_docs, self._total_len, self._freqs = None, None, {}
+            n_docs, length, generation = self._n_docs, self._total_len, self._generation
             known = {t: self._freqs[t] for t in wanted if t in self._freqs}
         missing = sorted(wanted - known.keys())
         if n_docs is None:
             n_docs = count()
+            length = total_len() if total_len is not None else None
         if missing:
             fetched = doc_freq(missing)
             known.update({t: int(fetched.get(t, 0)) for t in missing})
         with self._lock:
             if generation == self._generation:  # no edit meanwhile: what we read may be kept
                 if self._n_docs is None:
-                    self._n_docs, self._loaded_at = n_docs, now
+                    self._n_docs, self._total_len, self._loaded_at = n_docs, length, now
                 if len(self._freqs) + len(missing) > self.max_terms:
                     self._freqs = {}
                 self._freqs.update({t: known[t] for t in missing})
-        return Stats(n_docs, known)
+        return Stats(n_docs, known, length)

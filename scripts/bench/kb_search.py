@@ -16,13 +16,18 @@ Corpora:
   sample KB's ~10 articles per language, so each query word is in 15-95 % of all articles.
 
 ``--assist`` adds agent-assist queries (the last 40 words of a made-up transcript).
+``--backend postgresql`` starts a throwaway PostgreSQL (Debian's ``postgresql`` package, as the tests
+do) unless ``--database-url`` names one; ``both`` runs SQLite and then PostgreSQL. On PostgreSQL the
+freshly built index is vacuumed and analysed before timing, as autovacuum does within a minute of a
+bulk import: the postings are read by index-only scans, which need the visibility map.
 Usage: python scripts/bench/kb_search.py [--articles N] [--corpus realistic|uniform|both]
-       [--database-url URL [--existing]] [--assist]
+       [--backend sqlite|postgresql|both] [--database-url URL [--existing]] [--assist]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import random
 import statistics
@@ -32,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jieba
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from callcenter.kb import text as kbtext
@@ -40,6 +47,7 @@ from callcenter.kb.markdown import ArticleData
 from callcenter.kb.models import KbArticle
 from callcenter.kb.repo import KbRepo
 from callcenter.store.db import make_engine
+from callcenter.testing.postgres import PostgresCluster
 
 QUESTIONS = {
     "en": ["I want to return my shoes", "where is my package", "I forgot my password", "refund status",
@@ -148,7 +156,16 @@ def build(repo: KbRepo, articles: list[ArticleData]) -> float:
             repo._index(session, row)
         session.commit()
     repo.stats.invalidate()
-    return time.perf_counter() - t0
+    built = time.perf_counter() - t0
+    settle(repo.engine)
+    return built
+
+
+def settle(engine: Engine) -> None:
+    """PostgreSQL: VACUUM ANALYZE (visibility map for index-only scans, planner statistics)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -180,50 +197,60 @@ def measure(
     return out
 
 
+def run(args: argparse.Namespace, name: str, url: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(url or f"sqlite:///{Path(tmp) / 'kb.db'}")
+        repo = KbRepo(engine)
+        repo.ensure_schema()
+        articles = args.articles
+        if args.existing:
+            build_s, articles = 0.0, repo.count_articles()
+            settle(engine)
+        elif repo.count_articles():
+            raise SystemExit("the database must start without articles (or pass --existing)")
+        else:
+            build_s = build(repo, CORPORA[name](articles))
+        queries = [(lang, q) for lang, qs in QUESTIONS.items() for q in qs] * 30
+        head = f"kb search ({engine.dialect.name}, {name}, {articles} articles, indexed in {build_s:.0f} s)"
+        print(f"{head}: {measure(repo, queries)}", flush=True)
+        if args.assist:
+            tails = [
+                (lang, " ".join(kbtext.plain_words(transcript)[-40 + shift :]))
+                for lang, transcript in TRANSCRIPTS.items()
+                for shift in range(10)
+            ] * 10
+            print(f"  agent-assist tails: {measure(repo, tails, limit=3, max_terms=12)}", flush=True)
+        if not args.existing:  # PostgreSQL: leave the database empty for the next run
+            with Session(engine) as session:
+                repo.index.clear(session)
+                session.execute(KbArticle.__table__.delete())  # type: ignore[attr-defined]
+                session.commit()
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--articles", type=int, default=50_000)
     parser.add_argument("--corpus", choices=[*CORPORA, "both"], default="both")
-    parser.add_argument("--database-url")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"])
+    parser.add_argument("--database-url", help="an existing database (default: SQLite in a temporary folder)")
     parser.add_argument("--assist", action="store_true", help="also time 40-word transcript tails")
     parser.add_argument(
         "--existing", action="store_true", help="the database already holds the corpus: time only (kept)"
     )
     args = parser.parse_args()
+    backend = args.backend or ("postgresql" if (args.database_url or "").startswith("postgres") else "sqlite")
     kbtext.warm()
     names = list(CORPORA) if args.corpus == "both" else [args.corpus]
     for name in names:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = make_engine(args.database_url or f"sqlite:///{Path(tmp) / 'kb.db'}")
-            repo = KbRepo(engine)
-            repo.ensure_schema()
-            if args.existing:
-                build_s, args.articles = 0.0, repo.count_articles()
-            elif repo.count_articles():
-                raise SystemExit("the database must start without articles (or pass --existing)")
-            else:
-                build_s = build(repo, CORPORA[name](args.articles))
-            queries = [(lang, q) for lang, qs in QUESTIONS.items() for q in qs] * 30
-            head = (
-                f"kb search ({engine.dialect.name}, {name}, {args.articles} articles, "
-                f"indexed in {build_s:.0f} s)"
-            )
-            print(f"{head}: {measure(repo, queries)}", flush=True)
-            if args.assist:
-                tails = [
-                    (lang, " ".join(kbtext.plain_words(text)[-40 + shift :]))
-                    for lang, text in TRANSCRIPTS.items()
-                    for shift in range(10)
-                ] * 10
-                print(f"  agent-assist tails: {measure(repo, tails, limit=3, max_terms=12)}", flush=True)
-            if args.existing:
-                engine.dispose()
-                continue
-            with Session(engine) as session:  # PostgreSQL: leave the database empty for the next run
-                repo.index.clear(session)
-                session.execute(KbArticle.__table__.delete())  # type: ignore[attr-defined]
-                session.commit()
-            engine.dispose()
+        if backend in ("sqlite", "both"):
+            run(args, name, args.database_url if backend == "sqlite" else None)
+        if backend in ("postgresql", "both"):
+            with contextlib.ExitStack() as stack:
+                url = args.database_url
+                if url is None:
+                    url = stack.enter_context(PostgresCluster()).create_database("kb_bench")
+                run(args, name, url)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,18 @@ def test_filtered_out_best_matches_do_not_hide_the_articles_that_pass(empty_repo
     assert sorted(h.slug for h in hits) == ["en0", "en1", "en2"]  # 80 better matches filtered out
     assert {h.language for h in repo.search("iphone", limit=5)} == {"zh"}
     assert len(repo.search("iphone", language="en", limit=50, include_drafts=True)) == 43
+
+
+def test_the_cached_total_length_is_read_with_the_count_and_dropped_with_it() -> None:
+    clock = FakeClock()
+    cache = StatsCache(ttl_s=30, clock=clock)
+    lengths = iter([100, 150, 170])
+
+    def get() -> int | None:
+        return cache.get(["a"], lambda: 10, lambda missing: {"a": 1}, lambda: next(lengths)).total_len
+
+    assert get() == 100 and get() == 100  # PostgreSQL's average length: not a query per search
+    clock.advance(31)
+    assert get() == 150  # another process's edits are seen after the TTL
+    cache.invalidate()
+    assert get() == 170  # this process's edits at once

@@ -7,19 +7,13 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 from callcenter.store.migrations.helpers import has_table
 
 revision: str = "0009"
-# TEMPORARY (lead: replace with the literal "0008" once 0007 and 0008 are committed): other sessions
-# are writing 0007/0008 right now; following the newest of them present keeps the chain whole meanwhile.
-down_revision: str | None = next(
-    r for r in ("0008", "0007", "0006") if any(Path(__file__).parent.glob(f"{r}_*.py"))
-)
+down_revision: str | None = "0008"
 branch_labels: str | None = None
 depends_on: str | None = None
 
