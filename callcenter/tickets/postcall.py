@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
 from callcenter.core.logging import log_event
 from callcenter.store.crm import Conversation, Customer, CustomerPhone, Feedback, Message, Ticket, TicketEvent
-from callcenter.tickets.repo import higher_priority
+from callcenter.tickets.repo import MessageIn, higher_priority
 from callcenter.tickets.states import OPEN_STATUSES
 from callcenter.tickets.summary import Summary
 
@@ -153,6 +153,9 @@ def file_batch(svc: TicketService, session: Session, items: Sequence[PostCall]) 
             )
     for item, ticket in updates:
         item.ticket_id = ticket.id
+    for item, _ in new:
+        if item.conv is not None:  # e.g. a chat stored its conversation before closing: link it
+            item.conv.ticket_id = item.ticket_id
     _conversations(session, items, now)
     _messages_and_feedback(conn, items, now)
     events: list[dict[str, Any]] = []
@@ -317,7 +320,9 @@ def _conversations(session: Session, items: Sequence[PostCall], now: datetime) -
         if filed.recording and not conv.recording:
             conv.recording = filed.recording
         conv.summary = item.summary.text
-        session.add(conv)  # ticket_id is set by _update (the audit row compares the old link)
+        # ticket_id: set above for a new ticket, by _update for an existing one (its audit row
+        # compares the old link).
+        session.add(conv)
         item.conv_id = conv.id
     if rows:
         stmt = insert(_CONV).returning(_CONV.c.id, sort_by_parameter_order=True)
@@ -330,14 +335,33 @@ def _conversations(session: Session, items: Sequence[PostCall], now: datetime) -
 
 def _messages_and_feedback(conn: Any, items: Sequence[PostCall], now: datetime) -> None:
     old = sorted(i.conv_id for i in items if i.conv is not None and i.conv_id is not None)
+    stored: dict[int, list[_Stored]] = {}
     for chunk in _chunks(old):
-        conn.execute(delete(_MESSAGE).where(_MESSAGE.c.conversation_id.in_(chunk)))
-    rows = [
-        {"conversation_id": item.conv_id, "speaker": m.speaker, "text": m.text, "at": m.at,
-         "confidence": m.confidence}
-        for item in items
-        for m in item.filed.messages
-    ]  # fmt: skip
+        query = (
+            select(_MESSAGE.c.id, _MESSAGE.c.conversation_id, _MESSAGE.c.speaker, _MESSAGE.c.text,
+                   _MESSAGE.c.at, _MESSAGE.c.confidence)
+            .where(_MESSAGE.c.conversation_id.in_(chunk))
+            .order_by(_MESSAGE.c.id)
+        )  # fmt: skip
+        for mid, cid, speaker, text, at, confidence in conn.execute(query):
+            stored.setdefault(cid, []).append(_Stored(mid, speaker, text, at, confidence))
+    rows: list[dict[str, Any]] = []
+    gone: list[int] = []
+    changed: list[dict[str, Any]] = []
+    for item in items:
+        if item.conv is None:
+            rows.extend(_message_row(item.conv_id, m) for m in item.filed.messages)
+        else:
+            _merge(item, stored.get(item.conv_id or 0, []), rows, gone, changed)
+    for chunk in _chunks(gone):
+        conn.execute(delete(_MESSAGE).where(_MESSAGE.c.id.in_(chunk)))
+    if changed:
+        stmt = (
+            update(_MESSAGE)
+            .where(_MESSAGE.c.id == bindparam("mid"))
+            .values(at=bindparam("new_at"), confidence=bindparam("new_confidence"))
+        )
+        conn.execute(stmt, changed)
     if rows:
         conn.execute(insert(_MESSAGE), rows)
     rated = [i for i in items if i.filed.csat is not None]
@@ -357,6 +381,49 @@ def _messages_and_feedback(conn: Any, items: Sequence[PostCall], now: datetime) 
              "comment": f"answered {answer.score} of {answer.scale}" if answer.scale != 5 else None}
         )  # fmt: skip
     conn.execute(insert(_FEEDBACK), feedback)
+
+
+@dataclass
+class _Stored:
+    """A message row already stored for an existing conversation."""
+
+    id: int
+    speaker: str
+    text: str
+    at: datetime
+    confidence: float | None
+
+
+def _message_row(conv_id: int | None, m: MessageIn) -> dict[str, Any]:
+    return {"conversation_id": conv_id, "speaker": m.speaker, "text": m.text, "at": m.at,
+            "confidence": m.confidence}  # fmt: skip
+
+
+def _merge(
+    item: PostCall,
+    stored: list[_Stored],
+    rows: list[dict[str, Any]],
+    gone: list[int],
+    changed: list[dict[str, Any]],
+) -> None:
+    """The call's transcript onto a conversation that has messages already: a line stored before
+    (same speaker and text, matched in order) keeps its row — a chat's own messages keep their ids
+    and times; a line not there yet is added; a stored line the transcript no longer has is dropped
+    (the IVR's partial transcript, or the hook run twice for one call, is replaced, not appended).
+    A kept row takes the transcript's time when they differ (the IVR stored provisional times)."""
+    waiting: dict[tuple[str, str], list[_Stored]] = {}
+    for row in stored:
+        waiting.setdefault((row.speaker, row.text), []).append(row)
+    for m in item.filed.messages:
+        same = waiting.get((m.speaker, m.text))
+        if not same:
+            rows.append(_message_row(item.conv_id, m))
+            continue
+        row = same.pop(0)
+        if row.at != m.at or (m.confidence is not None and row.confidence != m.confidence):
+            confidence = m.confidence if m.confidence is not None else row.confidence
+            changed.append({"mid": row.id, "new_at": m.at, "new_confidence": confidence})
+    gone.extend(row.id for left in waiting.values() for row in left)
 
 
 def _update(svc: TicketService, session: Session, item: PostCall, ticket: Ticket) -> None:

@@ -61,9 +61,10 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 export const ROLE_PAGES = {
-  admin: [["/admin", "Admin"], ["/admin/prompts", "Prompts"], ["/wallboard", "Wallboard"], ["/agent", "Agent"]],
-  supervisor: [["/wallboard", "Wallboard"], ["/agent", "Agent"]],
-  agent: [["/agent", "Agent"]],
+  admin: [["/admin", "Admin"], ["/admin/prompts", "Prompts"], ["/wallboard", "Wallboard"], ["/agent", "Agent"],
+    ["/agent/chats", "Chats"]],
+  supervisor: [["/wallboard", "Wallboard"], ["/agent", "Agent"], ["/agent/chats", "Chats"]],
+  agent: [["/agent", "Agent"], ["/agent/chats", "Chats"]],
 };
 
 export function homeFor(role) {

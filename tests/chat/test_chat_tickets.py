@@ -29,6 +29,10 @@ async def test_a_closed_chat_becomes_a_ticket_on_its_own_conversation(running: W
         row = rows[0]
         assert row.channel == "webchat" and row.agent == "ann" and row.disposition == "answered"
         assert row.customer_id is not None
-        assert len(session.exec(select(Ticket)).all()) == 1
-    texts = [m.text for m in w.engine.store.messages(conv)]
+        [ticket] = session.exec(select(Ticket)).all()
+        assert row.ticket_id == ticket.id  # the chat's conversation is the ticket's, linked
+    assert [c.id for c, _ in service.repo.get(ticket.id).conversations] == [conv]  # type: ignore[arg-type]
+    stored = w.engine.store.messages(conv)
+    texts = [m.text for m in stored]
     assert "Your refund was sent yesterday." in texts and texts[0] == "hi"
+    assert len(texts) == len(set((m.speaker, m.text, m.at) for m in stored))  # none filed twice

@@ -267,8 +267,9 @@ async def test_live_view_shows_the_suggestions(tmp_path: Path, kb: KbService) ->
         from_header='"Ann" <sip:100@example.com>',
         to_header="<sip:200@example.com>",
         invite=SimpleNamespace(uri="sip:200@example.com"),
+        source=SimpleNamespace(transport="udp"),
     )
-    deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20)))
+    deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20, srtp="optional")))
     session = CallSession(call, deps)  # type: ignore[arg-type]
     assert session.live_view()["suggestions"] == []
     session.control = rig.control
@@ -284,8 +285,9 @@ def test_live_view_shows_the_intent_the_ivr_found_so_far(tmp_path: Path) -> None
         from_header="<sip:100@example.com>",
         to_header="<sip:200@example.com>",
         invite=SimpleNamespace(uri="sip:200@example.com"),
+        source=SimpleNamespace(transport="udp"),
     )
-    deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20)))
+    deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20, srtp="optional")))
     session = CallSession(call, deps)  # type: ignore[arg-type]
     assert session.live_view()["intent"] is None
     runner = SimpleNamespace(flow=SimpleNamespace(id="main"), ivr_path=["start", "ask"], variables={})

@@ -108,8 +108,7 @@ def test_a_chat_reaches_the_agents_inbox_and_the_reply_reaches_the_customer(
         page.fill("#username", "al")
         page.fill("#password", PASSWORD)
         page.click("#login-button")
-        page.wait_for_url("**/agent")
-        page.goto("/agent/chats")
+        page.wait_for_url("**/agent/chats")
         expect(page.locator("#no-chats")).to_be_visible()
         expect(page.locator("#live-status")).to_have_text("● live")
 

@@ -20,9 +20,9 @@ def test_each_role_lands_on_its_page_and_sees_only_its_links(
 ) -> None:
     server = start_web()
     homes = {
-        "ada": ("/admin", ["Admin", "Wallboard", "Agent"]),
-        "sue": ("/wallboard", ["Wallboard", "Agent"]),
-        "sam": ("/agent", ["Agent"]),
+        "ada": ("/admin", ["Admin", "Prompts", "Wallboard", "Agent", "Chats"]),
+        "sue": ("/wallboard", ["Wallboard", "Agent", "Chats"]),
+        "sam": ("/agent", ["Agent", "Chats"]),
     }
     for user, (home, links) in homes.items():
         page = new_page(server)
@@ -30,6 +30,9 @@ def test_each_role_lands_on_its_page_and_sees_only_its_links(
         expect(page).to_have_url(re.compile(f"{home}$"))
         expect(page.locator("#who")).to_have_text(re.compile(f"^{user} "))
         expect(page.locator("#nav a")).to_have_text(links)
+    page.locator("#nav a", has_text="Chats").click()  # the agent's chat inbox is one click away
+    expect(page).to_have_url(re.compile("/agent/chats$"))
+    expect(page.locator("#nav a.current")).to_have_text("Chats")
 
 
 def test_a_page_asks_for_a_login_then_opens_and_other_roles_are_refused(
@@ -49,7 +52,7 @@ def test_a_page_asks_for_a_login_then_opens_and_other_roles_are_refused(
     page.goto("/admin")  # a supervisor is not an admin
     expect(page).to_have_url(re.compile(r"/\?next=/admin&why=role"))
     expect(page.locator("#notice")).to_contain_text("needs another role")
-    expect(page.locator("#choices a")).to_have_text(["Wallboard", "Agent"])
+    expect(page.locator("#choices a")).to_have_text(["Wallboard", "Agent", "Chats"])
 
     page.click("#choices button")  # log out
     expect(page.locator("#login-form")).to_be_visible()
