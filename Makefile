@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 
 SERVER_DEBS := espeak-ng sox
-TEST_DEBS := sip-tester baresip-core tshark postgresql chromium
+TEST_DEBS := sip-tester baresip-core tshark postgresql chromium kamailio redis-server
 
 # The pip stamp is named after pyproject.toml's content: editing the dependencies reinstalls them.
 PIP_STAMP := $(STAMPS)/pip-$(shell cat pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
@@ -37,12 +37,14 @@ help:
 	@echo "make run         set up what is missing, then start the server (ARGS='--sip-port 5070')"
 	@echo "make test        set up (with the SIP test peers), then run the whole test suite"
 	@echo "make setup       .venv + Python dependencies + Debian packages the server needs"
-	@echo "make test-peers  Debian packages the tests need (SIPp, baresip, tshark)"
+	@echo "make test-peers  Debian packages the tests need (SIPp, baresip, tshark, PostgreSQL, Kamailio, Redis)"
 	@echo "make lint        ruff and mypy on callcenter/"
 	@echo "make bench       run every benchmark in scripts/bench/"
 
 setup: $(PIP_STAMP)
 	@$(call ensure_debs,$(SERVER_DEBS))
+	@# a self-signed certificate for SIP over TLS (sip.tls_cert/tls_key), made once, never downloaded
+	@test -f data/tls/cert.pem || $(BIN)/callcenter tls selfsigned --out data/tls
 
 test-peers:
 	@$(call ensure_debs,$(TEST_DEBS))

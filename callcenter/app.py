@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -40,13 +40,14 @@ from callcenter.api.routing import create_routing_router
 from callcenter.api.tickets import agent_queues_from_skills, tickets_router
 from callcenter.api.wrapup import AcdWrapUp, create_wrapup_router, customer_lookup
 from callcenter.auth.service import UserService
-from callcenter.calls.acd import Acd
+from callcenter.calls.acd import Acd, queue_configs
 from callcenter.calls.assist import AgentAssist
 from callcenter.calls.control import load_ivr_runtime
 from callcenter.calls.manager import CallManager
 from callcenter.calls.monitor import Monitors
 from callcenter.calls.session import CallDeps
 from callcenter.chat.model import Outbound
+from callcenter.chat.webchat import WebchatGateway, create_webchat_router
 from callcenter.chat.wechat import WechatGateway, create_wechat_router
 from callcenter.chat.wiring import build_chat_engine
 from callcenter.core.config import Settings, SipProtectionSettings
@@ -61,15 +62,20 @@ from callcenter.kb.service import KbService
 from callcenter.media.engine import MediaEngine
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.guard import DEFAULT_SCANNERS, GuardSettings
+from callcenter.sip.overload import OverloadSettings
 from callcenter.sip.registration import RegistrationService
 from callcenter.speech.base import SpeechError, TtsEngine
 from callcenter.speech.cache import PromptSpec
 from callcenter.speech.tts import voice_for
-from callcenter.store import CallRecordWriter, Store
+from callcenter.store import CallRecordWriter, Store, call_public
 from callcenter.store.admin_config import AdminConfigRepo
 from callcenter.store.db import utcnow
+from callcenter.store.recovery import recover_interrupted_calls
 from callcenter.tickets import SlaMonitor, TicketService
 from callcenter.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from callcenter.cluster.wiring import Cluster
 
 log = logging.getLogger("callcenter.app")
 
@@ -100,7 +106,11 @@ def _guard_settings(p: SipProtectionSettings) -> GuardSettings:
 def _listen_addresses(settings: Settings) -> list[tuple[str, str, int]]:
     sip = settings.sip
     hosts = [sip.host] + ([sip.host_v6] if sip.host_v6 else [])
-    return [(transport, host, sip.port) for host in hosts for transport in sip.transports]
+    return [
+        (transport, host, sip.tls_port if transport == "tls" else sip.port)
+        for host in hosts
+        for transport in sip.transports
+    ]
 
 
 def _describe_bind_error(exc: OSError, what: str, key: str) -> str:
@@ -134,6 +144,18 @@ class Application:
                 user_agent=settings.sip.user_agent,
                 max_message_bytes=settings.sip.max_message_bytes,
                 guard=_guard_settings(settings.sip.protection),
+                overload=OverloadSettings(
+                    enabled=settings.sip.overload.enabled,
+                    delay_high_s=settings.sip.overload.delay_high_s,
+                    lag_high_s=settings.sip.overload.delay_high_s,
+                    busy_high=settings.sip.overload.busy_high,
+                    min_rate=settings.sip.overload.min_rate,
+                    max_invites_per_s=settings.sip.overload.max_invites_per_s,
+                    retry_after_s=settings.sip.overload.retry_after_s,
+                ),
+                tls_cert=settings.sip.tls_cert,
+                tls_key=settings.sip.tls_key,
+                tls_ca=settings.sip.tls_ca,
             )
         )
         self.media = MediaEngine(settings.media)
@@ -142,7 +164,18 @@ class Application:
         )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
         self.registration.on_auth_failed = self.sip_auth_failed
-        self.acd = Acd(settings, self.endpoint, self.media, self.registration, self.store)
+        # Scale-out (issue 10): with redis_url, routing is the elected leader's (callcenter/cluster/).
+        self.cluster: Cluster | None = None
+        if settings.redis_url is not None:
+            from callcenter.cluster.wiring import Cluster
+
+            self.cluster = Cluster(settings, queue_configs(settings))
+        self.acd = Acd(
+            settings, self.endpoint, self.media, self.registration, self.store,
+            router=self.cluster.router if self.cluster is not None else None,
+        )
+        if self.cluster is not None:
+            self.cluster.router.deliver = self.acd.deliver
         self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
         self.calls.agent_calls = self.acd.agent_calls  # calls agents place through the server
         self.acd.agent_calls.on_auth_failed = self.sip_auth_failed  # wrong passwords on their INVITEs too
@@ -200,6 +233,8 @@ class Application:
         try:
             await asyncio.to_thread(self.store.migrate)  # Alembic: creates or upgrades every table
             first_admin = await asyncio.to_thread(self.users.ensure_first_admin)
+            # Calls a killed previous run left open are closed as dropped (issue 11), before any new one.
+            await asyncio.to_thread(recover_interrupted_calls, self.store.engine)
         except Exception as exc:  # noqa: BLE001 - any driver error is a start-up failure
             raise StartupError(f"database_url: cannot open the database: {exc}") from None
         if first_admin is not None:
@@ -237,6 +272,11 @@ class Application:
         await self.registration.start()
         if self.calls.deps.ivr is not None:
             self.acd.prompts = self.calls.deps.ivr.prompts  # what agents hear before a callback
+        if self.cluster is not None:
+            try:
+                await self.cluster.start()
+            except Exception as exc:  # noqa: BLE001 - any client error is a start-up failure
+                raise StartupError(f"redis_url: cannot reach Redis: {exc}") from None
         await self.acd.start()
         if self.calls.deps.ivr is not None:
             self.calls.deps.ivr.acd = self.acd
@@ -307,6 +347,8 @@ class Application:
         assert self.http_socket is not None
         self.bus.bind()
         install_log_bridge(self.bus)
+        if self.cluster is not None:
+            await self.cluster.start_events(self.bus)  # every node's live events on every node
         self.live.start()
         self.metrics.attach(self.bus)
         self.webhooks.attach(self.bus)
@@ -329,7 +371,9 @@ class Application:
             create_routing_router(self.acd, self.access),
             create_admin_config_router(self.admin_config, self.access),
             create_agents_router(self.store, self.acd, self.access, realm=self.settings.sip.realm, default_max_chats=self.settings.routing.default_max_chats),  # noqa: E501
-            create_calls_router(self._live_call, self.store, self.access, actions=self.acd),
+            create_calls_router(
+                self._live_call, self.store, self.access, actions=self.acd, ringing=self.acd.router.ringing
+            ),
             create_monitor_router(Monitors(self.acd), self.access, self._live_call),
             create_prompts_router(
                 self.access,
@@ -347,6 +391,7 @@ class Application:
                 if self.tickets is not None
                 else None,
                 categories=self.settings.tickets.categories,
+                flush=self.writer.flush,
             ),
         ]
         runtime = self.calls.deps.ivr
@@ -365,6 +410,21 @@ class Application:
                 asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s))
             )
         routers.append(create_chat_router(self.chat, self.access))
+        # The web chat widget (issue 9): /chat/* for visitors, into the same conversation engine.
+        webchat = WebchatGateway(
+            self.settings.chat.webchat,
+            self.settings.data_dir,
+            tickets=lambda: self.tickets,
+            schedules=lambda: self.admin_config.schedules,
+        )
+        webchat.attach(self.chat)
+        routers.append(
+            create_webchat_router(
+                webchat,
+                staff=self.access.require("admin", "supervisor", "agent"),
+                identify_staff=lambda req: self.access.identify(req, req.headers.get("authorization")),
+            )
+        )
         # WeChat Official Accounts (issue 9): /wechat[/{name}] into the same conversation engine; a
         # message WeChat refuses for good (45015 …) leaves a system note in the conversation.
         wechat: WechatGateway | None = None
@@ -390,6 +450,7 @@ class Application:
                     self.tickets.customers,
                     access=self.access,
                     agent_queues=agent_queues_from_skills(self._agent_skills, self._queue_skills()),
+                    calls=self._call_view,
                 )
             )
             if self.tickets.sla is not None:
@@ -433,8 +494,8 @@ class Application:
         """Synthesise every fixed prompt of every flow now and load the speech recogniser, so no caller
         waits for either (issue 4); texts that depend on the call (``${...}``) are rendered on first use."""
         runtime = self.calls.deps.ivr
-        if runtime is None:
-            return
+        if runtime is None or not (runtime.numbers or runtime.default_flow):
+            return  # no number reaches a flow (the runtime is up for the console only): no caller waits
         # Load the recogniser now too (in its worker), so the first caller who speaks does not wait.
         runtime.speech.warm()
         specs = [
@@ -470,6 +531,16 @@ class Application:
         session = self.calls.find(call_id)
         return session.live_view() if session is not None else None
 
+    async def _call_view(self, call_id: str) -> dict[str, Any] | None:
+        """A call up now (its live view) or finished (its record), for linking a ticket to it."""
+        view = self._live_call(call_id)
+        if view is None:  # ended a moment ago: its last details may still be queued in the record writer
+            await asyncio.to_thread(self.writer.flush, 5.0)
+        record = await asyncio.to_thread(self.store.get_call, call_id)
+        if view is None and record is None:
+            return None
+        return {**(call_public(record) if record is not None else {}), **(view or {})}
+
     async def _render_published(self, event: PublishedFlow) -> None:
         """A new flow version went live: its fixed prompts are synthesised now, not on a caller's time."""
         runtime = self.calls.deps.ivr
@@ -493,6 +564,8 @@ class Application:
 
     async def stop(self) -> None:
         await self.acd.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.calls.deps.ivr is not None:
             await self.calls.deps.ivr.speech.aclose()
         await self.registration.stop()

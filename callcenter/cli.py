@@ -41,6 +41,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(tickets_app, name="tickets")
 app.add_typer(customers_app, name="customers")
 app.add_typer(kb_app, name="kb")
+tls_app = typer.Typer(help="TLS certificates for SIP over TLS.", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -127,6 +129,30 @@ def serve(
     from callcenter.app import serve as run_server  # the composition root, imported only to serve
 
     run_server(settings)  # sets up logging; exits with status 2 when start-up fails
+
+
+@tls_app.command("selfsigned")
+def tls_selfsigned(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for cert.pem and key.pem.", file_okay=False)
+    ] = Path("data/tls"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Name or IP the certificate is for (repeatable; default localhost, "
+                     "127.0.0.1, ::1).", show_default=False),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="Validity in days.")] = 825,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Make a self-signed certificate for SIP over TLS (local use: phones must be told to trust it).
+
+    Point sip.tls_cert / sip.tls_key at the files and add tls to sip.transports."""
+    from callcenter.sip.transport.tls import make_self_signed
+
+    if not force and ((out / "cert.pem").exists() or (out / "key.pem").exists()):
+        _fail(f"{out}/cert.pem or key.pem exists; --force replaces them")
+    cert, key = make_self_signed(out, host or ["localhost", "127.0.0.1", "::1"], days=days)
+    typer.echo(f"wrote {cert} and {key}")
 
 
 # -- agents ---------------------------------------------------------------------------------------------

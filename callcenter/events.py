@@ -81,6 +81,9 @@ class Event:
     name: str  # the log event name, e.g. call_ended
     at: datetime  # wall-clock time of the change (UTC)
     data: dict[str, Any] = field(default_factory=dict)  # includes call_id when the event has one
+    # None: happened in this process. Else the node_id of the cluster node it came from (republished
+    # by callcenter.cluster.bridge): live clients see it, side-effecting listeners do not by default.
+    origin: str | None = None
 
     @property
     def call_id(self) -> str | None:
@@ -184,6 +187,7 @@ class EventBus:
         self.maxsize = maxsize
         self._subs: list[Subscription] = []
         self._listeners: list[Callable[[Event], None]] = []
+        self._remote_listeners: set[Callable[[Event], None]] = set()  # also get other nodes' events
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self.published = 0
@@ -222,12 +226,24 @@ class EventBus:
         self._subs.append(sub)
         return sub
 
-    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+    def listen(self, callback: Callable[[Event], None], *, remote: bool = False) -> Callable[[], None]:
         """Call ``callback(event)`` on the loop for each event (it must not block); returns the
-        function that stops it. A listener that raises is logged and kept."""
+        function that stops it. A listener that raises is logged and kept.
+
+        Only this process's events unless ``remote``: events republished from other cluster nodes
+        (``Event.origin``) already had their side effects (webhooks, metrics) where they happened.
+        Subscriptions (live clients) get both."""
         self._bind_here()
         self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        if remote:
+            self._remote_listeners.add(callback)
+
+        def stop() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+            self._remote_listeners.discard(callback)
+
+        return stop
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber and listener; never blocks, from any thread."""
@@ -259,7 +275,10 @@ class EventBus:
 
     def _deliver(self, event: Event) -> None:
         self.published += 1
+        remote = event.origin is not None
         for listener in list(self._listeners):
+            if remote and listener not in self._remote_listeners:
+                continue
             try:
                 listener(event)
             except Exception:  # noqa: BLE001 - one broken listener must not starve the others

@@ -51,9 +51,20 @@ class TransferRequest(BaseModel):
     mode: Literal["blind", "attended"] = "blind"
 
 
+def _agents_of(call: dict[str, Any]) -> set[str]:
+    names = [call.get("agent"), *(call.get("agents") or []), *(call.get("offered_agents") or [])]
+    return {n for n in names if isinstance(n, str)}
+
+
 def create_calls_router(
-    live: LiveView, store: Store, access: Access, actions: CallActions | None = None
+    live: LiveView,
+    store: Store,
+    access: Access,
+    actions: CallActions | None = None,
+    *,
+    ringing: Callable[[str], str | None] | None = None,
 ) -> APIRouter:
+    """``ringing(agent)``: the call ringing that agent now (their screen-pop opens it before they answer)."""
     router = APIRouter(prefix="/api/calls", tags=["calls"])
     staff = Depends(access.require(*STAFF))
 
@@ -98,14 +109,31 @@ def create_calls_router(
     async def cancel(call_id: str, principal: Principal = staff) -> dict[str, Any]:
         return act(call_id, principal, lambda a: a.cancel_transfer(call_id))
 
-    @router.get("/{call_id}", dependencies=[staff])
-    async def get_call(call_id: str) -> dict[str, Any]:
+    @router.get("/{call_id}")
+    async def get_call(call_id: str, principal: Principal = staff) -> dict[str, Any]:
+        """A live call's view or an ended call's record. Agents see only calls offered to them or that
+        they took part in (the transcript is the customer's words)."""
         view = live(call_id)
+        call: dict[str, Any]
         if view is not None:
-            return view
-        record = await asyncio.to_thread(store.get_call, call_id)
-        if record is None:
-            raise HTTPException(404, f"no call {call_id!r}")
-        return {**call_public(record), "live": False}
+            call = view
+        else:
+            record = await asyncio.to_thread(store.get_call, call_id)
+            if record is None:
+                raise HTTPException(404, f"no call {call_id!r}")
+            call = {**call_public(record), "live": False}
+        if principal.role == "agent":
+            agent = principal.agent
+            ringing_me = agent is not None and ringing is not None and _ringing(ringing, agent) == call_id
+            if agent is None or (agent not in _agents_of(call) and not ringing_me):
+                raise HTTPException(403, "agents see their own calls only")
+        return call
 
     return router
+
+
+def _ringing(ringing: Callable[[str], str | None], agent: str) -> str | None:
+    try:
+        return ringing(agent)
+    except KeyError:  # not an agent the router knows
+        return None

@@ -86,7 +86,7 @@ class LiveHub:
         if self._stop is not None:
             return
         self._last = self._queue_summaries()
-        self._stop = self.bus.listen(self._on_event)
+        self._stop = self.bus.listen(self._on_event, remote=True)  # other nodes' changes too
 
     def stop(self) -> None:
         if self._stop is not None:

@@ -9,6 +9,11 @@ Who sees what (every route declares its roles, see api/access.py):
   ticket (assign it to themselves) or unassign it, but not assign it to someone else, and may not
   change a customer's VIP level. Agents see and create customers (screen-pop, new callers).
 
+A ticket filed with ``call_id`` (the agent page sends the call it shows) is linked to that call's
+conversation — the post-call path later stores the transcript in it and updates this ticket instead of
+filing another; the conversation is created now when the call has none yet. Agents link their own
+calls only (403); a call unknown is 422, a call whose conversation already has a ticket 409.
+
 Errors: 404 unknown ticket/customer, 409 a status change the table refuses or a phone/OpenID/CRM id
 owned by another customer, 422 invalid input. Handlers are plain ``def``: FastAPI runs them (and
 their blocking SQL) in its thread pool. Changes are audited as ticket events by ``agent:NAME`` for
@@ -17,13 +22,16 @@ agents and ``api:USERNAME`` for others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 
 from callcenter.api.access import STAFF, SUPERVISORS, Access
 from callcenter.auth.service import Principal
@@ -34,7 +42,7 @@ from callcenter.customers import (
     CustomerRepo,
     customer_public,
 )
-from callcenter.store.crm import Ticket
+from callcenter.store.crm import Conversation, Ticket
 from callcenter.tickets.repo import (
     TicketError,
     TicketFilter,
@@ -46,9 +54,11 @@ from callcenter.tickets.repo import (
 )
 from callcenter.tickets.states import InvalidTransition
 
-__all__ = ["AgentQueues", "agent_queues_from_skills", "tickets_router"]
+__all__ = ["AgentQueues", "CallLookup", "agent_queues_from_skills", "tickets_router"]
 
 AgentQueues = Callable[[Principal], Collection[str]]
+# call id → the call (live view over its record: agent/agents, caller, queue, started_at), None: unknown
+CallLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 _Tag = Annotated[str, Field(min_length=1, max_length=64)]
@@ -68,6 +78,7 @@ class TicketCreate(_Body):
     category: str | None = Field(None, max_length=64)
     customer_id: int | None = Field(None, ge=1)
     assignee: str | None = Field(None, min_length=1, max_length=64)
+    call_id: str | None = Field(None, min_length=1, max_length=255, description="link this call")
 
 
 class TicketPatch(_Body):
@@ -101,6 +112,14 @@ class CustomerPatch(_Body):
     external_id: str | None = Field(None, max_length=128, description="null: remove")
 
 
+def _agents_of(call: Mapping[str, Any]) -> set[str]:
+    return {a for a in [call.get("agent"), *(call.get("agents") or [])] if isinstance(a, str)}
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, str) and value else None
+
+
 def agent_queues_from_skills(
     skills_of: Callable[[str], Mapping[str, int] | None], queues: Mapping[str, Mapping[str, int]]
 ) -> AgentQueues:
@@ -122,7 +141,9 @@ def tickets_router(
     *,
     access: Access,
     agent_queues: AgentQueues = lambda principal: (),
+    calls: CallLookup | None = None,
 ) -> APIRouter:
+    """``calls`` finds a call for ``TicketCreate.call_id`` (None: tickets cannot name calls)."""
     router = APIRouter(prefix="/api")
     # Defaults, not Annotated aliases: annotations are strings here and FastAPI resolves them in the
     # module's globals.
@@ -203,26 +224,77 @@ def tickets_router(
             "events": [event_public(e) for e in detail.events],
         }
 
-    @router.post("/tickets", tags=["tickets"], status_code=201)
-    def create_ticket(body: TicketCreate, principal: Principal = staff) -> dict[str, Any]:
-        """A ticket filed by hand (an agent's is assigned to them unless they name no one else)."""
-        if body.customer_id is not None and customers.get(body.customer_id) is None:
-            raise HTTPException(422, f"customer_id {body.customer_id}: no such customer")
-        assignee = body.assignee
-        if is_agent(principal):
-            if assignee not in (None, me(principal)):
-                raise HTTPException(403, "agents assign tickets to themselves only")
-            assignee = me(principal)
-        who = actor(principal)
-        try:
-            ticket = repo.create(
-                body.subject, body=body.body, priority=body.priority, queue=body.queue, tags=body.tags,
-                category=body.category, customer_id=body.customer_id, actor=who,
+    async def call_for(call_id: str, principal: Principal) -> Mapping[str, Any]:
+        call = await calls(call_id) if calls is not None else None
+        if call is None:
+            raise HTTPException(422, f"call_id {call_id!r}: no such call")
+        if is_agent(principal) and principal.agent not in _agents_of(call):
+            raise HTTPException(403, "agents link their own calls only")
+        return call
+
+    def link_call(
+        session: Session, ticket: Ticket, call_id: str, call: Mapping[str, Any], customer_id: int | None,
+        who: str,
+    ) -> None:
+        """Link the call's conversation (made now when the post-call path has not stored it yet)."""
+        conv = session.exec(select(Conversation).where(Conversation.call_id == call_id)).first()
+        if conv is None:
+            started = call.get("started_at")
+            conv = Conversation(
+                call_id=call_id, address=_text(call.get("caller")), queue=_text(call.get("queue")),
+                agent=_text(call.get("agent")),
+                started_at=datetime.fromisoformat(started) if isinstance(started, str) else repo.now(),
             )  # fmt: skip
+        elif conv.ticket_id is not None and conv.ticket_id != ticket.id:
+            raise HTTPException(
+                409, f"call {call_id!r} is linked to ticket #{conv.ticket_id} already: add a note to it"
+            )
+        conv.ticket_id = ticket.id
+        if conv.customer_id is None:
+            conv.customer_id = customer_id
+        session.add(conv)
+        session.flush()
+        repo.log(session, ticket, who, "conversation", None, str(conv.id))
+
+    def file_ticket(
+        body: TicketCreate, assignee: str | None, who: str, call: Mapping[str, Any] | None
+    ) -> Ticket:
+        """The ticket, its call's conversation and its assignee in one transaction."""
+        with repo.session() as session:
+            ticket = Ticket(
+                subject=body.subject, body=body.body, priority=body.priority, queue=body.queue,
+                tags=list(dict.fromkeys(body.tags)), category=body.category, customer_id=body.customer_id,
+            )  # fmt: skip
+            repo.insert(session, ticket, who)
+            if call is not None and body.call_id is not None:
+                link_call(session, ticket, body.call_id, call, body.customer_id, who)
             if assignee:
-                ticket = repo.assign(ticket.number, assignee, actor=who)
-        except TicketError as exc:
-            raise HTTPException(422, str(exc)) from None
+                repo.change(session, ticket, who, "assignee", assignee)
+                if ticket.status == "new":
+                    repo.change(session, ticket, who, "status", "open")
+            session.commit()
+            return ticket
+
+    @router.post("/tickets", tags=["tickets"], status_code=201)
+    async def create_ticket(body: TicketCreate, principal: Principal = staff) -> dict[str, Any]:
+        """A ticket filed by hand (an agent's is assigned to them unless they name no one else), about
+        the call ``call_id`` when given."""
+        if is_agent(principal) and body.assignee not in (None, me(principal)):
+            raise HTTPException(403, "agents assign tickets to themselves only")
+        call = await call_for(body.call_id, principal) if body.call_id is not None else None
+        if body.customer_id is not None and await asyncio.to_thread(customers.get, body.customer_id) is None:
+            raise HTTPException(422, f"customer_id {body.customer_id}: no such customer")
+        assignee = me(principal) if is_agent(principal) else body.assignee
+        who = actor(principal)
+        for attempt in range(2):
+            try:
+                ticket = await asyncio.to_thread(file_ticket, body, assignee, who, call)
+                break
+            except TicketError as exc:
+                raise HTTPException(422, str(exc)) from None
+            except IntegrityError:  # the post-call path stored the call's conversation meanwhile
+                if attempt:
+                    raise
         return ticket_public(ticket)
 
     @router.patch("/tickets/{number}", tags=["tickets"])

@@ -111,23 +111,41 @@ def create_wrapup_router(
     ender: WrapUpEnder | None = None,
     customers: CustomerLookup | None = None,
     categories: Mapping[str, str] | None = None,
+    flush: Callable[[float], bool] | None = None,
 ) -> APIRouter:
     """``codes``: (code, label) pairs; ``live``: the live view of a call up now (else the record is read);
-    ``ender``: ends the agent's wrap-up; ``customers``: finds the caller's customer and open ticket."""
+    ``ender``: ends the agent's wrap-up; ``customers``: finds the caller's customer and open ticket;
+    ``flush(timeout_s)``: writes the call records still queued (blocking) — a call that has just left
+    the live list may not be on its record yet (the writer lingers a moment)."""
     router = APIRouter(prefix="/api", tags=["calls"])
     staff = Depends(access.require(*STAFF))
     labels = dict(codes)
     category_of = dict(categories or {})
 
-    async def call_for(call_id: str, principal: Principal) -> dict[str, Any]:
+    async def lookup(call_id: str) -> dict[str, Any] | None:
         view = live(call_id) if live is not None else None
         record = await asyncio.to_thread(store.get_call, call_id)
         if view is None and record is None:
+            return None
+        return {**(call_public(record) if record is not None else {}), **(view or {})}
+
+    def mine(call: dict[str, Any] | None, principal: Principal) -> bool:
+        if call is None:
+            return False
+        if principal.role in SUPERVISORS:
+            return True
+        return principal.agent is not None and principal.agent in _agents_of(call)
+
+    async def call_for(call_id: str, principal: Principal) -> dict[str, Any]:
+        call = await lookup(call_id)
+        if not mine(call, principal) and flush is not None:
+            # Ended a moment ago: its last details may still be in the record writer's queue.
+            await asyncio.to_thread(flush, 5.0)
+            call = await lookup(call_id)
+        if call is None:
             raise HTTPException(404, f"no call {call_id!r}")
-        call = {**(call_public(record) if record is not None else {}), **(view or {})}
-        if principal.role not in SUPERVISORS:
-            if principal.agent is None or principal.agent not in _agents_of(call):
-                raise HTTPException(403, "agents wrap up their own calls only")
+        if not mine(call, principal):
+            raise HTTPException(403, "agents wrap up their own calls only")
         return call
 
     @router.get("/wrap-up-codes", dependencies=[staff])

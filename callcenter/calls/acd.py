@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from callcenter.calls.agent_calls import AgentCalls
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
 from callcenter.calls.callback import CallbackRunner, ask_callback_number, confirm_and_hang_up
-from callcenter.calls.outbound import install_trunk, normalise_number, number_uri
+from callcenter.calls.outbound import install_trunk, normalise_number, number_uri, outside_dest
 from callcenter.calls.talk import LiveTalk
 from callcenter.calls.transfer import HoldLog, names_dialog, parse_replaces
 from callcenter.core.config import QueueSettings, Settings
@@ -47,7 +47,6 @@ from callcenter.routing.router import Offer, OfferGone, Overflow, Router
 from callcenter.sip.endpoint import SipEndpoint
 from callcenter.sip.message import SipParseError
 from callcenter.sip.registrar import Binding
-from callcenter.sip.transaction import Addr
 from callcenter.sip.uri import format_host, parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
@@ -177,6 +176,7 @@ class Acd:
         directory: AgentDirectory | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint
@@ -184,7 +184,9 @@ class Acd:
         self.registration = registration
         self.directory = directory
         self.clock = clock
-        self.router = Router(
+        # The router seam: one node's own Router, or (redis_url set) the cluster's ForwardingRouter,
+        # which sends these calls to the elected leader and hands its offers back through deliver().
+        self.router = router if router is not None else Router(
             queue_configs(settings),
             max_missed=settings.routing.max_missed_offers,
             auto_available=settings.routing.available_on_register,
@@ -355,6 +357,11 @@ class Acd:
                 for agent in offer.agents:
                     self.router.offer_failed(offer.call_id, agent, now, missed=False)
         self._log_transitions()
+
+    def deliver(self, call_id: str, item: Offer | Overflow) -> bool:
+        """Hand an offer or overflow decided elsewhere (the cluster's leader) to the waiting caller;
+        False when no caller of that id waits here (the glue frees the offer's agents)."""
+        return self._deliver(call_id, item)
 
     def _deliver(self, call_id: str, item: Offer | Overflow) -> bool:
         waiter = self._waiters.get(call_id)
@@ -720,6 +727,7 @@ class Acd:
             {n: c for n, c in contacts.items() if c},
             ptime_ms=self.settings.media.ptime_ms,
             timeout_s=offer.timeout_s,
+            srtp=self.settings.media.srtp,
         )
         log_event(log, "agent_offered", call_id=session.call_id, queue=offer.queue, agents=list(offer.agents),
                   screen_pop=info.screen_pop_url)
@@ -919,7 +927,6 @@ class Acd:
         """An AgentRing for an outside SIP URI, or a number at the SIP trunk (``number_uri``; the
         trunk's digest challenge is answered by the endpoint, ``install_trunk``); or why there is none.
         The branch is named ``target.value`` in the ring's outcomes."""
-        transport = "udp"
         info = control.caller_info(None, None)
         if target.kind == "number":
             trunk = self.settings.sip.trunk
@@ -928,28 +935,21 @@ class Acd:
             except CallcenterError as exc:
                 return str(exc)
             assert trunk is not None
-            transport = trunk.transport
             shown = caller_id or trunk.from_user or trunk.username or info.number
             info = replace(info, number=shown, display_name=info.display_name or trunk.from_display)
         else:
             uri = target.value
             if caller_id:
                 info = replace(info, number=caller_id)
+        # The URI's transport (sips: or ;transport=tls → TLS, the trunk's certificate checked)
         try:
             parsed = parse_uri(uri)
+            dest = await outside_dest(self.endpoint, self.settings, str(parsed))
         except (ValueError, SipParseError):
             return f"not a SIP URI: {uri}"
-        if target.kind == "uri":
-            transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
-        host = parsed.host_for_socket
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parsed.port or 5060, type=socket.SOCK_DGRAM
-            )
         except OSError as exc:
-            return f"cannot resolve {host}: {exc}"
-        address = infos[0][4]
-        ring_target = RingTarget(str(parsed), Addr(transport, str(address[0]), int(address[1])))
+            return f"cannot resolve {parsed.host_for_socket}: {exc}"
+        ring_target = RingTarget(str(parsed), dest)
         return AgentRing(
             self.endpoint,
             self.media,
@@ -957,6 +957,7 @@ class Acd:
             {target.value: [ring_target]},
             ptime_ms=self.settings.media.ptime_ms,
             timeout_s=timeout_s,
+            srtp=self.settings.media.srtp,
         )
 
     async def notify_refer(self, leg: Any) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from callcenter.calls.leg_sdp import LegSdp
+from callcenter.calls.leg_sdp import LegSdp, SrtpMode
 from callcenter.core.logging import log_event
 from callcenter.media import sdp
 from callcenter.media.engine import MediaEngine
@@ -52,11 +52,18 @@ class RingTarget:
 
     uri: str
     dest: Addr
+    route: tuple[str, ...] = ()  # Route headers: the binding's Path (RFC 3327 §5.3)
 
     @classmethod
     def from_binding(cls, binding: Binding) -> RingTarget:
+        # Registered through a proxy (Kamailio in front of a cluster): its Path is the route set and
+        # its first entry the next hop, whichever node registered the phone.
+        hop = binding.first_hop()
+        if hop is not None:
+            transport = hop[0] if hop[0] in ("udp", "tcp", "tls") else "udp"
+            return cls(binding.contact, Addr(transport, hop[1], hop[2]), binding.path)
         # Send to where the REGISTER came from (NAT, RFC 5626 §5.3), over the transport it used.
-        transport = binding.transport if binding.transport in ("udp", "tcp") else "udp"
+        transport = binding.transport if binding.transport in ("udp", "tcp", "tls") else "udp"
         return cls(binding.contact, Addr(transport, binding.source[0], binding.source[1]))
 
 
@@ -86,6 +93,7 @@ class AgentRing:
         *,
         ptime_ms: int,
         timeout_s: float,
+        srtp: SrtpMode = "optional",
     ) -> None:
         self.endpoint = endpoint
         self.media = media
@@ -95,7 +103,7 @@ class AgentRing:
         self.timeout_s = timeout_s
         self.rtp: RtpSession | None = None
         self._offer: sdp.SessionDescription | None = None
-        self.sdp = LegSdp(ptime_ms)
+        self.sdp = LegSdp(ptime_ms, srtp=srtp)
         self._legs: list[tuple[str, OutgoingCall]] = []
         # told True/False when the answered leg's phone holds / resumes (RFC 3264 §8.4)
         self.on_hold: Callable[[bool], None] | None = None
@@ -128,6 +136,12 @@ class AgentRing:
         if first is None:
             return
         self.sdp.local_ip = self.endpoint.local_ip_for(first.dest.host)
+        # One offer goes to every branch: SRTP only when each of them registered over TLS (a plain
+        # phone would refuse RTP/SAVP), or when media.srtp is required.
+        targets = [t for ts in self.agents.values() for t in ts]
+        tls = all(t.dest.transport == "tls" for t in targets)
+        self.sdp.offer_srtp = self.sdp.srtp == "required" or (self.sdp.srtp != "off" and tls)
+        self.sdp.secure_signalling = tls
         self.rtp = await RtpSession.open(
             allocator=self.media.ports,
             scheduler=self.media.scheduler,
@@ -155,7 +169,7 @@ class AgentRing:
                     from_user=caller.number or "anonymous",
                     from_display=_quote(caller.display_name) if caller.display_name else None,
                     to_uri=target.uri,
-                    extra=extra,
+                    extra=[*(("Route", route) for route in target.route), *extra],
                 )
                 self._legs.append((name, leg))
                 log_event(

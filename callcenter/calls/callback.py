@@ -264,7 +264,8 @@ class CallbackRunner:
         }
         info = CallerInfo(call_id, number, "Callback", offer.queue)
         ring = AgentRing(acd.endpoint, acd.media, info, {n: c for n, c in contacts.items() if c},
-                         ptime_ms=acd.settings.media.ptime_ms, timeout_s=offer.timeout_s)
+                         ptime_ms=acd.settings.media.ptime_ms, timeout_s=offer.timeout_s,
+                         srtp=acd.settings.media.srtp)
         log_event(log, "agent_offered", call_id=call_id, queue=offer.queue, agents=list(offer.agents),
                   callback=True)
         result = await ring.ring()

@@ -316,7 +316,11 @@ async def load_ivr_runtime(
     speech: SpeechSettings | None = None,
     backends: Services | None = None,
 ) -> IvrRuntime | None:
-    """Load and check the flows (in a worker thread); None when no number uses a flow.
+    """Load and check the flows (in a worker thread).
+
+    With no number using a flow (``numbers`` empty, no ``default_flow``) every call hears the demo tone,
+    but with a ``store`` the runtime still starts — the flows registry and TTS, so an admin can build a
+    first flow in the console — unless text-to-speech is missing (then None, as without a store).
 
     With a ``store`` the flows are live versions in a :class:`FlowRegistry` (every changed file recorded
     as a version; publish, rollback and hot reload keep running calls on their version); ``queues``
@@ -324,8 +328,14 @@ async def load_ivr_runtime(
     customer directory for the nodes that use them. Raises ConfigError with one line per problem
     (``file:line:column: ...`` for flow errors)."""
     wanted = {**{n: f for n, f in numbers.items()}}
-    if not wanted and default_flow is None:
+    unused = not wanted and default_flow is None  # nothing calls a flow: only the console needs it
+    if unused and store is None:
         return None
+    if unused and not flows_dir.is_dir():
+        try:  # where the console's first flow is written
+            flows_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"ivr.flows_dir: cannot create {flows_dir}: {exc}") from None
     if not flows_dir.is_dir():
         raise ConfigError(f"ivr.flows_dir: {flows_dir} is not a folder (the numbers name flows in it)")
     # An IntentsError is a ConfigError: one file:line:column line per problem, start-up stops.
@@ -365,6 +375,9 @@ async def load_ivr_runtime(
         try:
             engine = EspeakNgEngine()
         except SpeechError as exc:
+            if unused:  # no caller needs it: start without the console's flows and TTS preview
+                log_event(log, "ivr_console_unavailable", level=logging.WARNING, error=str(exc))
+                return None
             raise ConfigError(f"ivr: text-to-speech unavailable: {exc}") from None
     return IvrRuntime(
         flows=flows,

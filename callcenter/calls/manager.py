@@ -66,11 +66,17 @@ class CallManager:
         return len(self.sessions)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop taking calls; let live ones end up to `grace_s`, then hang them up cleanly."""
+        """Stop taking calls; let live ones end up to `grace_s`, then hang them up cleanly (BYE).
+
+        New INVITEs get 503 + Retry-After from the endpoint from now on (and OPTIONS too, so a
+        dispatcher in front moves traffic elsewhere); requests within live calls keep flowing."""
         self.accepting = False
+        self.deps.endpoint.overload.drain()
+        log_event(log, "calls_draining", active=len(self.sessions), grace_s=grace_s)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace_s)
-        for session in list(self.sessions.values()):
+        left = list(self.sessions.values())
+        for session in left:
             session.request_hangup("server shutting down")
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
@@ -78,3 +84,4 @@ class CallManager:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
+        log_event(log, "calls_drained", hung_up=len(left), cancelled=len(self._tasks))

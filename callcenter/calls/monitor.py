@@ -159,7 +159,8 @@ class Monitor:
         what = " ".join(x for x in (self.talk.visit.queue, info.number) if x)
         info = replace(info, display_name=f"{self.mode.title()}: {what}".strip())
         ring = AgentRing(acd.endpoint, acd.media, info, {self.phone: targets},
-                         ptime_ms=acd.settings.media.ptime_ms, timeout_s=self.monitors.ring_timeout_s)
+                         ptime_ms=acd.settings.media.ptime_ms, timeout_s=self.monitors.ring_timeout_s,
+                         srtp=acd.settings.media.srtp)
         result = await ring.ring()
         if result.agent is None or result.leg is None or result.rtp is None:
             log_event(log, "call_monitor_unanswered", call_id=self.call_id, phone=self.phone,

@@ -47,6 +47,21 @@ REJECTED = "rejected"  # we refused the call (no common codec, no RTP port, shut
 FAILED = "failed"  # something broke before the answer
 
 
+def monitor_view(acd: Any, call_id: str) -> dict[str, Any] | None:
+    """``{mode, supervisor, state}`` of the supervisor monitoring ``call_id`` (None: nobody); ``acd``
+    is the Acd (None: no routing), its bridged call's ``monitor`` a calls/monitor.py Monitor."""
+    if acd is None:
+        return None
+    try:
+        talk = acd.live_talk(call_id)
+    except KeyError:  # not bridged to an agent now
+        return None
+    monitor = getattr(talk, "monitor", None)
+    if monitor is None:
+        return None
+    return {"mode": monitor.mode, "supervisor": monitor.supervisor, "state": monitor.state}
+
+
 @dataclass
 class CallDeps:
     settings: Settings
@@ -75,7 +90,8 @@ class CallSession:
         self.rtp: RtpSession | None = None
         self.end_reason: str | None = None
         self._hangup_requested = asyncio.Event()
-        self.sdp = LegSdp(deps.settings.media.ptime_ms)
+        self.sdp = LegSdp(deps.settings.media.ptime_ms, srtp=deps.settings.media.srtp,
+                          secure_signalling=call.source.transport == "tls")
         self._expect_rtp = True  # false while the peer holds the call with inactive/recvonly
         self.digits: list[str] = []  # every DTMF digit the caller sent, in order
         self.recorder: CallRecorder | None = None
@@ -312,6 +328,8 @@ class CallSession:
             "transcript": [u.as_json() for u in sorted(self.transcript, key=lambda u: u.start)],
             # agent assist: the top KB articles for the conversation so far (calls/assist.py)
             "suggestions": control.assist_suggestions() if control is not None else [],
+            # a supervisor listening in (calls/monitor.py): the wallboard shows it again after a reload
+            "monitor": monitor_view(control.runtime.acd, self.call_id) if control is not None else None,
         }
 
     def _caller_name(self) -> str | None:

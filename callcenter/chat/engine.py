@@ -184,13 +184,15 @@ class LiveChat:
 
     # -- lifecycle (one TaskGroup per conversation) --------------------------------------------------------
 
-    def start(self, flow: tuple[Flow, Services] | None) -> None:
-        self._main = asyncio.create_task(self._run(flow), name=f"chat-{self.id}")
+    def start(self, flow: tuple[Flow, Services] | None, *, requeue: str | None = None) -> None:
+        """Run the flow; or, for a conversation a restart found with or waiting for an agent, go straight
+        back into queue ``requeue``."""
+        self._main = asyncio.create_task(self._run(flow, requeue), name=f"chat-{self.id}")
 
-    async def _run(self, flow: tuple[Flow, Services] | None) -> None:
+    async def _run(self, flow: tuple[Flow, Services] | None, requeue: str | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            self.spawn(self._flow(flow))
+            self.spawn(self._flow(flow) if requeue is None else self._back_in_queue(requeue))
             await self._closed.wait()
             for task in list(self._tasks):
                 task.cancel()
@@ -258,6 +260,13 @@ class LiveChat:
         if self.state == "bot":
             engine.close_soon(self.id, f"flow_{self.flow_result.outcome}")
 
+    async def _back_in_queue(self, queue: str) -> None:
+        result = await self.enqueue(QueueRequest(queue=queue), resumed=True)
+        if result.outcome != "answered":
+            sorry = "Sorry, nobody is available right now. Please try again later."
+            await self.bot_says(sorry, speaker="system")
+            self.engine.close_soon(self.id, f"queue_{result.outcome}")
+
     def _current_node(self) -> Any:
         runner = self.runner
         if runner is None:
@@ -299,7 +308,9 @@ class LiveChat:
         else:
             self._replies.append(text)
 
-    async def enqueue(self, request: QueueRequest) -> QueueResult:
+    async def enqueue(self, request: QueueRequest, *, resumed: bool = False) -> QueueResult:
+        """``resumed``: a restart put it back (it was admitted before: no join or length checks; the
+        agents are all offline right after a restart), at the head of the queue."""
         engine = self.engine
         queue = engine.router.queues.get(request.queue)
         if queue is None:
@@ -308,20 +319,27 @@ class LiveChat:
         language = (
             request.variables.get("language") if isinstance(request.variables.get("language"), str) else None
         )
-        if not queue.join_when_empty and not engine.router.anyone_for(
+        if not resumed and not queue.join_when_empty and not engine.router.anyone_for(
             queue.name, agents, skills=request.skills, language=language
         ):
             self.queue_outcome = "closed"
             return QueueResult("closed")
         if (
-            queue.max_length is not None
+            not resumed
+            and queue.max_length is not None
             and sum(1 for w in engine.router.waiting() if w.queue == queue.name) >= queue.max_length
         ):
             self.queue_outcome = "full"
             return QueueResult("full")
         now = engine.clock.now()
         engine.router.enqueue(
-            self.id, queue.name, now, priority=request.priority, skills=request.skills, language=language
+            self.id,
+            queue.name,
+            now,
+            priority=request.priority,
+            skills=request.skills,
+            language=language,
+            front=resumed,
         )
         self.move("queue")
         self.queue = queue.name
@@ -457,7 +475,7 @@ class ConversationEngine:
             if not lock.locked():
                 self._opening.pop(key, None)
         text = _inbound_text(message)
-        stored = await asyncio.to_thread(self.store.add_message, live.id, "caller", text, message.received_at)
+        stored = await self.store.append(live.id, "caller", text, message.received_at)
         live.last_activity = self.clock.now()
         if live.state == "assigned":
             live.unread += 1
@@ -535,7 +553,7 @@ class ConversationEngine:
         stored_text = text
         if kind == "article" and extra:
             stored_text = "\n".join(str(x) for x in (extra.get("title"), text, extra.get("url")) if x)
-        stored = await asyncio.to_thread(self.store.add_message, live.id, speaker, stored_text, utcnow())
+        stored = await self.store.append(live.id, speaker, stored_text, utcnow())
         out = Outbound(
             live.id,
             live.channel,
@@ -819,9 +837,38 @@ class ConversationEngine:
             await asyncio.sleep(tick_s)
 
     async def start(self) -> None:
-        """Close conversations a previous run left open (their flows and queue places are gone)."""
-        for conv_id in await asyncio.to_thread(self.store.open_ids):
-            await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
+        """Conversations a previous run left open (a crash, SIGKILL): those that were waiting for an
+        agent or with one (a queue on the row) go back into that queue, oldest first, at its head — the
+        agents are offline after a restart, as when an agent leaves (:meth:`agent_away`). Those still
+        in the bot's flow are closed (``restart``): a flow's place is not persisted."""
+        now = self.clock.now()
+        for conv_id in sorted(await asyncio.to_thread(self.store.open_ids)):
+            conv = await asyncio.to_thread(self.store.conversation, conv_id)
+            if conv is None or conv.queue not in self.router.queues:
+                await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
+                continue
+            account, _, visitor = (conv.address or "").partition("/")
+            channel: ChatChannel = "wechat" if conv.channel == "wechat" else "webchat"
+            message = Inbound(channel, account, visitor, "text", "", conv.started_at)
+            live = LiveChat(self, conv_id, message, conv.customer_id, now)
+            live.language = conv.language
+            live.agents_seen = [conv.agent] if conv.agent else []
+            if live.key in self._open:  # two rows for one visitor: the older one stays open
+                await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
+                continue
+            self._open[live.key] = live
+            self._by_id[conv_id] = live
+            log_event(
+                log,
+                "chat_requeued",
+                conversation_id=conv_id,
+                queue=conv.queue,
+                previous_agent=conv.agent,
+                by="restart",
+            )
+            live.start(None, requeue=conv.queue)
+        if self._by_id:
+            self.poke()
 
     async def aclose(self) -> None:
         for live in list(self._by_id.values()):

@@ -1,6 +1,8 @@
 """The chat side of the CRM tables: conversations, messages and customers of text channels.
 
-Synchronous (SQLModel sessions); the engine calls these in worker threads. A text conversation is a
+Synchronous (SQLModel sessions); the engine calls these in worker threads — except the hot path,
+:meth:`ChatStore.append`, which hands each message to one batching writer thread
+(:class:`~callcenter.chat.writer.MessageWriter`). A text conversation is a
 :class:`~callcenter.store.crm.Conversation` with ``channel`` webchat/wechat, ``address``
 ``ACCOUNT/VISITOR`` and ``call_id`` ``chat:ID`` (so the ticket service's post-call path, which keys
 conversations by call id, finds it).
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from callcenter.chat.writer import MessageWriter
 from callcenter.store.crm import Conversation, Customer, Message
 
 __all__ = ["ChatStore", "StoredMessage", "address_of"]
@@ -46,6 +49,7 @@ def _stored(m: Message) -> StoredMessage:
 class ChatStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.writer = MessageWriter(engine)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -99,7 +103,13 @@ class ChatStore:
         session.flush()
         return customer
 
+    async def append(self, conversation_id: int, speaker: str, text: str, at: datetime) -> StoredMessage:
+        """Store one message (batched with others on the writer thread); returns once committed."""
+        message_id = await self.writer.add(conversation_id, speaker, text, at)
+        return StoredMessage(message_id, conversation_id, speaker, text, at)
+
     def add_message(self, conversation_id: int, speaker: str, text: str, at: datetime) -> StoredMessage:
+        """Blocking: store one message in its own transaction."""
         with self._session() as session:
             row = Message(conversation_id=conversation_id, speaker=speaker, text=text, at=at)
             session.add(row)

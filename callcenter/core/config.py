@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import os
 import re
+import socket
 import types
 import zoneinfo
 from collections.abc import Mapping
@@ -48,13 +49,14 @@ __all__ = [
     "WechatAccountSettings",
     "WechatSettings",
     "ChatSettings",
+    "WebchatSettings",
     "ENV_PREFIX",
     "DEFAULT_CONFIG_PATH",
     "load_settings",
 ]
 
-Transport = Literal["udp", "tcp"]
-TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")
+Transport = Literal["udp", "tcp", "tls"]
+TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")  # the default; tls needs sip.tls_cert/tls_key
 DigestAlgorithm = Literal["MD5", "SHA-256"]
 DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5",)
 
@@ -98,7 +100,7 @@ class TrunkSettings(_Section):
     """The SIP trunk (PSTN gateway / provider) outgoing calls go through."""
 
     uri: str = Field(description="sip:host[:port] of the trunk (host:port accepted)")
-    transport: Transport = Field("udp", description="udp or tcp")
+    transport: Transport = Field("udp", description="udp, tcp or tls")
     username: str | None = Field(None, min_length=1, description="digest user for 401/407 (RFC 3261 §22.2)")
     password: str | None = Field(None, description="digest password (keep config.yaml private)")
     realm: str | None = Field(None, description="answer only this realm's challenges (null = any)")
@@ -110,6 +112,11 @@ class TrunkSettings(_Section):
         default_factory=list, description="number rewriting; the first rule whose prefix matches applies"
     )
     ring_timeout_s: float = Field(30.0, gt=0, le=300, description="seconds a called number may ring")
+    tls_verify: bool = Field(
+        True,
+        description="over TLS (transport tls or a sips: uri) the trunk's certificate must verify against "
+        "sip.tls_ca, else the system's CAs; false = encrypted but unauthenticated",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +180,22 @@ class SipProtectionSettings(_Section):
         return value
 
 
+class SipOverloadSettings(_Section):
+    """Load shedding of new calls (callcenter/sip/overload.py): beyond what the server can complete,
+    new INVITEs get 503 + Retry-After at once; calls in progress are never touched."""
+
+    enabled: bool = Field(True, description="false = admit every new call however loaded")
+    delay_high_s: float = Field(
+        0.25, gt=0, description="requests waiting this long in the socket queue mean overload"
+    )
+    busy_high: float = Field(
+        0.95, gt=0, le=1, description="share of time the event loop computes that means overload"
+    )
+    min_rate: float = Field(10.0, ge=0, description="new calls/s admitted however loaded")
+    max_invites_per_s: float = Field(0.0, ge=0, description="a fixed ceiling on new calls/s; 0 = none")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 for overload")
+
+
 class SipSettings(_Section):
     host: str = Field("0.0.0.0", description="IPv4 address SIP listens on (0.0.0.0 = all)")
     host_v6: str | None = Field("::", description="IPv6 address SIP listens on (:: = all, null = no IPv6)")
@@ -201,6 +224,15 @@ class SipSettings(_Section):
         None, description="SIP trunk for outgoing calls (callbacks, transfers to numbers); null = none"
     )
     protection: SipProtectionSettings = Field(default_factory=SipProtectionSettings)
+    overload: SipOverloadSettings = Field(default_factory=SipOverloadSettings)
+    tls_port: int = Field(5061, ge=1, le=65535, description="SIP over TLS port (RFC 3261 §26.2.1)")
+    tls_cert: str | None = Field(
+        None, description="PEM certificate (chain) for SIP over TLS; `callcenter tls selfsigned` makes one"
+    )
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert (keep it private)")
+    tls_ca: str | None = Field(
+        None, description="PEM CA bundle to verify peers we connect to over TLS (null = not verified)"
+    )
 
     @field_validator("host")
     @classmethod
@@ -233,8 +265,19 @@ class SipSettings(_Section):
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
-            raise _custom("expected a list of distinct transports (udp, tcp)")
+            raise _custom("expected a list of distinct transports (udp, tcp, tls)")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> SipSettings:
+        if "tls" in self.transports:
+            for key in ("tls_cert", "tls_key"):
+                if getattr(self, key) is None:
+                    raise _related(key, "expected a PEM file path when sip.transports has tls", None)
+        if self.tls_port == self.port and "tls" in self.transports and "tcp" in self.transports:
+            raise _related("tls_port", f"expected a port other than sip.port ({self.port}) for TLS",
+                           self.tls_port)
+        return self
 
     @model_validator(mode="after")
     def _expires_order(self) -> SipSettings:
@@ -262,6 +305,11 @@ class MediaSettings(_Section):
         True, description="detect DTMF tones in the audio of calls that negotiated no telephone-event"
     )
     ptime_ms: int = Field(20, ge=10, le=60, description="packet time of the audio the server sends")
+    srtp: Literal["off", "optional", "required"] = Field(
+        "optional",
+        description="SRTP keyed by SDES (RFC 4568): off; optional = when offered (plain RTP otherwise; "
+        "we offer it to phones registered over TLS); required = 488 to offers without it",
+    )
 
     @field_validator("rtp_port_min", "rtp_port_max")
     @classmethod
@@ -762,6 +810,65 @@ class WechatSettings(_Section):
 # --- chat (issue 9; owned by the conversation engine) -----------------------------------------------------
 
 
+UPLOAD_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
+
+
+class WebchatSettings(_Section):
+    """The embeddable web chat widget (callcenter/chat/webchat.py)."""
+
+    secret: str | None = Field(
+        None,
+        min_length=32,
+        description="HMAC key signing visitor ids (null = generated once into data_dir/webchat_secret)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description='sites that may embed the widget, e.g. ["https://www.example.com"]; "*" = any; '
+        "the server's own origin is always allowed",
+    )
+    title: str = Field("Chat with us", min_length=1, max_length=80, description="the widget's default title")
+    queues: list[str] = Field(
+        default_factory=list,
+        description="queues whose logged-in agents make the widget online (empty = the flow's queue nodes)",
+    )
+    schedule: str | None = Field(
+        None, description="business_hours schedule: outside it the widget shows the offline form"
+    )
+    visitor_rate_per_s: float = Field(1.0, gt=0, description="messages a visitor may send per second")
+    visitor_burst: int = Field(20, ge=1, description="messages a visitor may send at once")
+    ip_rate_per_s: float = Field(5.0, gt=0, description="requests one address may make per second")
+    ip_burst: int = Field(60, ge=1, description="requests one address may make at once")
+    max_message_bytes: int = Field(16384, ge=256, le=1 << 20, description="larger bodies are refused (413)")
+    max_upload_bytes: int = Field(
+        5 << 20, ge=1024, le=100 << 20, description="largest file a visitor may upload (bytes; 413)"
+    )
+    upload_types: list[str] = Field(
+        default_factory=lambda: list(UPLOAD_TYPES),
+        description="types a visitor may upload, recognised by their first bytes (not the file name)",
+    )
+    poll_wait_s: float = Field(25.0, gt=0, le=60, description="how long GET /chat/poll waits for news")
+
+    @field_serializer("secret", when_used="json")
+    def _hide(self, value: str | None) -> str | None:
+        return None if value is None else "********"
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^\s/?#]+$", origin):
+                raise _custom(f"expected origins like https://www.example.com (no path), got {origin!r}")
+        return [o.rstrip("/").lower() for o in value]
+
+    @field_validator("upload_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for mime in value:
+            if mime not in UPLOAD_TYPES:
+                raise _custom(f"expected types among {', '.join(UPLOAD_TYPES)}, got {mime!r}")
+        return value
+
+
 class ChatSettings(_Section):
     """Text conversations (web chat, WeChat): which flow answers, timeouts, chat routing."""
 
@@ -777,6 +884,7 @@ class ChatSettings(_Section):
     )
     dedupe_hours: float = Field(24.0, gt=0, description="hours a channel message id is remembered (retries)")
     offer_during_calls: bool = Field(False, description="agents on a voice call (or wrap-up) get new chats")
+    webchat: WebchatSettings = Field(default_factory=WebchatSettings)
 
 
 class LogSettings(_Section):
@@ -793,6 +901,14 @@ class Settings(_Section):
     data_dir: Path = Field(Path("data"), description="directory for the database and recordings")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL (null = sqlite:///{data_dir}/callcenter.db)"
+    )
+    # Scale-out (issue 10). Both keys are read by callcenter/cluster/; null redis_url = one node.
+    node_id: str = Field(
+        default_factory=lambda: socket.gethostname() or "node",
+        description="this node's name in a cluster (env CALLCENTER_NODE_ID; null = the host name)",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for live state shared by nodes (null = single node, in-process bus)"
     )
     sip: SipSettings = Field(default_factory=SipSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
@@ -825,6 +941,26 @@ class Settings(_Section):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value):
             raise _custom("expected a database URL such as sqlite:///data/callcenter.db, or null")
+        return value
+
+    @field_validator("node_id", mode="before")
+    @classmethod
+    def _node_id_default(cls, value: Any) -> Any:
+        return (socket.gethostname() or "node") if value is None or value == "" else value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        # It names Redis keys and tags records and logs: keep it plain.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+            raise _custom("expected 1-64 letters, digits, '.', '_' or '-' (a host name)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
+            raise _custom("expected a Redis URL such as redis://127.0.0.1:6379/0, or null")
         return value
 
     @property

@@ -3,7 +3,10 @@
 ``parse`` turns a body into a ``SessionDescription`` or raises ``SdpParseError`` (with the line
 number); ``SessionDescription.serialize`` writes it back in the RFC 4566 §5 order with CRLF.
 
-Offer/answer for audio over RTP/AVP with G.711 and telephone-event (RFC 4733):
+Offer/answer for audio over RTP/AVP with G.711 and telephone-event (RFC 4733), and SRTP keyed by
+SDES (RFC 4568, ``media.srtp``): RTP/SAVP offers, and a=crypto in RTP/AVP offers ("best-effort SRTP",
+what baresip's ``mediaenc=srtp`` and many phones send), are answered with our own key when the caller
+passes ``srtp_key``; the agreed keys travel in ``NegotiatedMedia.srtp``.
 
 * ``negotiate_answer`` (UAS): picks the first format in the *offerer's* order that we support
   (RFC 3264 §6.1 lets the answerer choose; honouring the caller's preference is what phones
@@ -25,6 +28,14 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from callcenter.core.errors import CallcenterError
+from callcenter.media.srtp import (
+    CryptoAttribute,
+    SrtpKeys,
+    accept_answer_crypto,
+    answer_crypto,
+    offer_cryptos,
+    parse_crypto,
+)
 
 
 class SdpParseError(CallcenterError):
@@ -573,6 +584,7 @@ class NegotiatedMedia:
     ptime: int  # ms per packet we send
     direction: Direction  # our direction: do we send, do we receive
     media_index: int  # which m= line
+    srtp: SrtpKeys | None = None  # SDES keys (RFC 4568) when the stream is SRTP, else plain RTP
 
     @property
     def sends(self) -> bool:
@@ -693,12 +705,16 @@ def negotiate_answer(
     ptime: int = DEFAULT_PTIME,
     telephone_event: bool = True,
     username: str = "-",
+    srtp_key: bytes | None = None,
+    require_srtp: bool = False,
 ) -> AnswerResult:
     """Answer ``offer`` (RFC 3264 §6) with one audio stream, or tell the caller to send 488.
 
     ``ptime`` is the packet time we ask to receive; ``local_direction`` restricts ours (e.g. SENDONLY
-    when we put the peer on hold while answering its re-offer). Raises ``SdpParseError`` if the
-    offer is bytes/str that do not parse (the SIP layer answers 400 then).
+    when we put the peer on hold while answering its re-offer). ``srtp_key`` (30 bytes, ours): accept
+    SDES-keyed SRTP; None refuses RTP/SAVP and ignores crypto lines. ``require_srtp``: refuse plain
+    RTP. Raises ``SdpParseError`` if the offer is bytes/str that do not parse (the SIP layer answers
+    400 then).
     """
     sd = _as_description(offer)
     answer = _skeleton(local_ip, session_id, version, username)
@@ -710,9 +726,22 @@ def negotiate_answer(
             why = "the audio stream is disabled (port 0)"
         if chosen is None and m.media == "audio" and m.port != 0:
             conn = sd.media_connection(m)
-            pick = _pick(m, supported) if m.proto.upper() in ("RTP/AVP", "RTP/AVPF") else None
-            if m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
+            proto = m.proto.upper()
+            secure_proto = proto in _SAVP
+            pick = _pick(m, supported) if proto in _AVP or proto in _SAVP else None
+            keys: tuple[CryptoAttribute, SrtpKeys] | None = None
+            if srtp_key is not None and (secure_proto or proto in _AVP):
+                # RFC 4568 §7.1.2: answer the first acceptable crypto line. In RTP/AVP the lines are
+                # "best-effort SRTP": without an acceptable one the stream stays plain RTP.
+                keys = answer_crypto(_crypto_values(m), srtp_key)
+            if proto not in _AVP and proto not in _SAVP:
                 why = f"unsupported transport {m.proto}"
+            elif secure_proto and srtp_key is None:
+                why = f"unsupported transport {m.proto} (SRTP is off: media.srtp)"
+            elif secure_proto and keys is None:
+                why = "none of the offered SRTP crypto suites is supported"
+            elif require_srtp and keys is None:
+                why = "SRTP is required (media.srtp: required) and the offer has no usable crypto"
             elif conn is None or conn.nettype != "IN":
                 why = "no usable c= line for the audio stream"
             elif pick is None:
@@ -728,12 +757,15 @@ def negotiate_answer(
                 if conn.is_null:
                     mine = mine.restrict(Direction.RECVONLY)
                 section = _audio_section(local_port, m.proto, pt, codec, te_pt, te_fmtp, ptime, mine)
+                if keys is not None:
+                    section.attributes.insert(0, Attribute("crypto", keys[0].value()))
                 rtcp_addr, rtcp_port = _rtcp_target(sd, m, conn.address)
                 chosen = NegotiatedMedia(
                     remote_address=conn.address, remote_port=m.port, remote_rtcp_address=rtcp_addr,
                     remote_rtcp_port=rtcp_port, payload_type=pt, codec=codec.name,
                     clock_rate=codec.clock_rate, telephone_event_pt=te_pt,
                     ptime=_send_ptime(m, DEFAULT_PTIME), direction=mine, media_index=index,
+                    srtp=keys[1] if keys is not None else None,
                 )
         if section is None:
             # RFC 3264 §6: same number of m= lines; a refused stream gets port 0.
@@ -755,8 +787,10 @@ def make_offer(
     ptime: int = DEFAULT_PTIME,
     direction: Direction = Direction.SENDRECV,
     username: str = "-",
+    srtp_key: bytes | None = None,
 ) -> SessionDescription:
-    """An offer with one audio stream (server-initiated legs, re-offers for hold/resume)."""
+    """An offer with one audio stream (server-initiated legs, re-offers for hold/resume); with
+    ``srtp_key`` an RTP/SAVP one carrying our crypto lines (RFC 4568 §7.1.1)."""
     if not codecs:
         raise ValueError("an offer needs at least one codec")
     offer = _skeleton(local_ip, session_id, version, username)
@@ -777,7 +811,10 @@ def make_offer(
         attrs.append(Attribute("fmtp", f"{telephone_event_pt} 0-16"))
     attrs.append(Attribute("ptime", str(ptime)))
     attrs.append(Attribute(direction.value))
-    offer.media.append(MediaDescription(media="audio", port=local_port, proto="RTP/AVP",
+    if srtp_key is not None:
+        attrs[:0] = [Attribute("crypto", c.value()) for c in offer_cryptos(srtp_key)]
+    offer.media.append(MediaDescription(media="audio", port=local_port,
+                                        proto="RTP/AVP" if srtp_key is None else "RTP/SAVP",
                                         formats=formats, attributes=attrs))
     return offer
 
@@ -808,14 +845,29 @@ def process_answer(offer: SessionDescription, answer: SessionDescription | bytes
         mine = ans.media_direction(am).reversed().restrict(offer.media_direction(om))
         if conn.is_null:
             mine = mine.restrict(Direction.RECVONLY)
+        keys: SrtpKeys | None = None
+        ours = _crypto_values(om)
+        if ours:
+            # RFC 4568 §7.1.3: the answer names one of our tags with its suite, and its own key.
+            keys = accept_answer_crypto([parse_crypto(v) for v in ours], _crypto_values(am))
+            if keys is None and om.proto.upper() in _SAVP:
+                raise SdpNegotiationError("the answer has no crypto line matching our SRTP offer")
         rtcp_addr, rtcp_port = _rtcp_target(ans, am, conn.address)
         return NegotiatedMedia(
             remote_address=conn.address, remote_port=am.port, remote_rtcp_address=rtcp_addr,
             remote_rtcp_port=rtcp_port, payload_type=pt, codec=codec.name, clock_rate=codec.clock_rate,
             telephone_event_pt=_telephone_event(am, codec.clock_rate),
-            ptime=_send_ptime(am, DEFAULT_PTIME), direction=mine, media_index=index,
+            ptime=_send_ptime(am, DEFAULT_PTIME), direction=mine, media_index=index, srtp=keys,
         )
     raise SdpNegotiationError("the answer accepts no audio stream")
+
+
+_AVP: Final = frozenset({"RTP/AVP", "RTP/AVPF"})
+_SAVP: Final = frozenset({"RTP/SAVP", "RTP/SAVPF"})
+
+
+def _crypto_values(m: MediaDescription) -> list[str]:
+    return [a.value for a in m.attributes if a.name == "crypto" and a.value is not None]
 
 
 def _codec_for(m: MediaDescription, pt: int) -> Codec | None:

@@ -12,6 +12,8 @@ parts: ``rtp``/``rtcp`` parsing, ``stats.ReceiveStats``, ``pacer.RtpSender``.
   DTMF: received RFC 4733 events (or, when enabled and no telephone-event was negotiated, tones
   detected in the audio) are delivered to ``on_dtmf(digit, source)``; ``send_dtmf`` sends them.
   Audio taps get the received audio as jitter-buffered 20 ms int16 frames, one per tick.
+  SRTP (SDES, ``NegotiatedMedia.srtp``): a ``SrtpProtector`` applied at the socket boundary only —
+  protect right before ``sendto``, unprotect right after receiving; everything between sees plain RTP.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from callcenter.media.jitter import JitterBuffer
 from callcenter.media.pacer import EventTransmitter, Pacer, RtpSender
 from callcenter.media.ports import RtpPortAllocator, RtpPortsExhausted
 from callcenter.media.sdp import NegotiatedMedia
+from callcenter.media.srtp import SrtpError, SrtpKeys, SrtpProtector
 from callcenter.media.stats import ReceiveStats
 
 log = logging.getLogger(__name__)
@@ -287,6 +290,8 @@ class RtpSession:
         self._audio_pacer: Pacer | None = None
         self._relay: PacketHandler | None = None  # a bridge's forwarder
         self.media_version = 0  # grows with every ``apply`` (bridges re-read codecs and PTs)
+        self.protector: SrtpProtector | None = None  # SRTP contexts when the leg negotiated SDES
+        self.srtp_failures = 0  # received packets that failed SRTP/SRTCP authentication
         self._update_audio()
 
     @classmethod
@@ -414,9 +419,18 @@ class RtpSession:
         self._wants_send = media.sends
         self.sender.set_ptime(media.ptime / 1000.0, self._clock.now())
         self.media_version += 1
+        self.set_srtp(media.srtp)
         self._update_audio()
         self.set_remote(media.remote_address, media.remote_port, media.remote_rtcp_address,
                         media.remote_rtcp_port)
+
+    def set_srtp(self, keys: SrtpKeys | None) -> None:
+        """Protect the leg with ``keys`` (None: plain RTP). Unchanged keys keep the contexts: a
+        re-INVITE that repeats them must not restart libsrtp's rollover counter (RFC 3711 §3.3.1)."""
+        if keys is None:
+            self.protector = None
+        elif self.protector is None or self.protector.keys != keys:
+            self.protector = SrtpProtector(keys)
 
     def _update_enabled(self) -> None:
         self.sender.enabled = self._wants_send and self._send_addr is not None
@@ -586,11 +600,23 @@ class RtpSession:
 
     def _send_rtp(self, packet: bytes) -> None:
         assert self._rtp_transport is not None
+        if self.protector is not None:
+            try:
+                packet = self.protector.protect_rtp(packet)
+            except SrtpError:
+                log.debug("SRTP protect failed; packet dropped")
+                return
         self._rtp_transport.sendto(packet, self._send_addr)
 
     # --- receiving -----------------------------------------------------------------------------
 
     def _on_rtp(self, data: bytes, addr: Address) -> None:
+        if self.protector is not None:
+            try:
+                data = self.protector.unprotect_rtp(data)
+            except SrtpError:
+                self.srtp_failures += 1  # forged, replayed or plain RTP on an SRTP leg
+                return
         try:
             packet = rtp.parse(data)
         except rtp.RtpParseError:
@@ -634,6 +660,12 @@ class RtpSession:
                 log.exception("RTP packet handler failed")
 
     def _on_rtcp(self, data: bytes, addr: Address) -> None:
+        if self.protector is not None:
+            try:
+                data = self.protector.unprotect_rtcp(data)
+            except SrtpError:
+                self.srtp_failures += 1
+                return
         try:
             packets = rtcp.parse_compound(data)
         except rtcp.RtcpParseError:
@@ -692,7 +724,16 @@ class RtpSession:
         self._next_rtcp = now + self.rtcp_interval * random.uniform(0.5, 1.5)
         if self._rtcp_addr is None or self._rtcp_transport is None:
             return
-        self._rtcp_transport.sendto(self._rtcp_compound(now), self._rtcp_addr)
+        self._send_rtcp_packet(self._rtcp_compound(now))
+
+    def _send_rtcp_packet(self, data: bytes) -> None:
+        assert self._rtcp_transport is not None
+        if self.protector is not None:
+            try:
+                data = self.protector.protect_rtcp(data)
+            except SrtpError:
+                return
+        self._rtcp_transport.sendto(data, self._rtcp_addr)
 
     # --- stats and teardown --------------------------------------------------------------------
 
@@ -725,8 +766,7 @@ class RtpSession:
         self._relay = None
         if self._rtcp_transport is not None and self._rtcp_addr is not None:
             with contextlib.suppress(Exception):
-                self._rtcp_transport.sendto(self._rtcp_compound(self._clock.now(), bye=True),
-                                            self._rtcp_addr)
+                self._send_rtcp_packet(self._rtcp_compound(self._clock.now(), bye=True))
         for t in (self._rtp_transport, self._rtcp_transport):
             if t is not None:
                 t.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,14 @@ from callcenter.sip.message import (
     split_list,
 )
 from callcenter.sip.outgoing import OutgoingCall, build_invite
+from callcenter.sip.overload import (
+    OverloadGuard,
+    OverloadSettings,
+    is_ack_of_refusal,
+    overload_tag,
+    peek_new_invite,
+    refusal_503,
+)
 from callcenter.sip.parser import ParseErrorWithHead, parse_message
 from callcenter.sip.transaction import (
     Addr,
@@ -36,8 +46,10 @@ from callcenter.sip.transaction import (
     StrayResponse,
     TransactionLayer,
     TransactionTimeout,
+    server_key,
 )
 from callcenter.sip.transport.tcp import TcpTransport
+from callcenter.sip.transport.tls import TlsTransport, client_context, server_context
 from callcenter.sip.transport.udp import UdpTransport, open_udp
 from callcenter.sip.uri import format_host, parse_name_addr, parse_uri, parse_via
 
@@ -59,6 +71,12 @@ class EndpointConfig:
     user_agent: str = "callcenter"
     max_message_bytes: int = 65536
     guard: GuardSettings = field(default_factory=GuardSettings)
+    # SIP over TLS: our certificate and key (needed to listen on "tls"), the CA to verify peers we
+    # connect to (None: encrypted but unverified; see transport/tls.py).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
 
 
 CallLeg = IncomingCall | OutgoingCall
@@ -74,10 +92,15 @@ class SipEndpoint:
         self.layer = TransactionLayer()
         self.udp: dict[int, UdpTransport] = {}  # by address family
         self.tcp = TcpTransport(self.receive_message, self._bad_request, config.max_message_bytes)
+        self.tls = self._new_tls()
         self.dialogs: dict[tuple[str, str, str], CallLeg] = {}
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
         self.calls_by_host: dict[str, int] = {}  # live incoming calls per source address
         self.guard = SipGuard(config.guard)
+        self.overload = OverloadGuard(config.overload)
+        self._sampler: asyncio.TimerHandle | None = None
+        self._preadmitted = False  # the datagram being handled was admitted by the cheap path
+        self._read_bytes = 0
         self.on_invite: InviteHandler | None = None
         self.on_register: RegisterHandler | None = None
         self.client_credentials: CredentialsLookup | None = None  # for calls out (the SIP trunk)
@@ -103,6 +126,8 @@ class SipEndpoint:
                         bound = self.udp[family].port
                     elif transport == "tcp":
                         bound = await self.tcp.listen(host, port)
+                    elif transport == "tls":
+                        bound = await self.tls.listen(host, port)
                     else:
                         raise ValueError(f"unknown SIP transport {transport!r}")
                 except OSError as exc:
@@ -113,19 +138,50 @@ class SipEndpoint:
         except BaseException:
             await self.close()
             raise
+        if self._sampler is not None:
+            self._sampler.cancel()
+        self._sample_load(self.now)
+
+    def _sample_load(self, due: float) -> None:
+        """Report to the overload guard: the loop thread's CPU time, this callback's lateness, and the
+        UDP receive queues (bytes waiting, bytes read)."""
+        now = self.now
+        queued = 0
+        for udp in self.udp.values():
+            queued += udp_queued_bytes(udp)
+        self.overload.sample(now, time.thread_time(), max(0.0, now - due), queued, self._read_bytes)
+        assert self._loop is not None
+        at = now + self.overload.settings.interval_s
+        self._sampler = self._loop.call_at(at, self._sample_load, at)
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         for udp in self.udp.values():
             udp.close()
         self.udp.clear()
         await self.tcp.close()
         self.tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes)
+        await self.tls.close()
+        self.tls = self._new_tls()
         self.bound_port = 0
         self.ports.clear()
         for task in list(self._tasks):
             task.cancel()
+
+    def _new_tls(self) -> TlsTransport:
+        """The TLS transport; its server context is loaded only when a "tls" listen address exists
+        (raises ConfigError naming an unreadable certificate or key)."""
+        c = self.config
+        listens = any(t == "tls" for t, _, _ in c.listen)
+        server = server_context(c.tls_cert, c.tls_key) if listens and c.tls_cert and c.tls_key else None
+        return TlsTransport(
+            self.receive_message, self._bad_request, c.max_message_bytes,
+            server=server, client=client_context(c.tls_ca), verify=c.tls_ca is not None,
+        )
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Endpoint-level background work (a BYE after a missed ACK); kept referenced."""
@@ -142,6 +198,18 @@ class SipEndpoint:
     def receive_datagram(self, data: bytes, source: Addr) -> None:
         if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
             return  # keep-alive (RFC 5626 §4.4.1 CRLF or NAT pinholes)
+        # What the datagram weighed in the kernel's receive queue: its skb truesize, from the slab sizes
+        # Linux uses (measured: up to ~640 bytes of payload 1280, up to ~1660 2304)
+        size = len(data)
+        self._read_bytes += 1280 if size <= 640 else 2304 if size <= 1660 else size + 1024
+        if self.overload.limiting and self._shed_datagram(data, source):
+            return
+        try:
+            self._receive_datagram(data, source)
+        finally:
+            self._preadmitted = False
+
+    def _receive_datagram(self, data: bytes, source: Addr) -> None:
         try:
             message = parse_message(data, self.config.max_message_bytes)
         except ParseErrorWithHead as exc:
@@ -179,6 +247,9 @@ class SipEndpoint:
                     self._send_stateless_response(message, source, *error)
                 self._flush()
                 return
+            if message.method == "INVITE" and self._shed_invite(message, source, now):
+                self._flush()
+                return
             try:
                 self.layer.receive_request(message, source, now)
             except SipParseError as exc:
@@ -187,6 +258,52 @@ class SipEndpoint:
         elif isinstance(message, SipResponse):
             self.layer.receive_response(message, source, now)
         self._process()
+
+    def _shed_datagram(self, data: bytes, source: Addr) -> bool:
+        """While the overload guard limits new calls: refuse a new INVITE (and drop the ACK of such a
+        refusal) from its raw bytes, without parsing it (see sip/overload.py). True when handled."""
+        if is_ack_of_refusal(data):
+            return True
+        invite = peek_new_invite(data)
+        if invite is None or (invite.call_id, invite.from_tag) in self.calls:
+            return False  # not a new INVITE, or a retransmission of one admitted: the full path
+        now = self.now
+        if self.guard.banned(source.host, now):
+            self.stats["dropped"] += 1
+            return True
+        retry_after = self.overload.admit_invite(now, (invite.call_id, invite.from_tag))
+        if retry_after is None:
+            self._preadmitted = True  # the full path must not count it a second time
+            return False
+        self.send(refusal_503(invite, source.host, retry_after, self.config.user_agent), source)
+        return True
+
+    def _shed_invite(self, request: SipRequest, source: Addr, now: float) -> bool:
+        """A new INVITE the overload guard refuses gets 503 + Retry-After at once and statelessly
+        (RFC 3261 §8.2.7: a stateless UAS suits exactly this): no transaction, no timers, no call.
+        Its ACK then matches nothing and is dropped; a retransmitted INVITE gets another 503, with the
+        same To tag (derived from the request, §8.2.7). Re-INVITEs and retransmissions of INVITEs
+        already admitted always pass (RFC 6357 §5: shed new work, never work in progress)."""
+        if self._preadmitted:
+            self._preadmitted = False
+            return False
+        try:
+            if parse_name_addr(request.headers.get("To") or "").tag:
+                return False
+            if server_key(request) in self.layer.server:
+                return False
+            from_tag = parse_name_addr(request.headers.get("From") or "").tag or ""
+        except SipParseError:
+            return False  # the transaction layer answers it 400
+        retry_after = self.overload.admit_invite(now, (request.call_id, from_tag))
+        if retry_after is None:
+            return False
+        tag = overload_tag(request.call_id, (request.headers.get("From") or "").strip())  # as the cheap path
+        response = make_response(request, 503, to_tag=tag, extra=[("Retry-After", str(retry_after))])
+        if self.config.user_agent:
+            response.headers.add("Server", self.config.user_agent)
+        self.send(response.serialize(), source)
+        return True
 
     def _check_request(self, request: SipRequest, source: Addr) -> tuple[int, str] | None:
         """Checks of §8.2 before a transaction exists; returns (status, reason) to refuse."""
@@ -285,7 +402,11 @@ class SipEndpoint:
             self.respond(txn, make_response(request, 200, to_tag=target.local_tag))
             target.cancelled()
         elif method == "OPTIONS":
-            self.respond(txn, make_response(request, 200, extra=self.capability_headers(accept=True)))
+            if self.overload.draining:  # shutting down: a dispatcher pinging us takes us out of rotation
+                retry = str(self.overload.settings.drain_retry_after_s)
+                self.respond(txn, make_response(request, 503, extra=[("Retry-After", retry)]))
+            else:
+                self.respond(txn, make_response(request, 200, extra=self.capability_headers(accept=True)))
         elif method == "REGISTER":
             if self.on_register is None:
                 self.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]))
@@ -442,6 +563,9 @@ class SipEndpoint:
     def respond(self, txn: ServerTransaction, response: SipResponse) -> None:
         if self.config.user_agent and response.status > 100:
             response.headers.add("Server", self.config.user_agent)
+        secure = txn.dest.transport == "tls" and _wants_sips(txn.request, "Record-Route")
+        if secure and "Contact" in response.headers:
+            self._secure_contact(txn, response)
         txn.respond(response, self.now)
         self._flush()
 
@@ -514,6 +638,8 @@ class SipEndpoint:
             sdp=sdp,
             extra=extra,
         )
+        if dest.transport == "tls" and _wants_sips(request, "Route"):  # §8.1.1.8
+            request.headers.set("Contact", self.contact_for(dest, secure=True))
         leg = OutgoingCall(self, request, dest)
         if self.client_credentials is not None:
             leg.credentials = self.client_credentials(request_uri, dest)
@@ -523,11 +649,24 @@ class SipEndpoint:
         self._flush()
         return leg
 
+    def _secure_contact(self, txn: ServerTransaction, response: SipResponse) -> None:
+        """RFC 3261 §12.1.1: a dialog begun with a SIPS Request-URI (or top Record-Route) gets a SIPS
+        Contact, so the peer's in-dialog requests stay on TLS end to end (RFC 5630 §3.1.3); the
+        call's dialog keeps the same Contact for its own requests."""
+        contact = self.contact_for(txn.dest, secure=True)
+        response.headers.set("Contact", contact)
+        call = txn.user_data
+        dialog = call.dialog if isinstance(call, IncomingCall | OutgoingCall) else None
+        if dialog is not None and dialog.local_contact:
+            dialog.local_contact = contact
+
     def send(self, data: bytes, dest: Addr) -> None:
         if dest.transport == "udp":
             udp = self.udp.get(socket.AF_INET6 if ":" in dest.host else socket.AF_INET)
             if udp is not None:
                 udp.send(data, dest)
+        elif dest.transport == "tls":
+            self.tls.send(data, dest)
         else:
             self.tcp.send(data, dest)
 
@@ -599,11 +738,15 @@ class SipEndpoint:
 
     def local_addr_for(self, peer: Addr) -> tuple[str, int]:
         family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
-        transport = "udp" if peer.transport == "udp" else "tcp"
+        transport = peer.transport if peer.transport in ("udp", "tls") else "tcp"
         return self.local_ip_for(peer.host), self.ports.get((transport, family), self.bound_port)
 
-    def contact_for(self, peer: Addr, user: str = "callcenter") -> str:
+    def contact_for(self, peer: Addr, user: str = "callcenter", *, secure: bool = False) -> str:
+        """Our Contact for ``peer``: ``sip:...;transport=tcp|tls`` (none for UDP), or ``sips:`` over TLS
+        when ``secure`` (the request was SIPS, RFC 3261 §8.1.1.8 / §12.1.1)."""
         host, port = self.local_addr_for(peer)
+        if secure and peer.transport == "tls":
+            return f"<sips:{user}@{format_host(host)}:{port}>"
         transport = "" if peer.transport == "udp" else f";transport={peer.transport}"
         return f"<sip:{user}@{format_host(host)}:{port}{transport}>"
 
@@ -612,6 +755,36 @@ class SipEndpoint:
         if accept:
             headers.append(("Accept", ACCEPT))
         return headers
+
+
+_SO_MEMINFO = 55  # Linux <asm-generic/socket.h>; the first u32 is the receive queue's bytes (rmem_alloc)
+
+
+def udp_queued_bytes(udp: UdpTransport) -> int:
+    """Bytes waiting in a UDP socket's receive queue (0 where SO_MEMINFO does not exist)."""
+    transport = udp.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4), sys.byteorder)
+    except OSError:
+        return 0
+
+
+def _wants_sips(request: SipRequest, route_header: str) -> bool:
+    """True when the Request-URI, or the first ``route_header`` (Route when we send, Record-Route when
+    we answer), is a SIPS URI: then our Contact must be SIPS too (RFC 3261 §8.1.1.8, §12.1.1)."""
+    if request.uri[:5].lower() == "sips:":
+        return True
+    routes = request.headers.get_all(route_header)
+    if not routes:
+        return False
+    first = split_list(routes[0])[0]
+    try:
+        return parse_name_addr(first).uri[:5].lower() == "sips:"
+    except SipParseError:
+        return False
 
 
 def _replace_top_via(request: SipRequest, top: str) -> None:

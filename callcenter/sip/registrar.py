@@ -10,6 +10,10 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from callcenter.sip.message import SipParseError
+from callcenter.sip.uri import parse_name_addr, parse_uri
 
 __all__ = [
     "Binding",
@@ -86,10 +90,39 @@ class Binding:
     source: tuple[str, int]  # where the REGISTER came from: send there to cross the NAT (RFC 5626 §5.3)
     transport: str  # "udp" / "tcp" / ...: the transport it came over
     registered_at: float  # last (re)registration
+    # RFC 3327 Path values of the REGISTER, in order (proxies between us and the phone, e.g. Kamailio in
+    # front of a cluster). Requests to this contact take them as a pre-loaded route set (§5.3).
+    path: tuple[str, ...] = ()
 
     def remaining(self, now: float) -> int:
         """Whole seconds left, rounded up (0 once expired)."""
         return max(0, math.ceil(self.expires_at - now))
+
+    def first_hop(self) -> tuple[str, str, int] | None:
+        """(transport, host, port) of the first Path entry: where requests to this contact go (RFC 3327
+        §5.3, RFC 3261 §8.1.2 with a pre-loaded route set); None without a (readable) Path."""
+        if not self.path:
+            return None
+        try:
+            uri = parse_uri(parse_name_addr(self.path[0]).uri)
+        except SipParseError:
+            return None
+        return uri.transport, uri.host_for_socket, uri.port or 5060
+
+    def origin(self) -> tuple[str, str, int]:
+        """(transport, host, port) the phone itself sent its REGISTER from. Through a Path proxy the
+        packet's source is the proxy: then the proxy's ``received`` parameter on its Path entry
+        (Kamailio's add_path_received(), percent-escaped), else the Contact's own address."""
+        if not self.path:
+            return self.transport, self.source[0], self.source[1]
+        try:
+            last = parse_name_addr(self.path[-1])
+            hop = parse_uri(last.uri)
+            received = hop.params.get("received") or last.params.get("received")
+            uri = parse_uri(unquote(received.strip('"'))) if received else parse_uri(self.contact)
+        except SipParseError:
+            return self.transport, self.source[0], self.source[1]
+        return uri.transport, uri.host_for_socket, uri.port or 5060
 
     def contact_header(self, now: float) -> str:
         """A Contact value for the 200 OK: ``<uri>;params;q=..;expires=N`` (RFC 3261 §10.3 step 8)."""
@@ -209,11 +242,13 @@ class Registrar:
         transport: str,
         *,
         reject_brief: bool = True,
+        path: Sequence[str] = (),
     ) -> RegisterResult:
         """Apply one REGISTER (RFC 3261 §10.3 steps 6-8); all or nothing.
 
         ``reject_brief=False`` raises too-short intervals to min_expires instead of answering 423
-        (for a caller retrying after the peer ignored Min-Expires).
+        (for a caller retrying after the peer ignored Min-Expires). ``path`` is the request's Path
+        header values (RFC 3327 §5.3: stored with each contact it binds).
         """
         aor = normalize_aor(aor)
         current = {k: b for k, b in self._table.get(aor, {}).items() if b.expires_at > now}
@@ -288,6 +323,7 @@ class Registrar:
                 source=source,
                 transport=transport.lower(),
                 registered_at=now,
+                path=tuple(path),
             )
             bindings[key] = binding
             heapq.heappush(self._heap, (binding.expires_at, aor, key))

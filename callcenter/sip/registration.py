@@ -200,6 +200,7 @@ class RegistrationService:
             now,
             (source.host, source.port),
             source.transport,
+            path=h.get_all("Path"),
         )
         if result.status == 423:
             self._reply(txn, request, 423, result.reason, [("Min-Expires", str(result.min_expires))])
@@ -210,8 +211,11 @@ class RegistrationService:
         self.stats["ok"] += 1
         extra = [("Contact", value) for value in result.contact_headers()]
         extra.append(("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())))
-        for path in h.get_all("Path"):  # RFC 3327 §5.3: echo the Path we store
-            extra.append(("Path", path))
+        # RFC 3327 §5.3: the Path we stored goes back in the 200 only to a UA that said it supports it
+        # (Kamailio's registrar does the same with path_mode 1); it is stored either way.
+        if any(o.strip().lower() == "path" for o in h.get_all("Supported")):
+            for path in h.get_all("Path"):
+                extra.append(("Path", path))
         self._reply(txn, request, 200, "OK", extra)
         for binding in result.added:
             self._notify(username, binding, True)
@@ -238,7 +242,9 @@ class RegistrationService:
         self.endpoint.respond(txn, make_response(request, status, reason, to_tag=to_tag, extra=extra or ()))
 
     def _notify(self, username: str, binding: Binding, registered: bool) -> None:
-        key = (binding.transport, binding.source[0], binding.source[1])
+        # The phone's own address, not a Path proxy's: behind Kamailio every REGISTER and every
+        # customer's INVITE comes from Kamailio, and customers' calls must not look like agents'.
+        key = binding.origin()
         users = self._sources.setdefault(key, {})
         users[username] = users.get(username, 0) + (1 if registered else -1)
         if users[username] <= 0:

@@ -6,7 +6,8 @@ import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
 const view = { me: null, agent: null, callId: null, fetchedAt: performance.now(), draftKey: null, codes: [],
-  wrappedUp: null, draft: null, saved: null }; // saved: {callId, number} of the ticket saved for the call
+  wrappedUp: null, draft: null, saved: null, dirty: false }; // saved: {callId, number} of the ticket
+// saved for the call; dirty: the agent typed in the ticket form since it was last saved (or discarded)
 const DRAFTED = { subject: "ticket-subject", category: "ticket-category", description: "ticket-description" };
 
 function renderState() {
@@ -50,6 +51,7 @@ async function fillTicketForm(id, key) {
   view.draftKey = key;
   if (fresh) {
     for (const field of Object.values(DRAFTED)) delete $(field).dataset.edited;
+    setDirty(false);
     for (const field of ["ticket-status", "wrap-up-status"]) $(field).textContent = "";
     $("wrap-up-note").value = "";
   }
@@ -84,17 +86,40 @@ async function saveTicket(event) {
         body: $("ticket-description").value,
         category: $("ticket-category").value.trim() || null,
         customer_id: draft.customer ? draft.customer.id : null,
+        call_id: id, // the ticket links this call's conversation (its transcript)
       });
     }
     view.saved = { callId: id, number: ticket.number };
+    setDirty(false);
     $("ticket-status").textContent = `Saved ticket #${ticket.number}`;
   } catch (error) {
     $("ticket-status").textContent = `Not saved: ${error.message}`;
   }
 }
 
+function setDirty(dirty) {
+  view.dirty = dirty;
+  $("ticket-discard").hidden = !dirty;
+  if (!dirty) $("wrap-up-warning").hidden = true;
+}
+
+// Back to the newest draft: what the agent typed since the last save is dropped, on purpose.
+function discardTicket() {
+  for (const [name, field] of Object.entries(DRAFTED)) {
+    delete $(field).dataset.edited;
+    $(field).value = (view.draft && view.draft[name]) || "";
+  }
+  setDirty(false);
+  $("ticket-status").textContent = "Changes discarded";
+}
+
 async function wrapUp(code) {
   const id = view.callId;
+  // Ending wrap-up closes the call panel, and the ticket form with it: typed work is never lost silently.
+  if (view.dirty) {
+    $("wrap-up-warning").hidden = false;
+    return;
+  }
   try {
     const note = $("wrap-up-note").value.trim() || null;
     await api("POST", `/api/calls/${encodeURIComponent(id)}/wrap-up`, { code, note });
@@ -162,7 +187,10 @@ async function main() {
   $("transfer-complete").addEventListener("click", () => callAction("transfer/complete"));
   $("transfer-cancel").addEventListener("click", () => callAction("transfer/cancel"));
   $("ticket-form").addEventListener("submit", saveTicket);
-  for (const field of Object.values(DRAFTED)) $(field).addEventListener("input", () => { $(field).dataset.edited = "1"; });
+  for (const field of Object.values(DRAFTED)) {
+    $(field).addEventListener("input", () => { $(field).dataset.edited = "1"; setDirty(true); });
+  }
+  $("ticket-discard").addEventListener("click", discardTicket);
   view.codes = await api("GET", "/api/wrap-up-codes");
   renderCodes();
   new LiveFeed({ refresh: () => refresh().then(() => showError("error", null), (e) => showError("error", e)) }).start();

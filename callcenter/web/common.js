@@ -63,7 +63,9 @@ export function el(tag, attrs = {}, ...children) {
 export const ROLE_PAGES = {
   admin: [["/admin", "Admin"], ["/admin/prompts", "Prompts"], ["/wallboard", "Wallboard"], ["/agent", "Agent"],
     ["/agent/chats", "Chats"]],
-  supervisor: [["/wallboard", "Wallboard"], ["/agent", "Agent"], ["/agent/chats", "Chats"]],
+  // Supervisors see and play the prompts (read-only: the page hides upload and delete for them).
+  supervisor: [["/wallboard", "Wallboard"], ["/agent", "Agent"], ["/agent/chats", "Chats"],
+    ["/admin/prompts", "Prompts"]],
   agent: [["/agent", "Agent"], ["/agent/chats", "Chats"]],
 };
 

@@ -7,7 +7,9 @@ import { LiveFeed } from "/static/live.js";
 const $ = (id) => document.getElementById(id);
 const STATES = [["available", "Available"], ["not_ready", "Not ready"], ["offline", "Offline"]];
 const state = { queues: {}, agents: {}, calls: [], fetchedAt: performance.now(), selected: null, me: null,
-  monitors: {}, monitorErrors: {} }; // monitors: call id → mode this supervisor set (listen/whisper/barge)
+  monitors: {}, monitorErrors: {}, stopping: {} }; // monitors: call id → mode this supervisor set
+// (listen/whisper/barge), kept in step with the live calls' `monitor` (so a reload shows it again);
+// stopping: calls whose Stop was clicked, until the server no longer lists their monitor
 const MONITOR_MODES = [["listen", "Listen"], ["whisper", "Whisper"], ["barge", "Barge"]];
 
 function elapsed() {
@@ -80,12 +82,14 @@ async function monitor(callId, mode) {
   delete state.monitorErrors[callId];
   try {
     if (mode === null) {
+      state.stopping[callId] = true;
       await api("DELETE", path);
       delete state.monitors[callId];
     } else if (state.monitors[callId]) {
       state.monitors[callId] = (await api("POST", `${path}/mode`, { mode })).mode;
     } else {
       state.monitors[callId] = (await api("POST", path, { mode })).mode;
+      delete state.stopping[callId];
     }
   } catch (error) {
     if (error.status === 404 && mode !== null && state.monitors[callId]) {
@@ -102,6 +106,7 @@ function monitorCell(call) {
   const id = call.sip_call_id;
   if (!state.me || !["admin", "supervisor"].includes(state.me.role) || !call.agent) return el("td", {});
   const current = state.monitors[id];
+  const other = call.monitor && call.monitor.supervisor !== state.me.username ? call.monitor : null;
   const button = (label, mode, cls) => el("button", {
     type: "button", class: `monitor ${cls}${current && current === mode ? " active" : ""}`,
     "aria-pressed": mode !== null ? String(current === mode) : undefined,
@@ -110,6 +115,7 @@ function monitorCell(call) {
   return el("td", { class: "actions monitor-actions", onclick: (e) => e.stopPropagation() },
     ...MONITOR_MODES.map(([mode, label]) => button(label, mode, mode)),
     button("Stop", null, "stop"),
+    other ? el("span", { class: "muted monitored-by" }, `${other.supervisor}: ${other.mode}`) : null,
     el("span", { class: "error monitor-error", role: "alert" }, state.monitorErrors[id] || ""));
 }
 
@@ -169,9 +175,24 @@ function selectCall(id) {
   renderSelected().catch((error) => showError("error", error));
 }
 
+// The server's word on who monitors each call wins over what this page remembers (a reload, another tab).
+function syncMonitors(calls) {
+  for (const call of calls) {
+    const id = call.sip_call_id, m = call.monitor;
+    if (m === undefined) continue; // a call view without the field says nothing
+    if (!m || m.state === "ended") {
+      delete state.monitors[id];
+      delete state.stopping[id];
+    } else if (m.supervisor === state.me.username && !state.stopping[id]) {
+      state.monitors[id] = m.mode;
+    }
+  }
+}
+
 async function refresh() {
   const [queues, agents] = await Promise.all([api("GET", "/api/queues"), api("GET", "/api/agents/live")]);
   const calls = await loadCalls(agents);
+  syncMonitors(calls);
   Object.assign(state, { queues, agents, calls, fetchedAt: performance.now() });
   renderQueues();
   renderAgents();

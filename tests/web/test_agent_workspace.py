@@ -128,6 +128,9 @@ def test_the_ticket_form_follows_the_call_and_a_wrap_up_code_ends_wrap_up(
         assert api(server, "/api/agents/live")["sam"]["state"] == "available"
     finally:
         phone.stop()
+    # the ticket saved during the call holds the call's conversation (the page sent the call id)
+    linked = api(server, f"/api/tickets/{number}")["conversations"]
+    assert [c["call_id"] for c in linked] == [call_id], linked
     (record,) = [c for c in api(server, "/api/calls") if c["sip_call_id"] == call_id]
     assert (record["agent"], record["wrap_up_code"], record["wrap_up_note"]) == (
         "sam",

@@ -21,7 +21,7 @@ def test_each_role_lands_on_its_page_and_sees_only_its_links(
     server = start_web()
     homes = {
         "ada": ("/admin", ["Admin", "Prompts", "Wallboard", "Agent", "Chats"]),
-        "sue": ("/wallboard", ["Wallboard", "Agent", "Chats"]),
+        "sue": ("/wallboard", ["Wallboard", "Agent", "Chats", "Prompts"]),
         "sam": ("/agent", ["Agent", "Chats"]),
     }
     for user, (home, links) in homes.items():
@@ -52,7 +52,7 @@ def test_a_page_asks_for_a_login_then_opens_and_other_roles_are_refused(
     page.goto("/admin")  # a supervisor is not an admin
     expect(page).to_have_url(re.compile(r"/\?next=/admin&why=role"))
     expect(page.locator("#notice")).to_contain_text("needs another role")
-    expect(page.locator("#choices a")).to_have_text(["Wallboard", "Agent", "Chats"])
+    expect(page.locator("#choices a")).to_have_text(["Wallboard", "Agent", "Chats", "Prompts"])
 
     page.click("#choices button")  # log out
     expect(page.locator("#login-form")).to_be_visible()

@@ -234,3 +234,32 @@ def test_a_refusal_is_shown_in_the_calls_row(
         assert monitors.asked == []
     finally:
         page.context.close()
+
+
+def test_a_reloaded_wallboard_shows_the_monitor_the_server_reports(
+    browser: Any, server: InProcessServer, monitors: RecordingMonitors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sup whispers on the call (started from another tab, or before a reload): the live-calls view says so.
+    # (one dict: the stand-in's mode changes show in the live view, as the server's do)
+    running = {"call_id": CALL, "mode": "whisper", "supervisor": "sup", "phone": "bo", "state": "active"}
+    monitors.active[CALL] = running
+    monkeypatch.setitem(LIVE, CALL, {**LIVE[CALL], "monitor": running})
+    page = wallboard(browser, server, "sup")
+    other = wallboard(browser, server, "sue")
+    try:
+        call = row(page, CALL)
+        expect(call.get_by_role("button", name="Whisper")).to_have_attribute("aria-pressed", "true")
+        expect(call.get_by_role("button", name="Listen")).to_have_attribute("aria-pressed", "false")
+        # another supervisor sees who is on it, with no button of theirs pressed
+        theirs = row(other, CALL)
+        expect(theirs.locator(".monitored-by")).to_have_text("sup: whisper")
+        expect(theirs.locator('button[aria-pressed="true"]')).to_have_count(0)
+        # the next click switches the running monitor's mode instead of trying to start a second one
+        with page.expect_request(lambda r: r.method == "POST" and "/monitor" in r.url) as sent:
+            call.get_by_role("button", name="Listen").click()
+        assert sent.value.url.endswith("/monitor/mode")
+        expect(call.get_by_role("button", name="Listen")).to_have_attribute("aria-pressed", "true")
+        assert monitors.asked == [("mode", CALL, "listen")]
+    finally:
+        page.context.close()
+        other.context.close()

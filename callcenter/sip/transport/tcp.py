@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -32,7 +33,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peername = transport.get_extra_info("peername")
-        self.peer = Addr("tcp", str(peername[0]), int(peername[1]))
+        self.peer = Addr(self._registry.name, str(peername[0]), int(peername[1]))
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -77,7 +78,18 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpTransport:
-    """All TCP connections of the endpoint (inbound and outbound), listening on several addresses."""
+    """All TCP connections of the endpoint (inbound and outbound), listening on several addresses.
+
+    ``TlsTransport`` (transport/tls.py) is this with TLS contexts: ``name`` and the two ssl hooks."""
+
+    name = "tcp"
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        return None
+
+    def _client_ssl(self, dest: Addr) -> tuple[ssl.SSLContext | None, str | None]:
+        """The client context and server_hostname for connecting to ``dest``."""
+        return None, None
 
     def __init__(self, on_message: MessageSink, on_bad_request: BadRequestSink, max_size: int) -> None:
         self.on_message = on_message
@@ -93,7 +105,8 @@ class TcpTransport:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = await loop.create_server(
-            lambda: TcpConnection(self), host, port, family=family, reuse_address=True, backlog=1024
+            lambda: TcpConnection(self), host, port, family=family, reuse_address=True, backlog=1024,
+            ssl=self._server_ssl(),
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -114,12 +127,16 @@ class TcpTransport:
 
     async def _connect(self, dest: Addr) -> None:
         loop = asyncio.get_running_loop()
+        context, hostname = self._client_ssl(dest)
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), dest.host, dest.port), timeout=5.0
+                loop.create_connection(
+                    lambda: TcpConnection(self), dest.host, dest.port, ssl=context, server_hostname=hostname
+                ),
+                timeout=5.0,
             )
-        except (TimeoutError, OSError) as exc:
-            log.info('{"event":"sip_tcp_connect_failed","dest":"%s","error":"%s"}', dest, exc)
+        except (TimeoutError, OSError) as exc:  # ssl.SSLError (a refused certificate) is an OSError
+            log.info('{"event":"sip_%s_connect_failed","dest":"%s","error":"%s"}', self.name, dest, exc)
             self._connecting.pop(dest, None)
             return  # the transaction's timers report the failure as a timeout
         for data in self._connecting.pop(dest, []):

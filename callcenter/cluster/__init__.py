@@ -1,0 +1,11 @@
+"""Scale-out (issue 10): live state shared through Redis when ``redis_url`` is set.
+
+- :mod:`.election` — one leader at a time (SET NX PX lease + INCR fencing token), sans-I/O.
+- :mod:`.messages` — the commands nodes send the leader and the notices it sends back (streams).
+- :mod:`.leader` — the unchanged Router over every node's callers and agents, mirrored into Redis so a
+  successor rebuilds it, sans-I/O.
+- :mod:`.node` — the asyncio driver: heartbeat, election, command/notice streams, fenced writes.
+- :mod:`.forwarding` — the Router the Acd talks to on each node (its seam into the cluster).
+- :mod:`.bridge` — the event bus bridged over Redis pub/sub: live events of every node on every node.
+- :mod:`.wiring` — what ``app.py`` builds with ``redis_url``; without it nothing here is imported.
+"""

@@ -1,0 +1,503 @@
+"""The cluster's dispatcher, sans-I/O: the unchanged :class:`Router` fed by every node's commands,
+producing notices for the nodes and the writes that mirror live state into Redis.
+
+Only the elected leader runs one (:mod:`callcenter.cluster.node` drives it). It is rebuilt from the
+mirror whenever a node becomes leader, so the mirror holds what a successor needs:
+
+- ``agents`` hash, one JSON record per agent: definition (skills, languages, max chats) and state
+  (state, reason, the call it rings for / talks on, that call's queue and node);
+- ``waiting`` hash, one record per caller in line: queue, priority, skills, language, arrival
+  (wall clock), max wait, callback / held flags, the node holding the caller, the agents its live
+  offer rings.
+
+Rebuilding (:meth:`LeaderState.restore`) uses the router's public API only: agents are defined
+offline; each live offer is re-made by enqueuing its caller alone with only its agents available
+and dispatching; each bridged call likewise, then answered; then presence states are applied and the
+other callers enqueued with their arrival times (so they keep their place). Callers and calls held
+by a node that is not alive are dropped (their calls died with it); agents of such calls become
+available. Per-queue statistics restart with each leader; wrap-ups in progress end at the failover
+(the agent is available at once); deferred presence requests and missed-offer counts are lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from callcenter.cluster.messages import Command, Notice, queue_from_json, queue_to_json, to_mono, to_wall
+from callcenter.core.errors import CallcenterError
+from callcenter.core.logging import log_event
+from callcenter.routing.agents import AgentEvent, AgentState
+from callcenter.routing.queues import QueueConfig
+from callcenter.routing.router import Offer, OfferGone, Overflow, Router
+
+__all__ = ["LeaderState", "Output", "Write"]
+
+log = logging.getLogger("callcenter.cluster.leader")
+
+_PRESENCE = {
+    "login": AgentEvent.LOGIN,
+    "logout": AgentEvent.LOGOUT,
+    "set_available": AgentEvent.SET_AVAILABLE,
+    "set_not_ready": AgentEvent.SET_NOT_READY,
+    "set_offline": AgentEvent.SET_OFFLINE,
+    "wrap_up_done": AgentEvent.WRAP_UP_DONE,
+}
+_LEAVE_REASONS = frozenset({"abandoned", "answered", "overflow", "transferred", "callback_failed"})
+
+
+@dataclass(frozen=True)
+class Write:
+    """One mirror write: HSET / HDEL on a hash (``value`` None deletes the field)."""
+
+    key: Literal["agents", "waiting", "queues"]
+    field: str
+    value: str | None
+
+
+@dataclass
+class Output:
+    notices: list[tuple[str, Notice]] = field(default_factory=list)  # (node, notice)
+    writes: list[Write] = field(default_factory=list)
+
+
+@dataclass
+class _Talk:
+    call_id: str
+    queue: str
+    node: str | None
+
+
+class LeaderState:
+    def __init__(
+        self,
+        queues: Mapping[str, QueueConfig],
+        token: int,
+        *,
+        max_missed: int = 3,
+        auto_available: bool = True,
+        default_max_chats: int = 3,
+    ) -> None:
+        self.router = Router(queues, max_missed=max_missed, auto_available=auto_available)
+        self.router.agents.transitions = []
+        self.router.agents.default_max_chats = default_max_chats
+        self.token = token
+        self.caller_node: dict[str, str] = {}  # call id → the node holding the caller
+        self._callers: dict[str, dict[str, Any]] = {}  # call id → its enqueue arguments (the mirror)
+        self._talks: dict[str, _Talk] = {}  # agent → the bridged call
+        self._dirty_agents: set[str] = set()
+        self._dirty_callers: set[str] = set()
+        self._out = Output()
+        self._restoring = False
+        self.dropped: list[str] = []  # callers dropped at restore / with a dead node (for the log)
+
+    # -- commands from nodes --------------------------------------------------------------------------
+
+    def apply(self, cmd: Command, now: float, wall: float) -> None:
+        """One node's command; anything the router refuses is logged and skipped (a stale report
+        after a failover is normal)."""
+        try:
+            self._apply(cmd, now, wall)
+        except (CallcenterError, KeyError, ValueError) as exc:
+            log.info("cluster: %s from %s skipped: %r", cmd.op, cmd.node, exc)
+        self._note_transitions()
+
+    def _apply(self, cmd: Command, now: float, wall: float) -> None:
+        r, op, a = self.router, cmd.op, cmd.args
+        if op == "enqueue" and a.get("callback") and cmd.call_id is not None and cmd.call_id in r.waiting:
+            r.to_callback(cmd.call_id, now)  # the caller left a number: same entry, same place
+            self._callers[cmd.call_id]["callback"] = True
+            self._dirty_callers.add(cmd.call_id)
+        elif op == "enqueue":
+            assert cmd.call_id is not None
+            # The caller's arrival at its node decides its place; a callback restored from the database
+            # (or one that overflowed) brings its original arrival as since_wall.
+            arrived = a.get("since_wall") if a.get("since_wall") is not None else cmd.at
+            since = to_mono(float(arrived), now, wall) if arrived else now
+            self._enqueue(cmd.call_id, cmd.node, a, since=since, now=now)
+        elif op == "leave":
+            assert cmd.call_id is not None
+            reason = str(a.get("reason") or "abandoned")
+            r.leave(cmd.call_id, now, reason=reason if reason in _LEAVE_REASONS else "abandoned")  # type: ignore[arg-type]
+            self._forget_caller(cmd.call_id)
+        elif op == "define":
+            assert cmd.agent is not None
+            r.agents.define(
+                cmd.agent,
+                dict(a.get("skills") or {}),
+                a.get("languages") or (),
+                now=now,
+                max_chats=a.get("max_chats"),
+            )
+            self._dirty_agents.add(cmd.agent)
+        elif op == "remove":
+            assert cmd.agent is not None
+            r.agents.remove(cmd.agent)
+            self._out.writes.append(Write("agents", cmd.agent, None))
+            self._dirty_agents.discard(cmd.agent)
+        elif op == "presence":
+            assert cmd.agent is not None
+            r.agent_event(cmd.agent, _PRESENCE[str(a.get("event"))], now, reason=a.get("reason"))
+        elif op == "answered":
+            assert cmd.call_id is not None and cmd.agent is not None
+            try:
+                w = r.waiting.get(cmd.call_id)
+                r.offer_answered(cmd.call_id, cmd.agent, now)
+            except OfferGone:
+                self._out.notices.append(
+                    (
+                        cmd.node,
+                        Notice("gone", cmd.call_id, self.token, agents=(cmd.agent,), reason="offer_gone"),
+                    )
+                )
+                return
+            queue = w.queue if w is not None else ""
+            self._talks[cmd.agent] = _Talk(cmd.call_id, queue, self.caller_node.get(cmd.call_id, cmd.node))
+            self._forget_caller(cmd.call_id)
+            self._dirty_agents.add(cmd.agent)
+        elif op == "failed":
+            assert cmd.call_id is not None and cmd.agent is not None
+            r.offer_failed(cmd.call_id, cmd.agent, now, missed=bool(a.get("missed")))
+            self._dirty_callers.add(cmd.call_id)
+        elif op == "ended":
+            assert cmd.agent is not None
+            r.call_ended(cmd.agent, now)
+            self._talks.pop(cmd.agent, None)
+        elif op == "own_started":
+            assert cmd.agent is not None and cmd.call_id is not None
+            r.own_call_started(cmd.agent, cmd.call_id, now)
+        elif op == "own_ended":
+            assert cmd.agent is not None and cmd.call_id is not None
+            r.own_call_ended(cmd.agent, cmd.call_id, now)
+        elif op == "callback_connecting":
+            assert cmd.call_id is not None and cmd.agent is not None
+            rec = self._callers.get(cmd.call_id)
+            r.callback_connecting(cmd.call_id, cmd.agent, now)
+            self._talks[cmd.agent] = _Talk(
+                cmd.call_id, rec["queue"] if rec else "", self.caller_node.get(cmd.call_id)
+            )
+        elif op == "callback_answered":
+            assert cmd.call_id is not None
+            r.callback_answered(cmd.call_id, now)
+            self._forget_caller(cmd.call_id)
+        elif op == "callback_failed":
+            assert cmd.call_id is not None
+            retry = a.get("retry_in_s")
+            r.callback_failed(cmd.call_id, now, retry_at=None if retry is None else now + float(retry))
+            if cmd.call_id not in r.waiting:
+                self._forget_caller(cmd.call_id)
+            self._dirty_callers.add(cmd.call_id)
+        elif op == "hello":  # a restarted node holds none of its previous run's callers or calls
+            self.node_gone(cmd.node, now)
+        elif op == "queue":
+            q = queue_from_json(a)
+            r.upsert_queue(q)
+            self._out.writes.append(Write("queues", q.name, json.dumps(queue_to_json(q))))
+        elif op == "queue_removed":
+            r.remove_queue(str(a.get("name")))
+            self._out.writes.append(Write("queues", str(a.get("name")), None))
+        elif op in ("hold", "resume", "to_callback"):
+            assert cmd.call_id is not None
+            getattr(r, op)(cmd.call_id, now)
+            if cmd.call_id in self._callers:
+                if op == "to_callback":
+                    self._callers[cmd.call_id]["callback"] = True
+                else:
+                    self._callers[cmd.call_id]["held"] = op == "hold"
+            self._dirty_callers.add(cmd.call_id)
+
+    def _enqueue(self, call_id: str, node: str, a: Mapping[str, Any], *, since: float, now: float) -> None:
+        queue = str(a.get("queue"))
+        try:
+            joined = self.router.enqueue(
+                call_id,
+                queue,
+                now,
+                priority=int(a.get("priority") or 0),
+                skills=a.get("skills") or None,
+                language=a.get("language"),
+                max_wait_s=a.get("max_wait_s"),
+                since=since,
+                callback=bool(a.get("callback")),
+            )
+        except KeyError:
+            self._out.notices.append(
+                (node, Notice("overflow", call_id, self.token, queue, reason="unknown_queue"))
+            )
+            return
+        if isinstance(joined, Overflow):
+            self._notice_overflow(node, joined)
+            return
+        self.caller_node[call_id] = node
+        self._callers[call_id] = {
+            "queue": queue,
+            "priority": int(a.get("priority") or 0),
+            "skills": dict(a.get("skills") or {}),
+            "language": a.get("language"),
+            "max_wait_s": a.get("max_wait_s"),
+            "callback": bool(a.get("callback")),
+            "held": False,
+            "node": node,
+            "since_mono": since,
+        }
+        self._dirty_callers.add(call_id)
+
+    def _forget_caller(self, call_id: str) -> None:
+        self.caller_node.pop(call_id, None)
+        self._callers.pop(call_id, None)
+        self._dirty_callers.add(call_id)
+
+    def _notice_overflow(self, node: str, o: Overflow) -> None:
+        self._out.notices.append(
+            (node, Notice("overflow", o.call_id, self.token, o.queue, target=o.target, reason=o.reason))
+        )
+
+    # -- a node went away -----------------------------------------------------------------------------
+
+    def nodes_in_use(self) -> set[str]:
+        """Nodes holding a waiting caller or a bridged call (the ones worth a liveness check)."""
+        return set(self.caller_node.values()) | {t.node for t in self._talks.values() if t.node}
+
+    def node_gone(self, node: str, now: float) -> None:
+        """``node`` died: its callers leave (abandoned, their offers' agents freed), its bridged calls end
+        (no wrap-up is owed for a call that dropped, but the router's rule applies: the queue's)."""
+        for call_id in [c for c, n in self.caller_node.items() if n == node]:
+            self.router.leave(call_id, now, reason="abandoned")
+            self._forget_caller(call_id)
+            self.dropped.append(call_id)
+        for agent in [a for a, t in self._talks.items() if t.node == node]:
+            self.router.call_ended(agent, now)
+            del self._talks[agent]
+        self._note_transitions()
+
+    # -- timers, dispatch and what to send ------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self.router.get_timer()
+
+    def step(self, now: float, wall: float) -> Output:
+        """Timers due, a dispatch, and everything to send and write since the last step."""
+        r = self.router
+        for overflow in r.handle_timer(now):
+            node = self.caller_node.get(overflow.call_id)
+            self._forget_caller(overflow.call_id)
+            if node is not None:
+                self._notice_overflow(node, overflow)
+        for offer in r.dispatch(now):
+            self._send_offer(offer, now)
+        self._note_transitions()
+        # Talks the router ended by itself (a callback left / given up) are no longer ours to track.
+        for agent in [a for a in self._talks if self._state(a) is not AgentState.ON_CALL]:
+            del self._talks[agent]
+        out, self._out = self._out, Output()
+        for name in sorted(self._dirty_agents):
+            if name in r.agents:
+                out.writes.append(Write("agents", name, json.dumps(self.agent_record(name, now, wall))))
+        for call_id in sorted(self._dirty_callers):
+            rec = self.caller_record(call_id, now, wall)
+            out.writes.append(Write("waiting", call_id, None if rec is None else json.dumps(rec)))
+        self._dirty_agents.clear()
+        self._dirty_callers.clear()
+        return out
+
+    def _send_offer(self, offer: Offer, now: float) -> None:
+        node = self.caller_node.get(offer.call_id)
+        if node is None:  # a caller we hold no node for (cannot happen): free the agents again
+            for agent in offer.agents:
+                self.router.offer_failed(offer.call_id, agent, now, missed=False)
+            return
+        self._dirty_callers.add(offer.call_id)
+        self._out.notices.append(
+            (
+                node,
+                Notice(
+                    "offer",
+                    offer.call_id,
+                    self.token,
+                    offer.queue,
+                    offer.agents,
+                    offer.timeout_s,
+                    offer.callback,
+                ),
+            )
+        )
+
+    def _state(self, agent: str) -> AgentState | None:
+        return self.router.agents[agent].state if agent in self.router.agents else None
+
+    def _note_transitions(self) -> None:
+        """Changed agents go to the mirror; each change is logged as ``agent_state`` (the live event
+        every node's clients see through the bridge) — here only, nodes do not log their own."""
+        board = self.router.agents
+        if board.transitions:
+            for t in board.transitions:
+                self._dirty_agents.add(t.agent)
+                if not self._restoring:
+                    log_event(
+                        log,
+                        "agent_state",
+                        agent=t.agent,
+                        state=str(t.after),
+                        was=str(t.before),
+                        reason=t.reason,
+                        call_id=t.call_id,
+                    )
+            board.transitions = []
+
+    # -- the mirror -----------------------------------------------------------------------------------
+
+    def agent_record(self, name: str, now: float, wall: float) -> dict[str, Any]:
+        agent = self.router.agents[name]
+        talk = self._talks.get(name)
+        call_id = agent.call_id
+        node = queue = None
+        if agent.state is AgentState.ON_CALL and talk is not None:
+            call_id, queue, node = talk.call_id, talk.queue, talk.node
+        elif agent.state is AgentState.RESERVED and call_id is not None:
+            node = self.caller_node.get(call_id)
+            rec = self._callers.get(call_id)
+            queue = rec["queue"] if rec else None
+        return {
+            "skills": agent.skills,
+            "languages": sorted(agent.languages),
+            "max_chats": agent.max_chats,
+            "state": str(agent.state),
+            "reason": agent.reason,
+            "call_id": call_id,
+            "queue": queue,
+            "node": node,
+            "own_calls": sorted(agent.own_calls),
+            "since": to_wall(agent.since, now, wall),
+        }
+
+    def caller_record(self, call_id: str, now: float, wall: float) -> dict[str, Any] | None:
+        rec = self._callers.get(call_id)
+        if rec is None or call_id not in self.router.waiting:
+            return None
+        offer = self.router.offers.get(call_id)
+        out = {k: v for k, v in rec.items() if k != "since_mono"}
+        out["since"] = to_wall(rec["since_mono"], now, wall)
+        out["offer"] = list(offer.agents) if offer is not None else None
+        return out
+
+    def restore(
+        self,
+        agents: Mapping[str, Mapping[str, Any]],
+        waiting: Mapping[str, Mapping[str, Any]],
+        alive: Iterable[str],
+        now: float,
+        wall: float,
+        queues: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Rebuild from the mirror (module docstring). Every record is rewritten at the next step.
+        ``queues``: the ones made in the admin console (the ``queues`` hash), over the configured."""
+        for name, data in (queues or {}).items():
+            try:
+                self.router.upsert_queue(queue_from_json(data))
+            except (TypeError, ValueError, KeyError) as exc:
+                log.warning("cluster restore: queue %s skipped: %r", name, exc)
+        self._restoring = True
+        try:
+            self._restore(agents, waiting, set(alive), now, wall)
+        finally:
+            self._restoring = False
+
+    def _restore(
+        self,
+        agents: Mapping[str, Mapping[str, Any]],
+        waiting: Mapping[str, Mapping[str, Any]],
+        live: set[str],
+        now: float,
+        wall: float,
+    ) -> None:
+        r = self.router
+        for name, rec in agents.items():
+            try:
+                r.agents.define(
+                    name,
+                    dict(rec.get("skills") or {}),
+                    rec.get("languages") or (),
+                    now=now,
+                    max_chats=rec.get("max_chats"),
+                )
+            except ValueError as exc:
+                log.warning("cluster restore: agent %s skipped: %r", name, exc)
+        callers = sorted(waiting.items(), key=lambda kv: float(kv[1].get("since") or 0.0))
+        for call_id, rec in callers:
+            if rec.get("node") not in live:
+                self.dropped.append(call_id)
+        kept = [(c, rec) for c, rec in callers if rec.get("node") in live]
+        # 1. live offers, each made again to the same agents
+        for call_id, rec in kept:
+            ringing = [
+                a
+                for a in rec.get("offer") or ()
+                if a in agents
+                and a in r.agents
+                and agents[a].get("state") == "reserved"
+                and agents[a].get("call_id") == call_id
+            ]
+            if ringing:
+                self._restore_offer(call_id, rec, ringing, now, wall)
+        # 2. bridged calls on live nodes
+        for name, rec in agents.items():
+            if (
+                rec.get("state") == "on_call"
+                and rec.get("node") in live
+                and rec.get("call_id")
+                and name in r.agents
+            ):
+                self._restore_talk(name, rec, now)
+        # 3. everyone else's presence
+        for name, rec in agents.items():
+            if name not in r.agents or r.agents[name].state is not AgentState.OFFLINE:
+                continue
+            state = rec.get("state")
+            if state == "not_ready":
+                r.agent_event(name, AgentEvent.SET_NOT_READY, now, reason=rec.get("reason"))
+            elif state != "offline":  # available, wrap-up, or a call / offer lost with its node
+                r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
+            for own in rec.get("own_calls") or ():
+                r.own_call_started(name, str(own), now)
+        # 4. the other callers, in their places
+        for call_id, rec in kept:
+            if call_id not in r.waiting:
+                self._enqueue(
+                    call_id, str(rec["node"]), rec, since=to_mono(float(rec["since"]), now, wall), now=now
+                )
+                if rec.get("held") and call_id in r.waiting:
+                    r.hold(call_id, now)
+                    self._callers[call_id]["held"] = True
+        r.reset_stats()
+        self._note_transitions()
+        self._dirty_agents.update(agents)
+        self._dirty_callers.update(waiting)
+
+    def _restore_offer(
+        self, call_id: str, rec: Mapping[str, Any], ringing: list[str], now: float, wall: float
+    ) -> None:
+        r = self.router
+        for name in ringing:
+            r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
+        self._enqueue(call_id, str(rec["node"]), rec, since=to_mono(float(rec["since"]), now, wall), now=now)
+        offers = [o for o in r.dispatch(now) if o.call_id == call_id]
+        if not offers:
+            log.warning("cluster restore: the offer of %s to %s could not be made again", call_id, ringing)
+        self._out = Output()  # the node already rings these agents: no second notice
+
+    def _restore_talk(self, name: str, rec: Mapping[str, Any], now: float) -> None:
+        r, call_id, queue = self.router, str(rec["call_id"]), str(rec.get("queue") or "")
+        if queue not in r.queues:
+            r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
+            return
+        r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
+        joined = r.enqueue(call_id, queue, now, since=now)
+        if isinstance(joined, Overflow) or not [o for o in r.dispatch(now) if o.call_id == call_id]:
+            r.leave(call_id, now, reason="abandoned")
+            return
+        r.offer_answered(call_id, name, now)
+        self._talks[name] = _Talk(call_id, queue, rec.get("node"))
+        self._out = Output()
