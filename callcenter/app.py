@@ -26,6 +26,7 @@ from callcenter.api.admin_config import AdminConfig, create_admin_config_router
 from callcenter.api.agents import create_agents_router
 from callcenter.api.calls import create_calls_router
 from callcenter.api.chat import create_chat_router
+from callcenter.api.conversations import create_conversations_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
 from callcenter.api.kb import create_kb_router
@@ -371,6 +372,7 @@ class Application:
             create_routing_router(self.acd, self.access),
             create_admin_config_router(self.admin_config, self.access),
             create_agents_router(self.store, self.acd, self.access, realm=self.settings.sip.realm, default_max_chats=self.settings.routing.default_max_chats),  # noqa: E501
+            create_conversations_router(self.store.engine, self.access),
             create_calls_router(
                 self._live_call, self.store, self.access, actions=self.acd, ringing=self.acd.router.ringing
             ),

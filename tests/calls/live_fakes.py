@@ -82,9 +82,11 @@ class FakeSession:
 
 
 async def until(condition: Any) -> None:
-    """Let the loop run until `condition()` holds (bounded by iterations, not by time)."""
-    for _ in range(10_000):
+    """Let the loop run until `condition()` holds: first turns of the loop only, then short sleeps so a
+    worker thread (prompt files are written in one) gets its turn on a loaded machine. Bounded (~20 s),
+    and no assertion is made on how long it took."""
+    for i in range(12_000):
         if condition():
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0 if i < 10_000 else 0.01)
     raise AssertionError("condition never held")
