@@ -411,7 +411,7 @@ class Application:
             background.append(
                 asyncio.create_task(runtime.registry.watch(self.settings.ivr.reload_interval_s))
             )
-        routers.append(create_chat_router(self.chat, self.access))
+        routers.append(create_chat_router(self.chat, self.access, suggester=self.kb))
         # The web chat widget (issue 9): /chat/* for visitors, into the same conversation engine.
         webchat = WebchatGateway(
             self.settings.chat.webchat,

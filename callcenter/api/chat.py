@@ -16,6 +16,7 @@ agent learns nothing about chats that are not theirs).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -25,9 +26,12 @@ from pydantic import BaseModel, Field, model_validator
 from callcenter.api.access import STAFF, SUPERVISORS, Access
 from callcenter.api.pages import WEB_DIR
 from callcenter.auth.service import Principal
+from callcenter.calls.assist import Suggester, Suggestion
 from callcenter.chat.engine import ChatError, ConversationEngine
 
 __all__ = ["create_chat_router"]
+
+log = logging.getLogger("callcenter.api.chat")
 
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -71,7 +75,12 @@ def _conv_json(conv: Any) -> dict[str, Any]:
     }
 
 
-def create_chat_router(engine: ConversationEngine, access: Access) -> APIRouter:
+def create_chat_router(
+    engine: ConversationEngine, access: Access, *, suggester: Suggester | None = None
+) -> APIRouter:
+    """``suggester``: the knowledge base; an open chat's view then carries ``suggestions`` (agent assist:
+    the top articles for the customer's latest messages, recomputed each time the inbox reads the chat —
+    which it does on every ``chat_message`` event)."""
     router = APIRouter(tags=["chats"])
     staff = Depends(access.require(*STAFF))
 
@@ -113,7 +122,14 @@ def create_chat_router(engine: ConversationEngine, access: Access) -> APIRouter:
                 raise not_found(conversation_id)
             info = _conv_json(conv)
         rows = await asyncio.to_thread(engine.store.messages, conversation_id)
-        return {**info, "messages": [m.as_json() for m in rows]}
+        messages = [m.as_json() for m in rows]
+        out = {**info, "messages": messages}
+        if suggester is not None and info.get("state") == "open":
+            said = [str(m.get("text", "")) for m in messages if m.get("speaker") == "caller"]
+            said = said[-ASSIST_MESSAGES:]
+            language = live.language if live is not None else None
+            out["suggestions"] = await _suggestions(suggester, " ".join(said), language)
+        return out
 
     def act_error(conversation_id: int, exc: ChatError) -> HTTPException:
         if exc.reason == "not_found":
@@ -190,3 +206,17 @@ def create_chat_router(engine: ConversationEngine, access: Access) -> APIRouter:
         )
 
     return router
+
+
+ASSIST_MESSAGES = 6  # the customer's latest messages the suggestions are found for
+
+
+async def _suggestions(suggester: Suggester, text: str, language: str | None) -> list[dict[str, object]]:
+    if not text.strip():
+        return []
+    try:
+        hits = await suggester.suggest(text, language, 3)
+    except Exception:  # noqa: BLE001 - assist is a help: a failing search must not break the inbox
+        log.warning("chat assist: suggestions failed", exc_info=True)
+        return []
+    return [Suggestion.from_hit(hit).as_json() for hit in hits]

@@ -51,6 +51,22 @@ async function renderChat() {
   if (atBottom) $("messages").scrollTop = $("messages").scrollHeight;
   const open = chat.state === "open";
   for (const id of ["send", "close-chat", "hand-back", "transfer", "reply-text"]) $(id).disabled = !open;
+  renderSuggestions(chat.suggestions || [], open);
+}
+
+// Agent assist: the KB articles for the customer's latest messages (recomputed by the server each time
+// the chat is read, i.e. after every message); "Use" puts the article's answer into the reply box.
+function renderSuggestions(suggestions, open) {
+  $("suggestions").replaceChildren(...suggestions.map((s) =>
+    el("li", { class: "suggestion", dataset: { article: String(s.id) } },
+      el("b", {}, s.title), " ", el("span", { class: "muted" }, `${Math.round(s.score * 100)} %`),
+      el("p", {}, s.snippet),
+      el("button", { type: "button", disabled: !open, onclick: () => {
+        const box = $("reply-text");
+        box.value = box.value ? `${box.value}\n${s.snippet}` : s.snippet;
+        box.focus();
+      } }, "Use"))));
+  $("no-suggestions").hidden = suggestions.length > 0;
 }
 
 async function refresh() {

@@ -16,6 +16,7 @@ import callcenter.auth.models  # noqa: F401 - registers the tables
 from callcenter.api.access import Access
 from callcenter.api.chat import create_chat_router
 from callcenter.auth.service import UserService
+from callcenter.kb.repo import SearchHit
 
 PW = "correct horse battery"
 
@@ -25,6 +26,22 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "callcenter.auth.passwords._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
+
+
+class FakeSuggester:
+    """The knowledge base as agent assist sees it: refunds when the customer speaks of them."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def suggest(self, text: str, language: str | None, limit: int = 3) -> list[SearchHit]:
+        self.asked.append(text)
+        if "refund" not in text.lower():
+            return []
+        hit = SearchHit(
+            7, "refunds", "en", "Refunds", "Refunds take five working days.", (), "published", 9.0, 0.8
+        )
+        return [hit]
 
 
 class Api:
@@ -56,7 +73,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     tokens = {name: users.create_api_token(name, "tests") for name in ("sue", "al", "bo", "nolink")}
     world.add_agent("al")
     app = FastAPI()
-    app.include_router(create_chat_router(world.engine, Access(users)))
+    app.include_router(create_chat_router(world.engine, Access(users), suggester=FakeSuggester()))
     with TestClient(app) as client:
         yield Api(world, client, tokens)
         client.portal.call(world.engine.aclose)  # type: ignore[union-attr]
@@ -138,3 +155,16 @@ def test_closing_the_inbox_hands_the_chats_back(api: Api) -> None:
 def test_the_inbox_page_needs_a_session(api: Api) -> None:
     r = api.client.get("/agent/chats", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/?next=/agent/chats")
+
+
+def test_an_open_chat_carries_kb_suggestions_for_the_customers_latest_messages(api: Api) -> None:
+    conv = api.chat("hello", "visitor-3")
+    api.wait_for("al has joined")
+    assert api.call("GET", f"/api/chats/{conv}", "al").json()["suggestions"] == []  # nothing to go on yet
+    api.chat("I would like a refund for my order", "visitor-3")
+    detail = api.call("GET", f"/api/chats/{conv}", "al").json()
+    assert [(s["title"], s["snippet"]) for s in detail["suggestions"]] == [
+        ("Refunds", "Refunds take five working days.")
+    ]
+    assert api.call("POST", f"/api/chats/{conv}/close", "al").status_code == 200
+    assert "suggestions" not in api.call("GET", f"/api/chats/{conv}", "al").json()  # closed: no assist
