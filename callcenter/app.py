@@ -38,6 +38,7 @@ from callcenter.api.prompts import create_prompts_router
 from callcenter.api.recordings import create_recordings_router
 from callcenter.api.reports import create_reports_router
 from callcenter.api.routing import create_routing_router
+from callcenter.api.screen_pop import create_screen_pop_router
 from callcenter.api.tickets import agent_queues_from_skills, tickets_router
 from callcenter.api.wrapup import AcdWrapUp, create_wrapup_router, customer_lookup
 from callcenter.auth.service import UserService
@@ -374,9 +375,22 @@ class Application:
             create_agents_router(self.store, self.acd, self.access, realm=self.settings.sip.realm, default_max_chats=self.settings.routing.default_max_chats),  # noqa: E501
             create_conversations_router(self.store.engine, self.access),
             create_calls_router(
-                self._live_call, self.store, self.access, actions=self.acd, ringing=self.acd.router.ringing
+                self._live_call,
+                self.store,
+                self.access,
+                actions=self.acd,
+                ringing=self.acd.router.ringing,
+                flush=self.writer.flush,
             ),
             create_monitor_router(Monitors(self.acd), self.access, self._live_call),
+            create_screen_pop_router(
+                self.access,
+                self.store,
+                CustomerRepo(self.store.engine, country_code=self.settings.tickets.phone_country_code),
+                live=self._live_call,
+                ringing=self.acd.router.ringing,
+                chats=self.chat,
+            ),
             create_prompts_router(
                 self.access,
                 self.settings.ivr.flows_dir / "prompts",

@@ -63,8 +63,11 @@ def create_calls_router(
     actions: CallActions | None = None,
     *,
     ringing: Callable[[str], str | None] | None = None,
+    flush: Callable[[float], bool] | None = None,
 ) -> APIRouter:
-    """``ringing(agent)``: the call ringing that agent now (their screen-pop opens it before they answer)."""
+    """``ringing(agent)``: the call ringing that agent now (their screen-pop opens it before they answer);
+    ``flush(timeout_s)``: writes the call records still queued (a call that has just ended may not be on
+    its record yet: the writer lingers a moment)."""
     router = APIRouter(prefix="/api/calls", tags=["calls"])
     staff = Depends(access.require(*STAFF))
 
@@ -113,20 +116,29 @@ def create_calls_router(
     async def get_call(call_id: str, principal: Principal = staff) -> dict[str, Any]:
         """A live call's view or an ended call's record. Agents see only calls offered to them or that
         they took part in (the transcript is the customer's words)."""
-        view = live(call_id)
-        call: dict[str, Any]
-        if view is not None:
-            call = view
-        else:
+        async def read() -> dict[str, Any] | None:
+            view = live(call_id)
+            if view is not None:
+                return view
             record = await asyncio.to_thread(store.get_call, call_id)
-            if record is None:
-                raise HTTPException(404, f"no call {call_id!r}")
-            call = {**call_public(record), "live": False}
-        if principal.role == "agent":
+            return None if record is None else {**call_public(record), "live": False}
+
+        def allowed(call: dict[str, Any] | None) -> bool:
+            if call is None or principal.role != "agent":
+                return True
             agent = principal.agent
             ringing_me = agent is not None and ringing is not None and _ringing(ringing, agent) == call_id
-            if agent is None or (agent not in _agents_of(call) and not ringing_me):
-                raise HTTPException(403, "agents see their own calls only")
+            return agent is not None and (agent in _agents_of(call) or ringing_me)
+
+        call = await read()
+        if (call is None or not allowed(call)) and flush is not None:
+            # Ended a moment ago: its record (and who took it) may still be in the writer's queue.
+            await asyncio.to_thread(flush, 5.0)
+            call = await read()
+        if call is None:
+            raise HTTPException(404, f"no call {call_id!r}")
+        if not allowed(call):
+            raise HTTPException(403, "agents see their own calls only")
         return call
 
     return router

@@ -313,7 +313,8 @@ class CallSession:
         visits = control.queue_visits if control is not None else []
         return {
             "sip_call_id": self.call_id,
-            "live": True,
+            # False from the hang-up on: the session stays listed a moment while its record is written.
+            "live": self.call.state != "terminated",
             "from": self.call.from_header,
             "to": self.call.to_header,
             "caller": self._caller(),

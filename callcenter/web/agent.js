@@ -1,13 +1,16 @@
 // Agent workspace: set my own state; the call I am on (screen-pop: caller, IVR path, queue, live
-// transcript from GET /api/calls/{id}); hold, resume and transfer it; a ticket form prefilled from the
+// transcript from GET /api/calls/{id}; the customer, their history and open tickets from
+// GET /api/calls/{id}/customer); hold, resume and transfer it; a ticket form prefilled from the
 // transcript (GET /api/calls/{id}/ticket-draft) saved through the tickets API; wrap-up codes after it.
 import { api, currentUser, el, fmtDuration, renderNav, renderTranscript, showError } from "/static/common.js";
+import { renderCustomer } from "/static/customer_panel.js";
 import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
 const view = { me: null, agent: null, callId: null, fetchedAt: performance.now(), draftKey: null, codes: [],
-  wrappedUp: null, draft: null, saved: null, dirty: false }; // saved: {callId, number} of the ticket
-// saved for the call; dirty: the agent typed in the ticket form since it was last saved (or discarded)
+  wrappedUp: null, draft: null, saved: null, dirty: false, customerOf: null }; // saved: {callId, number} of the ticket
+// saved for the call; dirty: the agent typed in the ticket form since it was last saved (or discarded);
+// customerOf: the call the customer panel shows
 const DRAFTED = { subject: "ticket-subject", category: "ticket-category", description: "ticket-description" };
 
 function renderState() {
@@ -37,12 +40,25 @@ async function renderCall() {
     ["IVR path", (call.ivr_path || []).join(" → ")], ["Queue", call.queue], ["Digits", call.dtmf]];
   $("call-facts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   renderTranscript($("transcript"), call.transcript);
+  if (view.customerOf !== id) await showCustomer(id);
   for (const button of document.querySelectorAll("#call-buttons button")) button.disabled = !call.live;
   $("wrap-up").hidden = call.live || view.wrappedUp === id;
   // The call pops before anyone has spoken: the draft is read again whenever the transcript grew (and
   // once the call ended), so the form follows the conversation.
   const key = `${id} ${(call.transcript || []).length} ${call.live}`;
   if (view.draftKey !== key) await fillTicketForm(id, key);
+}
+
+// The customer panel (who, recent contacts, open tickets) is read once per call: it pops while ringing.
+async function showCustomer(id) {
+  view.customerOf = id;
+  $("customer").replaceChildren();
+  try {
+    const data = await api("GET", `/api/calls/${encodeURIComponent(id)}/customer`);
+    if (view.callId === id) renderCustomer($("customer"), data);
+  } catch (error) {
+    if (view.callId === id) $("customer").replaceChildren(el("p", { class: "muted" }, `Customer: ${error.message}`));
+  }
 }
 
 // Fields the agent typed in are theirs: a newer draft never overwrites them (a new call resets that).

@@ -2,10 +2,11 @@
 // close / hand back / transfer. Live: every /api/live event about my chats re-reads the list and the
 // open conversation (live.js falls back to polling). All text goes in through textContent (el()).
 import { api, currentUser, el, renderNav, showError } from "/static/common.js";
+import { renderCustomer } from "/static/customer_panel.js";
 import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
-const view = { me: null, selected: null, chats: [] };
+const view = { me: null, selected: null, chats: [], customerOf: null }; // customerOf: the chat the panel shows
 const WHO = { caller: "Customer", bot: "Bot", system: "System" };
 
 function label(chat) {
@@ -35,6 +36,7 @@ async function renderChat() {
   } catch (error) {
     if (error.status === 404) {
       view.selected = null;
+      view.customerOf = null;
       $("chat").hidden = true;
       return;
     }
@@ -52,6 +54,19 @@ async function renderChat() {
   const open = chat.state === "open";
   for (const id of ["send", "close-chat", "hand-back", "transfer", "reply-text"]) $(id).disabled = !open;
   renderSuggestions(chat.suggestions || [], open);
+  if (view.customerOf !== id) await showCustomer(id);
+}
+
+// The customer panel is read once per chat selected (who the customer is does not change per message).
+async function showCustomer(id) {
+  view.customerOf = id;
+  $("customer").replaceChildren();
+  try {
+    const data = await api("GET", `/api/chats/${id}/customer`);
+    if (view.selected === id) renderCustomer($("customer"), data);
+  } catch (error) {
+    if (view.selected === id) $("customer").replaceChildren(el("p", { class: "muted" }, `Customer: ${error.message}`));
+  }
 }
 
 // Agent assist: the KB articles for the customer's latest messages (recomputed by the server each time

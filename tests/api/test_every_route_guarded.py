@@ -109,6 +109,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "POST /api/flows/{flow_id}/rollback": ADMIN,
     "GET /api/conversations": STAFF,  # agents: the ones they handled
     "GET /api/conversations/{conversation_id}": STAFF,
+    "GET /api/calls/{call_id}/customer": STAFF,
+    "GET /api/chats/{conversation_id}/customer": STAFF,
     "GET /api/chats": STAFF,
     "GET /api/chats/{conversation_id}": STAFF,
     "POST /api/chats/{conversation_id}/messages": STAFF,

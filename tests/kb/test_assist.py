@@ -268,6 +268,7 @@ async def test_live_view_shows_the_suggestions(tmp_path: Path, kb: KbService) ->
         to_header="<sip:200@example.com>",
         invite=SimpleNamespace(uri="sip:200@example.com"),
         source=SimpleNamespace(transport="udp"),
+        state="confirmed",
     )
     deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20, srtp="optional")))
     session = CallSession(call, deps)  # type: ignore[arg-type]
@@ -286,6 +287,7 @@ def test_live_view_shows_the_intent_the_ivr_found_so_far(tmp_path: Path) -> None
         to_header="<sip:200@example.com>",
         invite=SimpleNamespace(uri="sip:200@example.com"),
         source=SimpleNamespace(transport="udp"),
+        state="confirmed",
     )
     deps = SimpleNamespace(settings=SimpleNamespace(media=SimpleNamespace(ptime_ms=20, srtp="optional")))
     session = CallSession(call, deps)  # type: ignore[arg-type]
