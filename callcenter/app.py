@@ -26,6 +26,7 @@ from callcenter.api.admin_config import AdminConfig, create_admin_config_router
 from callcenter.api.agents import create_agents_router
 from callcenter.api.calls import create_calls_router
 from callcenter.api.chat import create_chat_router
+from callcenter.api.cluster import create_cluster_router
 from callcenter.api.conversations import create_conversations_router
 from callcenter.api.flows import flows_router
 from callcenter.api.http import create_http_app
@@ -52,6 +53,7 @@ from callcenter.chat.model import Outbound
 from callcenter.chat.webchat import WebchatGateway, create_webchat_router
 from callcenter.chat.wechat import WechatGateway, create_wechat_router
 from callcenter.chat.wiring import build_chat_engine
+from callcenter.cluster.status import ClusterStatus, read_status, single_node
 from callcenter.core.config import Settings, SipProtectionSettings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
@@ -137,7 +139,7 @@ class Application:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.db_url)
-        self.writer = CallRecordWriter(self.store)
+        self.writer = CallRecordWriter(self.store, node=settings.node_id)  # which node handled it
         listen = _listen_addresses(settings)
         self.endpoint = SipEndpoint(
             EndpointConfig(
@@ -178,6 +180,8 @@ class Application:
         )
         if self.cluster is not None:
             self.cluster.router.deliver = self.acd.deliver
+            self.cluster.router.record_extra = self.writer.call_extra  # wrap_up_s from the leader
+            self.cluster.node.calls_held = lambda: self.calls.active  # in each heartbeat (status)
         self.acd.writer = self.writer  # hold time, holds and transfers onto the call record
         self.calls.agent_calls = self.acd.agent_calls  # calls agents place through the server
         self.acd.agent_calls.on_auth_failed = self.sip_auth_failed  # wrong passwords on their INVITEs too
@@ -216,6 +220,12 @@ class Application:
         self.chat = build_chat_engine(
             settings, self.store, self.acd, ivr=lambda: self.calls.deps.ivr, tickets=lambda: self.tickets
         )
+
+    async def cluster_status(self) -> ClusterStatus:
+        """GET /api/cluster: the nodes Redis has seen, or this single node."""
+        if self.cluster is None:
+            return single_node(self.settings.node_id)
+        return await read_status(self.cluster.redis, self.settings.node_id, prefix=self.cluster.node.prefix)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -371,6 +381,7 @@ class Application:
                 timezone=self.settings.routing.timezone,
             ),
             create_routing_router(self.acd, self.access),
+            create_cluster_router(self.cluster_status, self.access),
             create_admin_config_router(self.admin_config, self.access),
             create_agents_router(self.store, self.acd, self.access, realm=self.settings.sip.realm, default_max_chats=self.settings.routing.default_max_chats),  # noqa: E501
             create_conversations_router(self.store.engine, self.access),

@@ -43,6 +43,8 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(kb_app, name="kb")
 tls_app = typer.Typer(help="TLS certificates for SIP over TLS.", no_args_is_help=True)
 app.add_typer(tls_app, name="tls")
+cluster_app = typer.Typer(help="Nodes of a scaled-out server (redis_url).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -561,11 +563,12 @@ def calls_list(
             c["to"],
             c["hangup_by"] or "-",
             c["disposition"] or "-",
+            c.get("node") or "-",
             c["sip_call_id"],
         )
         for c in calls
     ]
-    _table(("STARTED (UTC)", "FROM", "TO", "HANGUP BY", "DISPOSITION", "CALL-ID"), rows)
+    _table(("STARTED (UTC)", "FROM", "TO", "HANGUP BY", "DISPOSITION", "NODE", "CALL-ID"), rows)
 
 
 def _time_bound(text: str | None, option: str, *, end: bool = False) -> Any:
@@ -750,6 +753,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- cluster --------------------------------------------------------------------------------------------
+
+
+@cluster_app.command("status")
+def cluster_status(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """The nodes Redis has seen: alive, last heartbeat, calls held, the leader and its fencing token.
+    Without redis_url: "single node" (exit 0). Exit 1 when Redis cannot be read."""
+    import asyncio
+    import time
+
+    from callcenter.cluster.status import ClusterStatus, format_status, read_status, single_node
+
+    settings = _settings(config)
+    if settings.redis_url is None:
+        status = single_node(settings.node_id)
+    else:
+        from redis.asyncio import Redis
+
+        async def read(url: str) -> ClusterStatus:
+            redis = Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+            try:
+                return await read_status(redis, settings.node_id)
+            finally:
+                await redis.aclose()
+
+        try:
+            status = asyncio.run(read(settings.redis_url))
+        except Exception as exc:  # noqa: BLE001 - Redis down or refusing: one line, exit 1
+            _fail(f"redis: cannot read the cluster status ({exc})")  # the URL may hold a password
+    if json_out:
+        typer.echo(json.dumps(status.as_json(), indent=2))
+    else:
+        typer.echo(format_status(status, time.time()))
 
 
 # -- config ---------------------------------------------------------------------------------------------

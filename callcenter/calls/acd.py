@@ -212,6 +212,11 @@ class Acd:
         install_trunk(endpoint, settings)
         # INVITEs from agents' registered phones: calls placed through us (CallManager routes them here)
         self.agent_calls = AgentCalls(self)
+        # Scale-out: the cluster's router carries the shared registration view (cluster/bindings.py):
+        # this node's REGISTERs go there, and agents registered through other nodes ring from here.
+        shared = getattr(self.router, "bindings", None)
+        if shared is not None:
+            shared.attach(registration)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -267,6 +272,11 @@ class Acd:
             if registered and self.directory is not None and username not in self._loading:
                 self._loading.add(username)
                 self._spawn(self._load_then_login(username))
+            return
+        if getattr(self.registration, "shared", None) is not None:
+            # A cluster: the shared view decided (atomically in Redis) that this is the agent's first
+            # or last binding on any node; this node's board may not have seen the agent log in.
+            self._event(username, AgentEvent.LOGIN if registered else AgentEvent.LOGOUT, self.clock())
             return
         self._presence(username, registered)
 

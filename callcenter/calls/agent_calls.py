@@ -18,10 +18,16 @@ Decisions:
   waits (RFC 3261 allows no early media here without SDP in a 183, which phones handle unevenly).
 - IVR numbers dialled from an agent's phone reach the IVR as from any caller, without a challenge.
 - Internal calls feed no ticket policy (``after_call`` is not called for them).
+- Behind Kamailio (issue 10) every INVITE comes from the proxy. The proxy states the phone's own
+  address in ``X-Callcenter-Source`` (its ``$su``: ``sip:IP:PORT[;transport=T]``, the same form as the
+  ``received`` of the Path it added to the phone's REGISTER); that header is believed only on a request
+  whose packet came from a ``sip.protection.trusted`` network, and the proxy removes any copy a phone
+  sent. An agent's phone is then recognised by that address, on any node (cluster/bindings.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
@@ -37,19 +43,45 @@ from callcenter.routing.agents import AgentState
 from callcenter.sip.auth import AuthStatus
 from callcenter.sip.invite import IncomingCall
 from callcenter.sip.message import SipParseError, SipRequest
+from callcenter.sip.transaction import Addr
 from callcenter.sip.uri import parse_uri
 
 if TYPE_CHECKING:
     from callcenter.calls.acd import Acd
     from callcenter.calls.control import IvrRuntime
 
-__all__ = ["AgentCallSession", "AgentCalls", "AgentTarget"]
+__all__ = ["SOURCE_HEADER", "AgentCallSession", "AgentCalls", "AgentTarget", "proxied_source"]
 
 log = logging.getLogger("callcenter.calls.agent")
 
 _NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
 AGENT_FLOW = "agent_call"  # the flow id on these calls' records
 RING_S = 30.0  # how long an agent or a number rings for a call placed by an agent
+SOURCE_HEADER = "X-Callcenter-Source"  # the phone's address, added by a trusted proxy (Kamailio)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxied_source(request: SipRequest, source: Addr, trusted: tuple[Network, ...]) -> Addr:
+    """Where the phone behind a trusted proxy sent ``request`` from (``X-Callcenter-Source``), or the
+    packet's own ``source`` when it did not come from a trusted network or carries no readable header.
+    One header only: a proxy that forwards a phone's forged copy next to its own is misconfigured."""
+    try:
+        sender = ipaddress.ip_address(source.host.strip("[]"))
+    except ValueError:
+        return source
+    if not any(sender in net for net in trusted):
+        return source
+    values = request.headers.get_all(SOURCE_HEADER)
+    if len(values) != 1:
+        return source
+    try:
+        uri = parse_uri(values[0].strip().strip("<>"))
+    except (ValueError, SipParseError):
+        return source
+    if uri.transport not in ("udp", "tcp", "tls"):
+        return source
+    return Addr(uri.transport, uri.host_for_socket, uri.port or (5061 if uri.transport == "tls" else 5060))
 
 
 class AgentTarget:
@@ -84,10 +116,19 @@ class AgentCalls:
         # (source host, username) of each refused digest attempt, as RegistrationService.on_auth_failed:
         # app.py feeds both to the SIP guard, so guessing passwords by INVITE is banned like by REGISTER.
         self.on_auth_failed: Callable[[str, str | None], object] | None = None
+        nets = acd.settings.sip.protection.trusted
+        self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in nets)
+
+    def origin(self, call: IncomingCall) -> Addr:
+        """The phone's address: the packet's source, or what a trusted proxy says it was."""
+        invite = getattr(call, "invite", None)
+        if invite is None or not hasattr(invite, "headers"):  # tests' stand-ins for a call
+            return call.source
+        return proxied_source(invite, call.source, self.trusted)
 
     def claims(self, call: IncomingCall) -> bool:
         """Whether ``call`` comes from a registered agent's phone."""
-        return bool(self.acd.registration.agents_at(call.source))
+        return bool(self.acd.registration.agents_at(self.origin(call)))
 
     def session(self, call: IncomingCall, deps: CallDeps) -> AgentCallSession:
         return AgentCallSession(call, deps, self)
@@ -188,11 +229,12 @@ class AgentCallSession(CallSession):
         if result.status in (AuthStatus.CHALLENGE, AuthStatus.STALE):
             call.reject(407, extra=registration.proxy_challenge(stale=result.status is AuthStatus.STALE))
             return None
-        agents = registration.agents_at(call.source)
+        origin = self.calls.origin(call)
+        agents = registration.agents_at(origin)
         if result.status is not AuthStatus.OK or result.username not in agents:
             reason = result.reason or "not this phone's agent"
             log_event(log, "agent_call_auth_failed", call_id=call.call_id, username=result.username,
-                      source=f"{call.source.host}:{call.source.port}", reason=reason)
+                      source=f"{origin.host}:{origin.port}", reason=reason)
             call.reject(403)
             if self.calls.on_auth_failed is not None:
                 self.calls.on_auth_failed(call.source.host, result.username)

@@ -6,6 +6,8 @@
   successor rebuilds it, sans-I/O.
 - :mod:`.node` — the asyncio driver: heartbeat, election, command/notice streams, fenced writes.
 - :mod:`.forwarding` — the Router the Acd talks to on each node (its seam into the cluster).
+- :mod:`.bindings` — agents' registrations in Redis: every node rings and recognises every agent;
+  presence (log-in / log-out) raised once cluster-wide.
 - :mod:`.bridge` — the event bus bridged over Redis pub/sub: live events of every node on every node.
 - :mod:`.wiring` — what ``app.py`` builds with ``redis_url``; without it nothing here is imported.
 """

@@ -19,8 +19,15 @@ caller already in line is the leader's ``to_callback``); the callback offer come
 holds that entry, whose CallbackRunner calls back. Not forwarded yet (they stay on this node's router,
 i.e. do nothing in a cluster): the callback-key ``hold`` / ``resume`` (an offer arriving meanwhile is
 dropped by the Acd and rings out at the leader's offer timeout), and attended-transfer consultations
-(``ring_for_consult``). Position and estimated-wait announcements are off (``position`` is None)
-until the leader publishes them.
+(``ring_for_consult``).
+
+Position and estimated-wait announcements: the leader writes each node's waiting callers' places
+(``positions:<node>``) with its snapshot; ``position`` / ``estimated_wait_s`` answer from the copy
+refreshed with the wallboard's, so a caller's first announcement, made the moment it joins, may come
+before its place is known (then it is left out, as for any caller whose place is unknown).
+
+Wrap-up times: the leader runs the agents' wrap-ups; when one ends it sends a ``wrap_up`` notice to the
+node that held the call, which merges ``wrap_up_s`` into the call's record (``record_extra``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from callcenter.cluster.bindings import SharedBindings
 from callcenter.cluster.messages import Notice, queue_to_json, to_wall
 from callcenter.cluster.node import ClusterNode
 from callcenter.routing.agents import Agent, AgentBoard, AgentEvent, InvalidTransition
@@ -120,7 +128,12 @@ class ForwardingRouter(Router):
         self._ringing: dict[str, _Ringing] = {}
         self._callback_ids: set[str] = set()  # entries of callers who left a number (kept in line)
         self._snapshot: dict[str, Any] = {"queues": {}, "agents": {}}
+        self._positions: dict[str, list[Any]] = {}  # call id → [position, estimated wait s | None]
+        # Where wrap_up_s goes (the app: CallRecordWriter.call_extra); None = nowhere.
+        self.record_extra: Callable[[str, dict[str, Any]], None] | None = None
         self._refresh: asyncio.Task[None] | None = None
+        # The cluster's shared registrations (cluster/bindings.py); the Acd attaches its registrar.
+        self.bindings: SharedBindings | None = None
         node.on_notice = self.on_notice
 
     # -- life cycle: the wallboard copy -----------------------------------------------------------------
@@ -136,9 +149,16 @@ class ForwardingRouter(Router):
 
     async def _refresh_snapshot(self, every_s: float) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                self._snapshot = await self.node.snapshot()
+            await self.refresh()
             await asyncio.sleep(every_s)
+
+    async def refresh(self) -> None:
+        """Read the leader's wallboard and this node's callers' places again (Redis errors: keep the
+        last copy)."""
+        with contextlib.suppress(Exception):
+            self._snapshot = await self.node.snapshot()
+        with contextlib.suppress(Exception):
+            self._positions = await self.node.positions()
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The leader's wallboard; agents it has not heard of yet as this node sees them."""
@@ -165,6 +185,9 @@ class ForwardingRouter(Router):
             overflow = Overflow(notice.call_id, notice.queue, target, reason)  # type: ignore[arg-type]
             if self.deliver is not None:
                 self.deliver(notice.call_id, overflow)
+        elif notice.op == "wrap_up":
+            if self.record_extra is not None:
+                self.record_extra(notice.call_id, {"wrap_up_s": notice.seconds})
         else:  # gone: the leader had no offer for an answer we reported (the leg should be dropped)
             log.warning("cluster: answer of %s by %s came too late", notice.call_id, notice.agents)
 
@@ -205,13 +228,16 @@ class ForwardingRouter(Router):
     def leave(self, call_id: str, now: float, *, reason: LeaveReason) -> None:
         self._ringing.pop(call_id, None)
         self._callback_ids.discard(call_id)
+        self._positions.pop(call_id, None)  # not its place in a next queue
         self.node.send("leave", call_id=call_id, reason=reason)
 
     def position(self, call_id: str) -> int | None:
-        return None
+        entry = self._positions.get(call_id)
+        return int(entry[0]) if entry else None
 
     def estimated_wait_s(self, call_id: str, now: float) -> float | None:
-        return None
+        entry = self._positions.get(call_id)
+        return None if not entry or entry[1] is None else float(entry[1])
 
     # -- offers (decided by the leader) --------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from callcenter.cluster.messages import Command, Notice, queue_from_json, queue_to_json, to_mono, to_wall
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
-from callcenter.routing.agents import AgentEvent, AgentState
+from callcenter.routing.agents import AgentEvent, AgentState, Transition
 from callcenter.routing.queues import QueueConfig
 from callcenter.routing.router import Offer, OfferGone, Overflow, Router
 
@@ -92,6 +92,10 @@ class LeaderState:
         self._dirty_callers: set[str] = set()
         self._out = Output()
         self._restoring = False
+        # Wrap-up times for the call records (the node holding the call writes wrap_up_s): the node
+        # that reported each agent's call ended, then when and after which node's call the wrap-up began.
+        self._ended_on: dict[str, str] = {}
+        self._wrap_since: dict[str, tuple[float, str]] = {}
         self.dropped: list[str] = []  # callers dropped at restore / with a dead node (for the log)
 
     # -- commands from nodes --------------------------------------------------------------------------
@@ -104,6 +108,7 @@ class LeaderState:
         except (CallcenterError, KeyError, ValueError) as exc:
             log.info("cluster: %s from %s skipped: %r", cmd.op, cmd.node, exc)
         self._note_transitions()
+        self._ended_on.clear()
 
     def _apply(self, cmd: Command, now: float, wall: float) -> None:
         r, op, a = self.router, cmd.op, cmd.args
@@ -164,6 +169,9 @@ class LeaderState:
             self._dirty_callers.add(cmd.call_id)
         elif op == "ended":
             assert cmd.agent is not None
+            talk = self._talks.get(cmd.agent)
+            # taken by _note_transitions when the wrap-up begins (cleared in apply() either way)
+            self._ended_on[cmd.agent] = talk.node if talk is not None and talk.node else cmd.node
             r.call_ended(cmd.agent, now)
             self._talks.pop(cmd.agent, None)
         elif op == "own_started":
@@ -272,6 +280,8 @@ class LeaderState:
             self.router.call_ended(agent, now)
             del self._talks[agent]
         self._note_transitions()
+        for agent in [a for a, (_, n) in self._wrap_since.items() if n == node]:
+            del self._wrap_since[agent]  # nobody left to write those records
 
     # -- timers, dispatch and what to send ------------------------------------------------------------
 
@@ -335,6 +345,7 @@ class LeaderState:
         if board.transitions:
             for t in board.transitions:
                 self._dirty_agents.add(t.agent)
+                self._note_wrap_up(t)
                 if not self._restoring:
                     log_event(
                         log,
@@ -346,6 +357,45 @@ class LeaderState:
                         call_id=t.call_id,
                     )
             board.transitions = []
+
+    def _note_wrap_up(self, t: Transition) -> None:
+        """As the single node's Acd does (``Acd._note_wrap_up``), but the record is the node's to write:
+        a ``wrap_up`` notice to the node that held the call, when the wrap-up ends. Not across a
+        failover: the mirror does not keep wrap-ups (they end at once in a successor)."""
+        if t.after is AgentState.WRAP_UP:
+            node = self._ended_on.pop(t.agent, None)
+            if node is not None and not self._restoring:
+                self._wrap_since[t.agent] = (t.at, node)
+        elif t.before is AgentState.WRAP_UP:
+            began = self._wrap_since.pop(t.agent, None)
+            if began is not None and t.call_id:
+                since, node = began
+                self._out.notices.append(
+                    (
+                        node,
+                        Notice(
+                            "wrap_up",
+                            t.call_id,
+                            self.token,
+                            agents=(t.agent,),
+                            seconds=round(t.at - since, 2),
+                        ),
+                    )
+                )
+
+    # -- waiting callers' places, for the nodes' announcements ------------------------------------------
+
+    def positions(self, now: float) -> dict[str, dict[str, list[Any]]]:
+        """Per node holding callers: call id → [position, estimated wait in seconds or None], as the
+        single node's router answers them (``Router.position`` / ``estimated_wait_s``)."""
+        out: dict[str, dict[str, list[Any]]] = {}
+        for call_id, node in self.caller_node.items():
+            pos = self.router.position(call_id)
+            if pos is None:
+                continue
+            wait = self.router.estimated_wait_s(call_id, now)
+            out.setdefault(node, {})[call_id] = [pos, None if wait is None else round(wait, 1)]
+        return out
 
     # -- the mirror -----------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 - ``cmd`` stream (every node → the leader): :class:`Command` — a caller enqueued or gone, an agent
   defined or changing presence, an offer answered or failed, a bridged call ended.
 - ``node:<id>`` stream (the leader → the node holding the caller): :class:`Notice` — an offer to ring
-  these agents, or an overflow. Each carries the leader's fencing token; a node ignores a notice from a
+  these agents, an overflow, or the end of an agent's wrap-up after a call that node held (its
+  record gets ``wrap_up_s``). Each carries the leader's fencing token; a node ignores a notice from a
   token lower than one it has already seen (a deposed leader's last words).
 
 Times in messages are wall-clock seconds (``time.time()``): monotonic clocks of different machines
@@ -55,7 +56,7 @@ CommandOp = Literal[
     "callback_answered",
     "callback_failed",  # args: retry_in_s (None: given up)
 ]
-NoticeOp = Literal["offer", "overflow", "gone"]
+NoticeOp = Literal["offer", "overflow", "gone", "wrap_up"]  # wrap_up: agents[0]'s ended, after seconds
 
 
 class MessageError(ValueError):
@@ -83,6 +84,7 @@ class Notice:
     callback: bool = False
     target: str | None = None  # overflow target
     reason: str | None = None  # overflow reason (max_wait, full, no_agents) / why gone
+    seconds: float = 0.0  # wrap_up: how long the agent's wrap-up after the call lasted
 
 
 _COMMAND_OPS = frozenset(CommandOp.__args__)  # type: ignore[attr-defined]
@@ -140,6 +142,7 @@ def decode_notice(fields: dict[Any, Any]) -> Notice:
         bool(data.get("callback")),
         _opt_str(data.get("target")),
         _opt_str(data.get("reason")),
+        float(data.get("seconds") or 0.0),
     )
 
 

@@ -6,10 +6,13 @@ Redis keys (``prefix`` default ``cc:``):
 
 - ``leader`` (lock, ``node:token``), ``epoch`` (INCR: fencing tokens) — :mod:`.election`;
 - ``alive:<node>`` — heartbeat, expires after ``ttl_s`` without renewal (SIGKILL → gone);
+- ``nodes`` — hash, per node ever seen: its last heartbeat (wall clock), calls held then, start time
+  (``callcenter cluster status`` / ``GET /api/cluster``, :mod:`.status`);
 - ``cmd`` — stream of :class:`Command` from every node to the leader;
 - ``node:<node>`` — stream of :class:`Notice` from the leader to that node;
 - ``agents``, ``waiting`` — the mirror (:mod:`.leader`), ``applied`` — the last ``cmd`` entry it
-  reflects, ``snapshot`` — the router's wallboard snapshot as JSON for every node's API.
+  reflects, ``snapshot`` — the router's wallboard snapshot as JSON for every node's API,
+  ``positions:<node>`` — that node's waiting callers' places and estimated waits (announcements).
 
 Every leader write (mirror, ``applied``, notices, snapshot) is one call of :data:`FENCED_LUA`, which
 does nothing unless the lock still holds this leader's value: a deposed leader neither corrupts the
@@ -111,6 +114,9 @@ class ClusterNode:
         self._max_token = 0
         self._written_id: Any = None
         self.became_leader = asyncio.Event()  # set while leading (tests and the admin page wait on it)
+        self.calls_held: Callable[[], int] | None = None  # reported with each heartbeat (app: live calls)
+        self.started_wall = 0.0
+        self._position_nodes: set[str] = set()  # nodes whose positions key we last wrote non-empty
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -121,6 +127,7 @@ class ClusterNode:
         # Read our notices from the stream's current end: older ones were for calls of a previous run.
         last = await self.redis.xrevrange(self.key(f"node:{self.node_id}"), count=1)
         notices_from = last[0][0] if last else "0-0"
+        self.started_wall = self.wall()
         await self._heartbeat()
         self.send("hello")  # first in our stream: the leader drops what a previous run of ours held
         self._tasks = [
@@ -225,7 +232,15 @@ class ClusterNode:
     # -- heartbeat and election -----------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        await self.redis.set(self.key(f"alive:{self.node_id}"), "1", px=self.election.ttl_ms)
+        calls = 0
+        if self.calls_held is not None:
+            with contextlib.suppress(Exception):
+                calls = int(self.calls_held())
+        seen = {"at": self.wall(), "calls": calls, "started": self.started_wall}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.key(f"alive:{self.node_id}"), "1", px=self.election.ttl_ms)
+            pipe.hset(self.key("nodes"), self.node_id, json.dumps(seen))
+            await pipe.execute()
 
     async def alive_nodes(self, nodes: set[str]) -> set[str]:
         if not nodes:
@@ -368,6 +383,10 @@ class ClusterNode:
         if snapshot:
             snap = state.router.snapshot(self.clock())
             args += ["set", self.key("snapshot"), json.dumps(snap, separators=(",", ":"), default=str), ""]
+            positions = state.positions(self.clock())
+            for node in sorted(self._position_nodes | set(positions)):  # emptied ones too
+                args += ["set", self.key(f"positions:{node}"), json.dumps(positions.get(node, {})), ""]
+            self._position_nodes = set(positions)
         ok = await self._fenced(keys=[self.key("leader")], args=args)
         if not ok:
             log.warning("cluster: %s is no longer the leader (fenced write refused)", self.node_id)
@@ -375,6 +394,12 @@ class ClusterNode:
         else:
             self._written_id = last_id
         return bool(ok)
+
+    async def positions(self) -> dict[str, list[Any]]:
+        """This node's waiting callers as the leader last wrote them: call id → [position, wait_s]."""
+        raw = await self.redis.get(self.key(f"positions:{self.node_id}"))
+        data = json.loads(raw) if raw else {}
+        return data if isinstance(data, dict) else {}
 
     async def snapshot(self) -> dict[str, Any]:
         """The leader's last wallboard snapshot (empty before there was a leader)."""

@@ -1,6 +1,7 @@
 """What the composition root builds when ``redis_url`` is set: one Redis client, this node's
 :class:`ClusterNode` (heartbeat, election, the leader's dispatcher), the :class:`ForwardingRouter`
-the Acd routes through, and the :class:`EventBridge` for live events. With ``redis_url: null`` none
+the Acd routes through, the :class:`SharedBindings` (agents' registrations on every node) and the
+:class:`EventBridge` for live events. With ``redis_url: null`` none
 of it exists and the single-node server is unchanged.
 """
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from callcenter.cluster.bindings import SharedBindings
 from callcenter.cluster.bridge import EventBridge
 from callcenter.cluster.forwarding import ForwardingRouter
 from callcenter.cluster.node import ClusterNode
@@ -41,11 +43,16 @@ class Cluster:
             auto_available=routing.available_on_register,
         )
         self.router.agents.default_max_chats = routing.default_max_chats
+        # Agents' registrations, seen by every node; the Acd attaches its RegistrationService to it
+        # (it finds it as ``router.bindings``), so the node's REGISTERs are written there.
+        self.bindings = SharedBindings(self.redis, settings.node_id)
+        self.router.bindings = self.bindings
         self.bridge: EventBridge | None = None
 
     async def start(self) -> None:
         """Before the Acd starts (its agent definitions are then forwarded in order)."""
         await self.node.start()
+        await self.bindings.start()
         self.router.start()
 
     async def start_events(self, bus: EventBus) -> None:
@@ -57,5 +64,6 @@ class Cluster:
         if self.bridge is not None:
             await self.bridge.stop()
         await self.router.stop()
+        await self.bindings.stop()
         await self.node.stop()
         await self.redis.aclose()

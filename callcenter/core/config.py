@@ -1109,11 +1109,32 @@ def _env_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             if section not in _SECTIONS or not sub:
                 continue
             key = f"{section}.{sub}"
-            if sub not in _SECTIONS[section].model_fields:
+            found = _section_field(_SECTIONS[section], sub)
+            if found is None:
                 raise ConfigError(f"{key}: unknown key{_suggest(key)} (from {name})")
-            field = _SECTIONS[section].model_fields[sub]
+            path, field = found
+            key = ".".join((section, *path))
         out[key] = (_env_value(raw, field), name)
     return out
+
+
+def _section_field(model: type[BaseModel], name: str) -> tuple[tuple[str, ...], FieldInfo] | None:
+    """``name`` (lower case, after the section) as a field of ``model`` or of one of its subsections:
+    ``protection_trusted`` → (``protection``, ``trusted``). Underscores are ambiguous, so a field of
+    the model itself wins, then the subsection whose name is the longest prefix."""
+    if name in model.model_fields:
+        return (name,), model.model_fields[name]
+    subs = [
+        (sub, base)
+        for sub, f in model.model_fields.items()
+        if isinstance(base := _base_type(f.annotation), type) and issubclass(base, BaseModel)
+    ]
+    for sub, base in sorted(subs, key=lambda s: -len(s[0])):
+        if name.startswith(sub + "_"):
+            found = _section_field(base, name[len(sub) + 1 :])
+            if found is not None:
+                return (sub, *found[0]), found[1]
+    return None
 
 
 def _env_value(raw: str, field: FieldInfo) -> Any:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from callcenter.core.config import SipSettings
 from callcenter.core.logging import log_event
 from callcenter.sip.auth import AuthResult, AuthStatus, DigestAuthenticator, DigestCredentials
 from callcenter.sip.message import SipParseError, SipRequest, make_response
-from callcenter.sip.registrar import Binding, ContactRequest, Registrar
+from callcenter.sip.registrar import Binding, ContactRequest, Registrar, normalize_aor
 from callcenter.sip.transaction import Addr, ServerTransaction, State
 from callcenter.sip.uri import parse_name_addr, parse_uri
 
@@ -38,6 +38,21 @@ class SipResponder(Protocol):
 
 
 BindingListener = Callable[[str, Binding, bool], None]  # (username, binding, registered?)
+
+
+class SharedRegistrations(Protocol):
+    """Bindings shared with other nodes (callcenter/cluster/bindings.py, with ``redis_url``): this node's
+    changes are written there, lookups merge every node's, and the presence listeners are raised by it
+    (through :meth:`RegistrationService.announce`) when an AOR's first or last binding cluster-wide
+    comes or goes — once, on whichever node saw it."""
+
+    def bind(self, username: str, binding: Binding) -> None: ...
+
+    def unbind(self, username: str, binding: Binding) -> None: ...
+
+    def lookup(self, aor: str, local: Sequence[Binding], now: float) -> list[Binding]: ...
+
+    def agents_at(self, origin: tuple[str, str, int]) -> set[str]: ...
 
 
 class RegistrationService:
@@ -62,6 +77,7 @@ class RegistrationService:
             settings.register_min_expires, settings.register_max_expires, settings.register_default_expires
         )
         self.listeners: list[BindingListener] = []
+        self.shared: SharedRegistrations | None = None  # a cluster's shared view (None: this node only)
         # (transport, host, port) a REGISTER came from → the agents bound from there: an INVITE from
         # that address is an agent calling through us (calls/agent_calls.py)
         self._sources: dict[tuple[str, str, int], dict[str, int]] = {}
@@ -217,6 +233,9 @@ class RegistrationService:
             for path in h.get_all("Path"):
                 extra.append(("Path", path))
         self._reply(txn, request, 200, "OK", extra)
+        if self.shared is not None:  # added and refreshed (new expiry), before the removals
+            for binding in result.bindings:
+                self.shared.bind(username, binding)
         for binding in result.added:
             self._notify(username, binding, True)
             log_event(
@@ -251,6 +270,16 @@ class RegistrationService:
             del users[username]
         if not users:
             del self._sources[key]
+        if self.shared is not None:
+            # Presence is the shared view's to raise (announce), when Redis says it changed cluster-wide.
+            if not registered:
+                self.shared.unbind(username, binding)
+            return
+        self.announce(username, binding, registered)
+
+    def announce(self, username: str, binding: Binding, registered: bool) -> None:
+        """Tell the presence listeners (the ACD) that ``username`` got its first binding or lost its
+        last one; here or, in a cluster, wherever the shared view decided it."""
         for listener in self.listeners:
             listener(username, binding, registered)
 
@@ -268,7 +297,10 @@ class RegistrationService:
                 log_event(log, "agent_registration_expired", username=aor, contact=binding.contact)
 
     def lookup(self, username: str) -> list[Binding]:
-        return self.registrar.lookup(username, self.clock())
+        """The phones to ring for ``username``: this node's bindings, and other nodes' in a cluster."""
+        now = self.clock()
+        local = self.registrar.lookup(username, now)
+        return local if self.shared is None else self.shared.lookup(normalize_aor(username), local, now)
 
     def forget(self, username: str, *, unbind: bool = False) -> None:
         """The account changed (new password) or is gone: its cached HA1 is dropped, so the next request
@@ -281,7 +313,11 @@ class RegistrationService:
     # --- agents calling through us (INVITE from a registered contact) --------------------------
     def agents_at(self, source: Addr) -> list[str]:
         """The agents whose phone registered from ``source`` (same transport, address and port)."""
-        return sorted(self._sources.get((source.transport, source.host, source.port), {}))
+        key = (source.transport, source.host, source.port)
+        local = self._sources.get(key, {})
+        if self.shared is None:
+            return sorted(local)
+        return sorted({*local, *self.shared.agents_at(key)})
 
     def proxy_challenge(self, *, stale: bool = False) -> list[tuple[str, str]]:
         """Proxy-Authenticate headers for a 407 (RFC 3261 §22.3), one per digest algorithm."""

@@ -54,6 +54,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "offered_agents",
     "end_reason",
     "recording",
+    "node",  # the node_id of the server that held the call
 )
 # Header values a caller chooses (From display name, To, Call-ID) could start a spreadsheet formula
 # (OWASP "CSV injection"): such cells get a leading apostrophe. Values we generate are left alone.

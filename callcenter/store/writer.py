@@ -46,8 +46,11 @@ class _Row:
 class CallRecordWriter:
     """Batches call-record inserts and updates, keyed by SIP Call-ID, on a background thread."""
 
-    def __init__(self, store: Store, *, max_batch: int = 2000, linger_s: float = 0.2) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = 2000, linger_s: float = 0.2, node: str | None = None
+    ) -> None:
         self._store = store
+        self._node = node  # this server's node_id, on every record it starts (extra["node"])
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._linger_s = linger_s
@@ -168,7 +171,7 @@ class CallRecordWriter:
             if kind == _START:
                 fresh = _Row(None, {"sip_call_id": call_id, "from_uri": op[2], "to_uri": op[3]})
                 fresh.values.update(started_at=op[4], **dict.fromkeys(_UPDATABLE))
-                fresh.values["extra"] = {}
+                fresh.values["extra"] = {"node": self._node} if self._node else {}
                 rows[call_id] = fresh
                 new_rows.append(fresh)
                 continue

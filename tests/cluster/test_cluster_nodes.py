@@ -124,6 +124,8 @@ async def test_leader_killed_the_other_takes_over_with_agents_states(nodes: tupl
     assert leader.router.position(other) == 1  # the caller still waiting kept its place
     # routing goes on under the new leader: bob's call ends, the waiting caller is offered to him
     b.node.send("ended", agent="bob")
+    wrap = await b.next()  # the queue has no wrap-up: it ends at once, and the call's record says so
+    assert (wrap.op, wrap.call_id, wrap.agents, wrap.seconds) == ("wrap_up", offer.call_id, ("bob",), 0.0)
     nxt = await b.next()
     assert (nxt.op, nxt.call_id, nxt.agents, nxt.token) == (
         "offer",

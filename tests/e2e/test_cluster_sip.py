@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from callcenter.testing.baresip import Baresip, write_wav
+from callcenter.testing.baresip import Baresip, tone_energy_fraction, write_wav
 from callcenter.testing.cluster import Cluster, cluster_missing
 from callcenter.testing.pcap import Segment, write_rtp_pcap
 from callcenter.testing.sipp import SippResult, pcap_caller_scenario, run_sipp
@@ -207,3 +207,74 @@ def _wait_logged(cluster: Cluster, event: str, timeout: float = 15.0, **fields: 
         time.sleep(0.1)
     logs = "\n".join(n.log_text()[-1500:] for n in cluster.nodes)
     raise AssertionError(f"no node logged {event} {fields}:\n{logs}")
+
+
+def _tone_caller(tmp_path: Path, name: str, address: str, hold_ms: int = 6000) -> SippResult:
+    """One SIPp caller dialling 300 (the sales queue) at ``address``, sending a 1 kHz tone."""
+    pcap = tmp_path / f"{name}.pcap"
+    t = np.arange(8000 * 10) / 8000
+    write_rtp_pcap(pcap, [Segment(pcm=(6000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16))])
+    return run_sipp(
+        address, tmp_path / name,
+        scenario=str(pcap_caller_scenario(tmp_path, pcap, number="300")),
+        extra=["-d", str(hold_ms)], timeout_s=60,
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("baresip")
+def test_agent_registered_on_one_node_answers_callers_held_by_the_other_even_after_it_dies(
+    tmp_path: Path,
+) -> None:
+    """The registration is shared through Redis (cluster/bindings.py): node A rings an agent whose
+    REGISTER landed on node B, through Kamailio (the binding's Path); with B killed the binding is still
+    there, A still reaches the agent, and the agent's own call through Kamailio is recognised on A."""
+    missing = cluster_missing()
+    if missing:
+        pytest.skip(missing)
+    with Cluster(tmp_path / "cluster", config=_queue_config(tmp_path), ping_interval_s=PING_S) as cluster:
+        cluster.nodes[0].cli("agents", "add", "sam", "--password", "pw-sam", "--skills", "sales:1")
+        account = f"<sip:sam@{cluster.sip_address}>;auth_pass=pw-sam;answermode=auto;regint=600"
+        work = tmp_path / "sam"
+        work.mkdir()
+        phone = Baresip(
+            work, account, audio_wav=write_wav(work / "mic.wav", 90, 600.0), record_dir=work / "heard",
+            life_s=100,
+        )  # fmt: skip
+        phone.start()
+        try:
+            home = _wait_logged(cluster, "agent_registered", username="sam")  # node B
+            other = 1 - home  # node A: holds the callers, never saw sam's REGISTER
+            node_a = cluster.nodes[other]
+            _wait_logged(cluster, "agent_state", agent="sam", state="available")
+
+            first = _tone_caller(tmp_path, "caller1", f"127.0.0.1:{node_a.sip_port}")
+            assert (first.successful, first.failed) == (1, 0), _detail(first)
+            node_a.wait_for_event("agent_answered", agent="sam", timeout=20)
+            (call,) = [c for c in node_a.calls() if c.get("queue") == "sales"]
+            assert call["agent"] == "sam" and call["disposition"] == "answered", call
+            assert cluster.kamailio is not None
+            assert f"INVITE from node 127.0.0.1:{node_a.sip_port}" in cluster.kamailio.log_text()
+            ended = phone.wait_for_output("terminated (duration", timeout=20)
+            assert ended is not None, phone.output()[-3000:]
+            heard = phone.recordings("dec")
+            assert heard, phone.output()[-3000:]
+            assert tone_energy_fraction(heard[-1], 1000) > 0.5  # the caller's tone reached the agent
+
+            # Node B dies: sam's binding stays in Redis; a new caller on A still reaches sam.
+            cluster.kill_node(home)
+            second = _tone_caller(tmp_path, "caller2", f"127.0.0.1:{node_a.sip_port}")
+            assert (second.successful, second.failed) == (1, 0), _detail(second)
+            answered = node_a.events("agent_answered", agent="sam")
+            assert len(answered) == 2, node_a.log_text()[-3000:]
+            calls = [c for c in node_a.calls() if c.get("queue") == "sales"]
+            assert [c["agent"] for c in calls] == ["sam", "sam"], calls
+
+            # sam calls out through Kamailio, which lands on A (B is dead): Kamailio's
+            # X-Callcenter-Source names the phone, so A knows it is sam's call (challenged with 407,
+            # then served as an agent's call to the queue) although A never saw sam's REGISTER.
+            phone.command(f"/dial sip:sales@{cluster.sip_address}")
+            own = node_a.wait_for_event("agent_call", agent="sam", timeout=20)
+            assert own["target"] == "queue:sales", own
+            phone.command("/hangup")
+        finally:
+            phone.stop()
