@@ -260,9 +260,11 @@ def test_agent_registered_on_one_node_answers_callers_held_by_the_other_even_aft
             assert heard, phone.output()[-3000:]
             assert tone_energy_fraction(heard[-1], 1000) > 0.5  # the caller's tone reached the agent
 
-            # Node B dies: sam's binding stays in Redis; a new caller on A still reaches sam.
+            # Node B dies: sam's binding stays in Redis; a new caller on A still reaches sam. When B
+            # led the dispatcher, A takes over once B's lease runs out (up to ttl + retry, ~7 s): the
+            # caller waits through it, so it holds longer than that.
             cluster.kill_node(home)
-            second = _tone_caller(tmp_path, "caller2", f"127.0.0.1:{node_a.sip_port}")
+            second = _tone_caller(tmp_path, "caller2", f"127.0.0.1:{node_a.sip_port}", hold_ms=20000)
             assert (second.successful, second.failed) == (1, 0), _detail(second)
             answered = node_a.events("agent_answered", agent="sam")
             assert len(answered) == 2, node_a.log_text()[-3000:]
