@@ -4,18 +4,15 @@ calls, wrap-up and screen-pop routers over SQLite and a fixed routing snapshot (
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
+from inprocess import InProcessServer
 from playwright.sync_api import Page, expect
 from sqlmodel import Session
 
@@ -34,7 +31,6 @@ from callcenter.events import EventBus
 from callcenter.store import Store
 from callcenter.store.crm import Conversation, Customer, CustomerPhone, Message, Ticket
 from callcenter.store.models import CallRecord
-from callcenter.testing.server import free_port
 
 PASSWORD = "correct-horse-battery"
 CALL = "ended-call@127.0.0.1"
@@ -55,50 +51,23 @@ class Board:
         raise KeyError(username)
 
 
-class InProcessServer:
-    def __init__(self, store: Store, users: UserService) -> None:
-        self.port = free_port(socket.SOCK_STREAM)
-        access = Access(users)
-        board = Board()
-        hub = LiveHub(EventBus(), board.snapshot)
-        app = create_http_app(
-            lambda: {"sip": "up", "db": "up"},
-            routers=[
-                access.router(),
-                create_live_router(hub, access),
-                create_routing_router(board, access),
-                create_calls_router(lambda call_id: None, store, access),
-                create_wrapup_router(store, access, codes=[("resolved", "Resolved")]),
-                create_screen_pop_router(
-                    access, store, CustomerRepo(store.engine), live=lambda call_id: None
-                ),
-                create_pages_router(access),
-            ],
-        )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.started = threading.Event()
-        self.loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            hub.bus.bind()
-            hub.start()
-            task = asyncio.create_task(self.server.serve())
-            while not self.server.started and not task.done():
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await task
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        assert self.started.wait(30), "uvicorn did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+def _serve(store: Store, users: UserService) -> InProcessServer:
+    access = Access(users)
+    board = Board()
+    hub = LiveHub(EventBus(), board.snapshot)
+    app = create_http_app(
+        lambda: {"sip": "up", "db": "up"},
+        routers=[
+            access.router(),
+            create_live_router(hub, access),
+            create_routing_router(board, access),
+            create_calls_router(lambda call_id: None, store, access),
+            create_wrapup_router(store, access, codes=[("resolved", "Resolved")]),
+            create_screen_pop_router(access, store, CustomerRepo(store.engine), live=lambda call_id: None),
+            create_pages_router(access),
+        ],
+    )
+    return InProcessServer(app, hub)
 
 
 @pytest.fixture
@@ -130,7 +99,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProces
         s.commit()
     users = UserService(store.engine)
     users.add_user("sam", "agent", PASSWORD, agent="sam")
-    with InProcessServer(store, users) as running:
+    with _serve(store, users) as running:
         yield running
     store.close()
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
+from inprocess import InProcessServer
 from playwright.sync_api import Page, expect
 from sqlmodel import Session
 
@@ -36,7 +34,6 @@ from callcenter.auth.service import UserService
 from callcenter.events import EventBus
 from callcenter.store import Store, call_public
 from callcenter.store.models import CallRecord
-from callcenter.testing.server import free_port
 from callcenter.tickets import TicketService
 
 PASSWORD = "correct-horse-battery"
@@ -64,52 +61,27 @@ class Board:
         return "sam"
 
 
-class InProcessServer:
-    def __init__(self, store: Store, users: UserService, board: Board, tickets: TicketService) -> None:
-        self.port = free_port(socket.SOCK_STREAM)
-        access = Access(users)
-        hub = LiveHub(EventBus(), board.snapshot)
+def _serve(store: Store, users: UserService, board: Board, tickets: TicketService) -> InProcessServer:
+    access = Access(users)
+    hub = LiveHub(EventBus(), board.snapshot)
 
-        async def call_view(call_id: str) -> Mapping[str, Any] | None:
-            record = await asyncio.to_thread(store.get_call, call_id)
-            return call_public(record) if record is not None else None
+    async def call_view(call_id: str) -> Mapping[str, Any] | None:
+        record = await asyncio.to_thread(store.get_call, call_id)
+        return call_public(record) if record is not None else None
 
-        app = create_http_app(
-            lambda: {"sip": "up", "db": "up"},
-            routers=[
-                access.router(),
-                create_live_router(hub, access),
-                create_routing_router(board, access),
-                create_calls_router(lambda call_id: None, store, access),
-                create_wrapup_router(store, access, codes=[("resolved", "Resolved")], ender=board),
-                tickets_router(tickets.repo, tickets.customers, access=access, calls=call_view),
-                create_pages_router(access),
-            ],
-        )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.started = threading.Event()
-        self.loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            hub.bus.bind()
-            hub.start()
-            task = asyncio.create_task(self.server.serve())
-            while not self.server.started and not task.done():
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await task
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        assert self.started.wait(30), "uvicorn did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+    app = create_http_app(
+        lambda: {"sip": "up", "db": "up"},
+        routers=[
+            access.router(),
+            create_live_router(hub, access),
+            create_routing_router(board, access),
+            create_calls_router(lambda call_id: None, store, access),
+            create_wrapup_router(store, access, codes=[("resolved", "Resolved")], ender=board),
+            tickets_router(tickets.repo, tickets.customers, access=access, calls=call_view),
+            create_pages_router(access),
+        ],
+    )
+    return InProcessServer(app, hub)
 
 
 @pytest.fixture
@@ -148,7 +120,7 @@ def tickets(store: Store) -> Iterator[TicketService]:
 def server(store: Store, board: Board, tickets: TicketService) -> Iterator[InProcessServer]:
     users = UserService(store.engine)
     users.add_user("sam", "agent", PASSWORD, agent="sam")
-    with InProcessServer(store, users, board, tickets) as running:
+    with _serve(store, users, board, tickets) as running:
         yield running
 
 

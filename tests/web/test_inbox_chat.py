@@ -4,17 +4,14 @@ agent replies and the adapter receives the reply; a customer's markup is shown a
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import sys
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
+from inprocess import InProcessServer
 from playwright.sync_api import expect
 
 import callcenter.auth.models  # noqa: F401 - registers the tables
@@ -25,7 +22,6 @@ from callcenter.api.live import LiveHub, create_live_router
 from callcenter.api.pages import create_pages_router
 from callcenter.auth.service import UserService
 from callcenter.events import EventBus, install_log_bridge
-from callcenter.testing.server import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chat"))
 from chat_helpers import World, msg  # noqa: E402
@@ -33,17 +29,15 @@ from chat_helpers import World, msg  # noqa: E402
 PASSWORD = "correct-horse-battery"
 
 
-class InProcessServer:
-    """The chat API, the live channel and the pages on uvicorn in a thread with its own event loop (the
-    engine runs on that loop; the test hands it coroutines)."""
+class ChatServer(InProcessServer):
+    """The chat API, the live channel and the pages; the engine runs on the server's loop (the test
+    hands it coroutines with ``run``)."""
 
     def __init__(self, world: World, users: UserService) -> None:
         self.world = world
-        self.port = free_port(socket.SOCK_STREAM)
-        self.loop = asyncio.new_event_loop()
         access = Access(users)
-        self.bus = EventBus()
-        hub = LiveHub(self.bus)
+        bus = EventBus()
+        hub = LiveHub(bus)
         app = create_http_app(
             lambda: {"ok": True},
             routers=[
@@ -53,38 +47,11 @@ class InProcessServer:
                 create_pages_router(access),
             ],
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.started = threading.Event()
-
-        async def serve() -> None:
-            self.bus.bind()
-            install_log_bridge(self.bus)
-            hub.start()
-            task = asyncio.create_task(self.server.serve())
-            while not self.server.started:
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await task
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        assert self.started.wait(30), "uvicorn did not start"
-        return self
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __exit__(self, *exc: object) -> None:
-        self.run(self.world.engine.aclose())
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(app, hub, on_start=lambda: install_log_bridge(bus), on_stop=world.engine.aclose)
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessServer]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatServer]:
     monkeypatch.setattr(
         "callcenter.auth.passwords._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
@@ -92,13 +59,13 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProces
     users = UserService(world.store.engine)
     users.add_user("al", "agent", PASSWORD, agent="al")
     world.add_agent("al")
-    with InProcessServer(world, users) as running:
+    with ChatServer(world, users) as running:
         yield running
     world.store.close()
 
 
 def test_a_chat_reaches_the_agents_inbox_and_the_reply_reaches_the_customer(
-    server: InProcessServer, browser: Any
+    server: ChatServer, browser: Any
 ) -> None:
     context = browser.new_context(base_url=f"http://127.0.0.1:{server.port}")
     context.set_default_timeout(15_000)

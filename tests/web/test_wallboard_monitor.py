@@ -9,17 +9,14 @@ monitor (calls/monitor.py, tested with real calls in tests/e2e/test_monitor.py).
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
+from inprocess import InProcessServer
 from playwright.sync_api import Page, expect
 
 import callcenter.auth.models  # noqa: F401 - registers the tables
@@ -34,7 +31,6 @@ from callcenter.auth.service import UserService
 from callcenter.calls.monitor import MonitorError
 from callcenter.events import EventBus
 from callcenter.store import Store
-from callcenter.testing.server import free_port
 
 PASSWORD = "correct-horse-battery"
 CALL = "call-with-al@127.0.0.1"
@@ -93,48 +89,22 @@ class RecordingMonitors:
         return self.active.get(call_id)
 
 
-class InProcessServer:
-    def __init__(self, store: Store, users: UserService, monitors: RecordingMonitors) -> None:
-        self.port = free_port(socket.SOCK_STREAM)
-        access = Access(users)
-        board = RoutingBoard()
-        hub = LiveHub(EventBus(), board.snapshot)
-        self.hub = hub
-        app = create_http_app(
-            lambda: {"sip": "up", "db": "up"},
-            routers=[
-                access.router(),
-                create_live_router(hub, access),
-                create_routing_router(board, access),
-                create_reports_router(store, access, sl_by_queue={"sales": 20.0}),
-                create_monitor_router(monitors, access, LIVE.get),
-                create_pages_router(access, live_calls=lambda: list(LIVE.values())),
-            ],
-        )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.started = threading.Event()
-        self.loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            hub.bus.bind()
-            hub.start()
-            task = asyncio.create_task(self.server.serve())
-            while not self.server.started and not task.done():
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await task
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        assert self.started.wait(30), "uvicorn did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+def _serve(store: Store, users: UserService, monitors: RecordingMonitors) -> InProcessServer:
+    access = Access(users)
+    board = RoutingBoard()
+    hub = LiveHub(EventBus(), board.snapshot)
+    app = create_http_app(
+        lambda: {"sip": "up", "db": "up"},
+        routers=[
+            access.router(),
+            create_live_router(hub, access),
+            create_routing_router(board, access),
+            create_reports_router(store, access, sl_by_queue={"sales": 20.0}),
+            create_monitor_router(monitors, access, LIVE.get),
+            create_pages_router(access, live_calls=lambda: list(LIVE.values())),
+        ],
+    )
+    return InProcessServer(app, hub)
 
 
 @pytest.fixture
@@ -154,7 +124,7 @@ def server(
     users = UserService(store.engine)
     users.add_user("sup", "supervisor", PASSWORD, agent="bo")  # rings agent bo's phone
     users.add_user("sue", "supervisor", PASSWORD)  # no linked agent: no phone to ring
-    with InProcessServer(store, users, monitors) as running:
+    with _serve(store, users, monitors) as running:
         yield running
     store.close()
 
