@@ -476,7 +476,7 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})")
 
 
-def _parse_days(key: str) -> list[int]:
+def parse_days(key: str) -> list[int]:
     """``mon``, ``mon-fri``, ``sat,sun`` → weekday numbers (Monday = 0)."""
     days: list[int] = []
     for part in key.lower().replace(" ", "").split(","):
@@ -488,7 +488,8 @@ def _parse_days(key: str) -> list[int]:
     return days
 
 
-def _parse_range(text: str) -> tuple[time, time]:
+def parse_time_range(text: str) -> tuple[time, time]:
+    """``09:00-17:30`` → (start, end); ``24:00`` is the end of the day."""
     m = _RANGE_RE.fullmatch(text.strip())
     if m is None:
         raise ValueError(f"expected a time range like 09:00-17:30, got {text!r}")
@@ -509,12 +510,12 @@ def _check_schedule(timezone: str, weekly: dict[str, list[str]] | None) -> None:
         raise _err(f"{timezone!r} is not a known timezone (e.g. Europe/Berlin)", "timezone") from None
     for key, ranges in (weekly or {}).items():
         try:
-            _parse_days(key)
+            parse_days(key)
         except ValueError as exc:
             raise _err(str(exc), f"weekly.{key}") from None
         for i, text in enumerate(ranges):
             try:
-                _parse_range(text)
+                parse_time_range(text)
             except ValueError as exc:
                 raise _err(str(exc), f"weekly.{key}.{i}") from None
 
@@ -542,9 +543,9 @@ class Schedule(_Model):
             return True
         now = local.time()
         for key, ranges in self.weekly.items():
-            if local.weekday() in _parse_days(key):
+            if local.weekday() in parse_days(key):
                 for text in ranges:
-                    start, end = _parse_range(text)
+                    start, end = parse_time_range(text)
                     if start <= now <= end:
                         return True
         return False

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from callcenter.core.errors import ConfigError
 from callcenter.core.logging import log_event
-from callcenter.ivr.schema import Schedule, _parse_days, _parse_range
+from callcenter.ivr.schema import Schedule, parse_days, parse_time_range
 
 if TYPE_CHECKING:
     from callcenter.core.config import SlaActionSettings, SlaSettings
@@ -96,9 +96,9 @@ class BusinessCalendar:
         if schedule.weekly is not None:
             weekly = {d: [] for d in range(7)}
             for key, ranges in schedule.weekly.items():
-                for day in _parse_days(key):
+                for day in parse_days(key):
                     for text in ranges:
-                        start, end = _parse_range(text)
+                        start, end = parse_time_range(text)
                         weekly[day].append((start, None if end == time.max else end))
             if not any(weekly.values()):
                 raise ConfigError("tickets.sla.calendar.weekly: expected some business hours, got none")
