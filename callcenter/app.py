@@ -68,6 +68,7 @@ from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
 from callcenter.sip.guard import DEFAULT_SCANNERS, GuardSettings
 from callcenter.sip.overload import OverloadSettings
 from callcenter.sip.registration import RegistrationService
+from callcenter.sip.transport.limits import ConnectionLimits
 from callcenter.speech.base import SpeechError, TtsEngine
 from callcenter.speech.cache import PromptSpec
 from callcenter.speech.tts import voice_for
@@ -99,6 +100,7 @@ def _guard_settings(p: SipProtectionSettings) -> GuardSettings:
         auth_failures=p.auth_failures,
         auth_window_s=p.auth_window_s,
         ban_s=p.ban_s,
+        number_scan_failures=p.number_scan_failures,
         max_calls_per_source=p.max_calls_per_source,
         max_calls=p.max_calls,
         retry_after_s=p.retry_after_s,
@@ -160,6 +162,9 @@ class Application:
                 tls_cert=settings.sip.tls_cert,
                 tls_key=settings.sip.tls_key,
                 tls_ca=settings.sip.tls_ca,
+                connections=ConnectionLimits(
+                    **settings.sip.connections.model_dump(), trusted=tuple(settings.sip.protection.trusted)
+                ),
             )
         )
         self.media = MediaEngine(settings.media)
@@ -192,11 +197,13 @@ class Application:
             active_calls=lambda: self.calls.active,
             snapshot=self.acd.snapshot,
             live_rtp=rtp_of_sessions(lambda: self.calls.sessions.values()),
+            sip_connections=self.endpoint.connection_stats,
         )
         self.live = LiveHub(self.bus, self.acd.snapshot)
         self.webhooks = WebhookSender(settings.webhooks)
         self.endpoint.on_invite = self.calls.on_invite
         self.endpoint.on_register = self.registration.on_register
+        self.endpoint.keep_connection = self.registration.has_binding_from  # idle TCP/TLS of phones
         self.http_socket: socket.socket | None = None
         self.db_ok = False
         self.users = UserService(self.store.engine)

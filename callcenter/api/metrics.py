@@ -13,7 +13,10 @@ Series (``callcenter_`` prefix):
 - ``rtp_packets_{received,sent,lost}_total`` counters: calls that ended plus the live calls so far;
 - ``asr_decode_seconds{engine}`` histogram (``asr_decoded`` events with ``decode_s``);
 - ``http_request_duration_seconds{method,route,status}`` histogram (route = the path template, so
-  ``/api/calls/{call_id}`` is one series, unmatched paths are ``unmatched``).
+  ``/api/calls/{call_id}`` is one series, unmatched paths are ``unmatched``);
+- ``sip_connections{transport}`` gauge (open TCP/TLS connections), ``sip_connections_refused_total
+  {transport,limit}`` and ``sip_connections_closed_total{transport,reason}`` counters (the caps and
+  timeouts of callcenter/sip/transport/limits.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class RtpCounts:
 
 
 LiveRtp = Callable[[], Iterable[tuple[str, RtpCounts]]]  # (call id, counts so far) per live call
+# SipEndpoint.connection_stats: transport → {"open", "refused_total", "refused_source", <timeouts>}
+ConnectionStats = Callable[[], dict[str, dict[str, int]]]
 
 
 def rtp_of_sessions(sessions: Callable[[], Iterable[Any]]) -> LiveRtp:
@@ -73,11 +78,13 @@ class Metrics:
         active_calls: Callable[[], int] | None = None,
         snapshot: Callable[[], dict[str, Any]] | None = None,
         live_rtp: LiveRtp | None = None,
+        sip_connections: ConnectionStats | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.active_calls = active_calls
         self.snapshot = snapshot
         self.live_rtp = live_rtp
+        self.sip_connections = sip_connections
         self.calls_total = Counter(
             "callcenter_calls", "Calls ended, by disposition", ["disposition"], registry=self.registry
         )
@@ -171,6 +178,30 @@ class _Collector(Collector):
             for what, value in (("received", rtp.received), ("sent", rtp.sent), ("lost", rtp.lost)):
                 name = f"callcenter_rtp_packets_{what}"
                 yield CounterMetricFamily(name, f"RTP packets {what}", value=value)
+        if m.sip_connections is not None:
+            yield from _connection_families(m.sip_connections())
+
+
+def _connection_families(stats: dict[str, dict[str, int]]) -> Iterator[Any]:
+    open_ = GaugeMetricFamily(
+        "callcenter_sip_connections", "Open SIP TCP/TLS connections", labels=["transport"]
+    )
+    refused = CounterMetricFamily(
+        "callcenter_sip_connections_refused", "Connections closed at once by a cap",
+        labels=["transport", "limit"],
+    )
+    closed = CounterMetricFamily(
+        "callcenter_sip_connections_closed", "Connections closed by a timeout",
+        labels=["transport", "reason"],
+    )
+    for transport, counts in sorted(stats.items()):
+        open_.add_metric([transport], counts.get("open", 0))
+        refused.add_metric([transport, "max_total"], counts.get("refused_total", 0))
+        refused.add_metric([transport, "max_per_source"], counts.get("refused_source", 0))
+        for reason, value in sorted(counts.items()):
+            if reason.endswith("_timeout"):
+                closed.add_metric([transport, reason], value)
+    yield from (open_, refused, closed)
 
 
 class HttpMetricsMiddleware:

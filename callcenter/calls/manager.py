@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from callcenter.calls.admission import Admission, Verdict, dialled_number
 from callcenter.calls.session import CallDeps, CallSession
 from callcenter.core.logging import log_event
 from callcenter.sip.invite import IncomingCall
@@ -25,6 +26,8 @@ class CallManager:
         # INVITEs from agents' registered phones (calls they place through us); when unset, the IVR
         # runtime's ACD serves them (the app sets ``ivr.acd``)
         self.agent_calls: AgentCalls | None = None
+        # which numbers unknown sources may reach (sip.protection.unknown_sources, calls/admission.py)
+        self.admission = Admission(deps.settings)
 
     def on_invite(self, call: IncomingCall) -> None:
         """Called by the SIP endpoint for every new INVITE; never blocks."""
@@ -32,9 +35,12 @@ class CallManager:
             call.reject(503, extra=[("Retry-After", "30")])
             return
         agents = self._agent_calls()
+        claimed = agents is not None and agents.claims(call)
+        if not claimed and not self._admit(call):
+            return
         session = (
             agents.session(call, self.deps)
-            if agents is not None and agents.claims(call)
+            if agents is not None and claimed
             else CallSession(call, self.deps)
         )
         key = f"{call.call_id}\x00{call.remote_tag}"
@@ -50,6 +56,28 @@ class CallManager:
                 log_event(log, "call_crashed", call_id=call.call_id, error=repr(t.exception()))
 
         task.add_done_callback(done)
+
+    def _admit(self, call: IncomingCall) -> bool:
+        """Whether a call from a source that is not an agent's phone goes on; if not, it is answered
+        here: 404 for an unknown source's non-public number (counted by the SIP guard: a scan bans),
+        403 for an origin a trusted proxy named that is banned (its packets come from the proxy, so
+        the guard cannot drop them). Never a media port, never the IVR."""
+        admission = self.admission
+        origin = admission.origin(call.invite, call.source)
+        number = dialled_number(call.invite.uri)
+        decision = admission.decide(origin, number, agent_phone=False)
+        if decision.verdict is Verdict.KNOWN:
+            return True
+        endpoint = self.deps.endpoint
+        guard, now = endpoint.guard, endpoint.now
+        if origin != call.source and guard.banned(origin.host, now):
+            call.reject(403)
+            return False
+        if decision.admitted:
+            return True
+        call.reject(404)
+        guard.number_refused(origin.host, number, now)
+        return False
 
     def _agent_calls(self) -> AgentCalls | None:
         if self.agent_calls is not None:

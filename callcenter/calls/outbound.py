@@ -3,7 +3,20 @@ INVITE answers the trunk's digest challenge (RFC 3261 §22.2, callcenter/sip/cli
 answered call comes back as a leg + RTP session, the same shape as an agent's leg (``RingResult``).
 
 A trunk that refuses our credentials gets one clear ``trunk_auth_failed`` line naming the settings to
-check, and the dial ends as ``failed`` at once (no retry loop, no hang).
+check, and the dial ends as ``failed`` at once (no retry loop, no hang). So does a trunk we cannot
+reach or whose certificate does not verify: the transport fails the INVITE as a local 503
+(RFC 3261 §8.1.3.1), logged once as ``trunk_tls_failed`` with the reason by the TLS transport.
+
+SRTP towards a peer without it (``TrunkRing``). Over TLS with ``media.srtp: optional`` we offer
+RTP/SAVP with SDES keys (RFC 4568). A peer that does not do SRTP answers 488 (§21.4.26), sometimes
+606 or 415. "Optional" then means what it says: the INVITE is re-offered once as plain RTP/AVP, a new
+transaction with CSeq + 1 and the same Call-ID, From tag and To (§8.1.3.5's rule for retried
+requests; liblinphone does the same when encryption is not mandatory). Once a plain retry is
+answered, the peer is remembered (``sip.trunk.srtp_fallback_s``, or until restart) and offered plain
+RTP at once, with one ``trunk_srtp_refused`` line. A gateway answering RTP/AVP to our RTP/SAVP (RFC
+3264 §6 says it must not) is taken the same way. With ``media.srtp: required`` nothing is retried: the
+call fails, logged ``trunk_srtp_refused`` at ERROR with the setting to change. RFC 5939 capability
+negotiation would do this in one offer but few peers support it.
 """
 
 from __future__ import annotations
@@ -14,30 +27,36 @@ import logging
 import re
 import socket
 import ssl
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 from callcenter.calls.agent_leg import AgentRing, CallerInfo, RingTarget
+from callcenter.calls.leg_sdp import SrtpMode
 from callcenter.core.config import Settings, Transport, TrunkSettings
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
+from callcenter.media import sdp
 from callcenter.media.engine import MediaEngine
 from callcenter.media.session import RtpSession
 from callcenter.sip.client_auth import ClientCredentials
 from callcenter.sip.endpoint import SipEndpoint
-from callcenter.sip.message import SipParseError
-from callcenter.sip.outgoing import OutgoingCall
+from callcenter.sip.message import SipParseError, SipResponse
+from callcenter.sip.outgoing import OFFER_REFUSED, OutgoingCall
 from callcenter.sip.transaction import Addr
 from callcenter.sip.transport.tls import DEFAULT_TLS_PORT, peer_context
 from callcenter.sip.uri import format_host, parse_uri
 
 __all__ = [
     "DialResult",
+    "PlainRtpPeers",
+    "TrunkRing",
     "dial",
     "install_trunk",
     "normalise_number",
     "number_uri",
     "outside_dest",
+    "retry_plain",
     "trunk_transport",
 ]
 
@@ -170,6 +189,143 @@ def install_trunk(endpoint: SipEndpoint, settings: Settings) -> None:
     endpoint.client_credentials = chained
 
 
+def retry_plain(mode: SrtpMode, offered_srtp: bool, status: int, retried: bool) -> bool:
+    """Whether a refused offer is re-offered as plain RTP/AVP: only with ``media.srtp: optional``, for an
+    offer that was RTP/SAVP, refused as an offer (415/488/606), and once per call."""
+    return mode == "optional" and offered_srtp and status in OFFER_REFUSED and not retried
+
+
+class PlainRtpPeers:
+    """Peers that took plain RTP after refusing SRTP, offered plain RTP until their time is up (sans-I/O:
+    ``now`` is monotonic seconds; ``forget_s`` None = until restart)."""
+
+    def __init__(self) -> None:
+        self._until: dict[Addr, float] = {}
+
+    def plain(self, peer: Addr, now: float) -> bool:
+        until = self._until.get(peer)
+        if until is not None and now >= until:
+            del self._until[peer]
+            return False
+        return until is not None
+
+    def refused(self, peer: Addr, now: float, forget_s: float | None) -> bool:
+        """Remember ``peer``; True when it was not remembered yet (the moment to say so in the log)."""
+        new = not self.plain(peer, now)
+        self._until[peer] = float("inf") if forget_s is None else now + forget_s
+        return new
+
+
+_PLAIN_PEERS: weakref.WeakKeyDictionary[SipEndpoint, PlainRtpPeers] = weakref.WeakKeyDictionary()
+
+
+class TrunkRing(AgentRing):
+    """The ring of one call out (the trunk, or an outside SIP URI): an AgentRing to a single target
+    that re-offers plain RTP to a peer refusing SRTP (see the module's docstring)."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        media: MediaEngine,
+        settings: Settings,
+        caller: CallerInfo,
+        name: str,
+        target: RingTarget,
+        *,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            media,
+            caller,
+            {name: [target]},
+            ptime_ms=settings.media.ptime_ms,
+            timeout_s=timeout_s,
+            srtp=settings.media.srtp,
+        )
+        self.peer = target.dest
+        trunk = settings.sip.trunk
+        self._forget_s = trunk.srtp_fallback_s if trunk is not None else 3600.0
+        self._peers = _PLAIN_PEERS.setdefault(endpoint, PlainRtpPeers())
+        self._retried = False
+        self._refusal = ""  # how the peer refused SRTP, once it did
+        self.srtp_refused = False  # media.srtp required and the peer would not do SRTP
+
+    @property
+    def transport_error(self) -> str | None:
+        """Why the INVITE never reached the peer (see OutgoingCall.transport_error), else None."""
+        return next((err for _, leg in self._legs if (err := leg.transport_error) is not None), None)
+
+    async def _open_media(self) -> None:
+        await super()._open_media()
+        known = self._peers.plain(self.peer, self.endpoint.now)
+        if known and self.sdp.offer_srtp and self.sdp.srtp == "optional":
+            self._plain_offer()
+
+    def _plain_offer(self) -> bytes:
+        assert self.rtp is not None
+        self.sdp.offer_srtp = False
+        self._offer = self.sdp.offer(self.rtp)
+        return self._offer.to_bytes()
+
+    def _send_invites(self) -> None:
+        super()._send_invites()
+        for _, leg in self._legs:
+            leg.on_offer_refused = self._offer_refused
+
+    def _offer_refused(self, response: SipResponse) -> bytes | None:
+        offered_srtp = self.sdp.offer_srtp
+        if not retry_plain(self.sdp.srtp, offered_srtp, response.status, self._retried):
+            if offered_srtp and self.sdp.srtp == "required" and response.status in OFFER_REFUSED:
+                self.srtp_refused = True
+                log_event(
+                    log,
+                    "trunk_srtp_refused",
+                    level=logging.ERROR,
+                    call_id=self.caller.call_id,
+                    peer=str(self.peer),
+                    status=response.status,
+                    hint="media.srtp is required, so the call fails: the peer does not take RTP/SAVP; "
+                    "media.srtp: optional falls back to plain RTP",
+                )
+            return None
+        self._retried = True
+        self._refusal = f"{response.status} {response.reason}"
+        return self._plain_offer()
+
+    def _accept(self, leg: OutgoingCall, response: SipResponse) -> bool:
+        if self.sdp.offer_srtp and self.sdp.srtp == "optional" and _plain_answer(leg.answer_body):
+            self._refusal = "answered RTP/AVP to RTP/SAVP"
+            self._plain_offer()  # what the peer answered is now our offer's counterpart
+        accepted = super()._accept(leg, response)
+        if accepted and self._refusal and self._peers.refused(self.peer, self.endpoint.now, self._forget_s):
+            log_event(
+                log,
+                "trunk_srtp_refused",
+                level=logging.WARNING,
+                call_id=self.caller.call_id,
+                peer=str(self.peer),
+                refusal=self._refusal,
+                plain_rtp_for_s=self._forget_s,
+                detail="the peer does not do SRTP: calls to it use plain RTP (media.srtp: optional)",
+            )
+        return accepted
+
+
+def _plain_answer(body: bytes) -> bool:
+    """An answer whose first audio stream is plain RTP/AVP(F) without crypto lines."""
+    try:
+        answer = sdp.parse(body)
+    except sdp.SdpParseError:
+        return False
+    audio = next((m for m in answer.media if m.media == "audio" and m.port != 0), None)
+    return (
+        audio is not None
+        and audio.proto.upper() in ("RTP/AVP", "RTP/AVPF")
+        and not any(a.name == "crypto" for a in audio.attributes)
+    )
+
+
 async def dial(
     endpoint: SipEndpoint,
     media: MediaEngine,
@@ -193,14 +349,14 @@ async def dial(
         return DialResult("failed", uri, f"cannot resolve the trunk {host}: {exc}")
     target = RingTarget(uri, dest)
     from_user = caller_id or trunk.from_user or trunk.username or "callcenter"
-    ring = AgentRing(
+    ring = TrunkRing(
         endpoint,
         media,
+        settings,
         CallerInfo(for_call or uri, from_user, display or trunk.from_display),
-        {number: [target]},
-        ptime_ms=settings.media.ptime_ms,
+        number,
+        target,
         timeout_s=timeout_s or trunk.ring_timeout_s,
-        srtp=settings.media.srtp,
     )
     log_event(log, "trunk_dialing", call_id=for_call or None, number=number, uri=uri)
     result = await ring.ring()
@@ -208,16 +364,18 @@ async def dial(
         log_event(log, "trunk_answered", call_id=for_call or None, number=number, leg=result.leg.call_id)
         return DialResult("answered", uri, leg=result.leg, rtp=result.rtp)
     outcome = result.outcomes.get(number, "unreachable")
-    rejected = any(leg.auth_rejected for _, leg in ring._legs)
-    if rejected:
-        detail = "the trunk refused our credentials"
-    else:
-        detail = outcome
+    error = ring.transport_error
     status: Literal["busy", "no_answer", "failed"] = (
         "busy" if outcome == "rejected" else ("no_answer" if outcome == "no_answer" else "failed")
     )
-    if rejected:
-        status = "failed"
+    if any(leg.auth_rejected for _, leg in ring._legs):
+        status, detail = "failed", "the trunk refused our credentials"
+    elif error is not None:  # the trunk never saw the call
+        status, detail = "failed", f"cannot reach the trunk: {error}"
+    elif ring.srtp_refused:
+        status, detail = "failed", "the trunk refused SRTP (media.srtp: required)"
+    else:
+        detail = outcome
     log_event(
         log, "trunk_not_answered", call_id=for_call or None, number=number, outcome=status, detail=detail
     )

@@ -117,6 +117,12 @@ class TrunkSettings(_Section):
         description="over TLS (transport tls or a sips: uri) the trunk's certificate must verify against "
         "sip.tls_ca, else the system's CAs; false = encrypted but unauthenticated",
     )
+    srtp_fallback_s: float | None = Field(
+        3600.0,
+        gt=0,
+        description="with media.srtp optional, a trunk that refused SRTP (488/606 to RTP/SAVP, then took "
+        "plain RTP) is offered plain RTP/AVP at once for this long; null = until restart",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +174,26 @@ class SipProtectionSettings(_Section):
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="networks (CIDR) exempt from rates, bans and the per-source cap",
     )
+    unknown_sources: Literal["public", "any"] = Field(
+        "public",
+        description="calls from unknown sources (not trusted, not an agent's phone): public = only to "
+        "public numbers (404 otherwise), any = to every number",
+    )
+    public_numbers: list[str] = Field(
+        default_factory=list,
+        description="numbers unknown sources may call besides ivr.numbers: exact, or a prefix ending in *",
+    )
+    number_scan_failures: int = Field(
+        10, ge=0, description="distinct non-public numbers within auth_window_s that ban a source (0 = never)"
+    )
+
+    @field_validator("public_numbers")
+    @classmethod
+    def _public_numbers(cls, value: list[str]) -> list[str]:
+        for number in value:
+            if not number or any(c.isspace() for c in number):
+                raise _custom(f"{number!r} is not a number such as 100, +4930123 or a prefix such as +4930*")
+        return value
 
     @field_validator("trusted")
     @classmethod
@@ -178,6 +204,21 @@ class SipProtectionSettings(_Section):
             except ValueError:
                 raise _custom(f"{net!r} is not a network such as 10.0.0.0/8 or 192.0.2.7") from None
         return value
+
+
+class SipConnectionSettings(_Section):
+    """Caps and timeouts of SIP over TCP/TLS connections (callcenter/sip/transport/limits.py), each
+    transport counted on its own; sources in sip.protection.trusted are never refused. 0 = off."""
+
+    max_total: int = Field(2000, ge=0, description="inbound connections open at once, all sources")
+    max_per_source: int = Field(20, ge=0, description="inbound connections open at once from one address")
+    handshake_timeout_s: float = Field(5.0, ge=0, description="seconds a TLS handshake may take")
+    first_message_timeout_s: float = Field(
+        10.0, ge=0, description="seconds to the first complete SIP message, and for any one message"
+    )
+    idle_timeout_s: float = Field(
+        600.0, ge=0, description="seconds without traffic that close a connection no binding or call uses"
+    )
 
 
 class SipOverloadSettings(_Section):
@@ -225,6 +266,7 @@ class SipSettings(_Section):
     )
     protection: SipProtectionSettings = Field(default_factory=SipProtectionSettings)
     overload: SipOverloadSettings = Field(default_factory=SipOverloadSettings)
+    connections: SipConnectionSettings = Field(default_factory=SipConnectionSettings)
     tls_port: int = Field(5061, ge=1, le=65535, description="SIP over TLS port (RFC 3261 §26.2.1)")
     tls_cert: str | None = Field(
         None, description="PEM certificate (chain) for SIP over TLS; `callcenter tls selfsigned` makes one"

@@ -57,7 +57,9 @@ def _canonical_algorithm(algorithm: str) -> str:
 
 
 def _h(algorithm: str, data: str) -> str:
-    return hashlib.new(ALGORITHMS[algorithm], data.encode("utf-8")).hexdigest()
+    # surrogateescape: header bytes that were not UTF-8 reach us as surrogates (sip/parser.py); the
+    # digest is over the bytes the peer sent, so they go back to those bytes instead of raising.
+    return hashlib.new(ALGORITHMS[algorithm], data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: str) -> str:
@@ -386,7 +388,8 @@ class DigestAuthenticator:
         known = ha1 is not None
         # Unknown users cost the same hashing as known ones and get the same answer.
         expected = self._expected_response(creds, ha1.lower() if ha1 else "0" * _HEX_LEN[creds.algorithm])
-        if not (hmac.compare_digest(expected.encode("ascii"), creds.response.encode("ascii")) and known):
+        sent = creds.response.encode("utf-8", "surrogateescape")
+        if not (hmac.compare_digest(expected.encode("ascii"), sent) and known):
             return AuthResult(AuthStatus.FAILED, username=username, reason="wrong credentials")
         # The digest is right, so the peer knows the password: a bad nonce is "stale" (RFC 2617 §3.2.1).
         if creds.nonce_state is not NonceState.VALID:

@@ -48,6 +48,7 @@ from callcenter.sip.transaction import (
     TransactionTimeout,
     server_key,
 )
+from callcenter.sip.transport.limits import ConnectionLimits
 from callcenter.sip.transport.tcp import TcpTransport
 from callcenter.sip.transport.tls import TlsTransport, client_context, server_context
 from callcenter.sip.transport.udp import UdpTransport, open_udp
@@ -77,6 +78,8 @@ class EndpointConfig:
     tls_key: str | None = None
     tls_ca: str | None = None
     overload: OverloadSettings = field(default_factory=OverloadSettings)
+    # Caps and timeouts of TCP/TLS connections (transport/limits.py).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 CallLeg = IncomingCall | OutgoingCall
@@ -91,7 +94,10 @@ class SipEndpoint:
         self.config = config
         self.layer = TransactionLayer()
         self.udp: dict[int, UdpTransport] = {}  # by address family
-        self.tcp = TcpTransport(self.receive_message, self._bad_request, config.max_message_bytes)
+        # A connection a registered phone keeps open, asked before the idle timeout closes it (the
+        # registration service's binding check, set by the application).
+        self.keep_connection: Callable[[Addr], bool] | None = None
+        self.tcp = self._new_tcp()
         self.tls = self._new_tls()
         self.dialogs: dict[tuple[str, str, str], CallLeg] = {}
         self.calls: dict[tuple[str, str], IncomingCall] = {}  # (Call-ID, From tag) of live INVITEs
@@ -164,7 +170,7 @@ class SipEndpoint:
             udp.close()
         self.udp.clear()
         await self.tcp.close()
-        self.tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes)
+        self.tcp = self._new_tcp()
         await self.tls.close()
         self.tls = self._new_tls()
         self.bound_port = 0
@@ -172,16 +178,43 @@ class SipEndpoint:
         for task in list(self._tasks):
             task.cancel()
 
+    def _new_tcp(self) -> TcpTransport:
+        tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes,
+                           self.config.connections)
+        tcp.needed = self.connection_needed
+        return tcp
+
+    def connection_needed(self, peer: Addr) -> bool:
+        """Whether the connection to ``peer`` must stay open though idle: a registration binding, a
+        call or a dialog uses it, and a phone behind NAT is reachable only through the connection it
+        opened (RFC 3261 §18.2.2, RFC 5626 §5.3). Asked once per idle period, so a scan is fine."""
+        if self.keep_connection is not None and self.keep_connection(peer):
+            return True
+        if any(call.source == peer for call in self.calls.values()):
+            return True
+        return any(leg.dialog is not None and leg.dialog.peer == peer for leg in self.dialogs.values())
+
+    def connection_stats(self) -> dict[str, dict[str, int]]:
+        """Per transport (tcp, tls): connections open (in and out, TLS handshakes included), refused
+        by a cap, and closed by each timeout (transport/limits.py), for the metrics."""
+        out: dict[str, dict[str, int]] = {}
+        for name, transport in (("tcp", self.tcp), ("tls", self.tls)):
+            out[name] = {"open": len(transport.table), **transport.table.stats}
+        return out
+
     def _new_tls(self) -> TlsTransport:
         """The TLS transport; its server context is loaded only when a "tls" listen address exists
         (raises ConfigError naming an unreadable certificate or key)."""
         c = self.config
         listens = any(t == "tls" for t, _, _ in c.listen)
         server = server_context(c.tls_cert, c.tls_key) if listens and c.tls_cert and c.tls_key else None
-        return TlsTransport(
+        tls = TlsTransport(
             self.receive_message, self._bad_request, c.max_message_bytes,
             server=server, client=client_context(c.tls_ca), verify=c.tls_ca is not None,
+            limits=c.connections,
         )
+        tls.needed = self.connection_needed
+        return tls
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Endpoint-level background work (a BYE after a missed ACK); kept referenced."""

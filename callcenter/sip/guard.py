@@ -8,6 +8,10 @@
   choice as Kamailio's pike module. The first excess of a source is logged once per minute.
 * **Brute force**: ``auth_failures`` failed digest attempts (wrong password, wrong user) within
   ``auth_window_s`` ban the source for ``ban_s``: everything it sends is dropped until then.
+* **Number scans**: an unknown source dialling numbers that are not public (calls/admission.py) is
+  refused with 404 by the call manager, which tells the guard: ``number_scan_failures`` distinct such
+  numbers within ``auth_window_s`` ban the source as failed digests do. Each source's refusals are
+  logged once a minute at most (``unknown_source_refused``), so a scan does not flood the log.
 * **Concurrent calls**: beyond ``max_calls_per_source`` from one address, or ``max_calls`` in total, a new
   INVITE gets 503 with Retry-After (RFC 3261 §21.5.4) — fast and cheap, so an overload never becomes a
   retransmission storm.
@@ -24,6 +28,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from callcenter.core.logging import log_event
 
@@ -65,6 +70,7 @@ class GuardSettings:
     auth_failures: int = 5  # failed digest attempts in auth_window_s that ban the source
     auth_window_s: float = 60.0
     ban_s: float = 600.0
+    number_scan_failures: int = 10  # distinct non-public numbers in auth_window_s that ban the source
     max_calls_per_source: int = 50  # 0 = no per-source cap
     max_calls: int = 500  # 0 = no cap in total
     retry_after_s: int = 30
@@ -83,6 +89,9 @@ class _Source:
     failures: list[float] = field(default_factory=list)
     banned_until: float = 0.0
     warned_at: float = float("-inf")
+    scans: dict[str, float] = field(default_factory=dict)  # non-public number dialled → when (last)
+    refused_logged_at: float = float("-inf")
+    refused_unlogged: int = 0  # refusals since the last unknown_source_refused line
 
 
 class SipGuard:
@@ -91,7 +100,14 @@ class SipGuard:
         self._trusted = tuple(ipaddress.ip_network(net, strict=False) for net in self.settings.trusted)
         self._scanners = tuple(s.lower() for s in self.settings.scanner_user_agents)
         self._sources: OrderedDict[str, _Source] = OrderedDict()  # least recently seen first
-        self.stats = {"scanners": 0, "rate_limited": 0, "banned_dropped": 0, "bans": 0, "calls_refused": 0}
+        self.stats = {
+            "scanners": 0,
+            "rate_limited": 0,
+            "banned_dropped": 0,
+            "bans": 0,
+            "calls_refused": 0,
+            "numbers_refused": 0,
+        }
 
     # -- requests ---------------------------------------------------------------------------------
     def check(self, host: str, method: str, user_agent: str | None, now: float) -> Verdict:
@@ -139,18 +155,46 @@ class SipGuard:
         if len(src.failures) < s.auth_failures:
             return False
         src.failures.clear()
-        src.banned_until = now + s.ban_s
+        self._ban(src, host, now, reason="auth_failures", username=username, failures=s.auth_failures)
+        return True
+
+    # -- number scans -----------------------------------------------------------------------------
+    def number_refused(self, host: str, number: str, now: float) -> bool:
+        """An unknown source dialled ``number``, which is not public, and was refused: logged (at most
+        once a minute per source, with the count left unlogged since) and counted toward a scan ban.
+        A redial of the same number is not a scan: only distinct numbers count. True when it banned."""
+        s = self.settings
+        self.stats["numbers_refused"] += 1
+        src = self._source(host, now)
+        if now - src.refused_logged_at >= 60.0:
+            log_event(
+                log,
+                "unknown_source_refused",
+                level=logging.WARNING,
+                source=host,
+                number=number[:64],
+                unlogged=src.refused_unlogged,
+            )
+            src.refused_logged_at, src.refused_unlogged = now, 0
+        else:
+            src.refused_unlogged += 1
+        if not s.enabled or s.number_scan_failures <= 0 or self.is_trusted(host):
+            return False
+        scans = {n: t for n, t in src.scans.items() if now - t < s.auth_window_s}
+        scans[number[:64]] = now
+        src.scans = scans
+        if len(scans) < s.number_scan_failures:
+            return False
+        scans.clear()
+        self._ban(src, host, now, reason="number_scan", numbers=s.number_scan_failures)
+        return True
+
+    def _ban(self, src: _Source, host: str, now: float, **fields: Any) -> None:
+        src.banned_until = now + self.settings.ban_s
         self.stats["bans"] += 1
         log_event(
-            log,
-            "sip_source_banned",
-            level=logging.WARNING,
-            source=host,
-            username=username,
-            failures=s.auth_failures,
-            ban_s=s.ban_s,
+            log, "sip_source_banned", level=logging.WARNING, source=host, ban_s=self.settings.ban_s, **fields
         )
-        return True
 
     def banned(self, host: str, now: float) -> bool:
         src = self._sources.get(host)
@@ -161,6 +205,7 @@ class SipGuard:
         if src is not None:
             src.banned_until = 0.0
             src.failures.clear()
+            src.scans.clear()
 
     # -- concurrent calls -------------------------------------------------------------------------
     def call_refused(self, host: str, from_source: int, total: int) -> int | None:

@@ -4,6 +4,12 @@ One :class:`OutgoingCall` per leg (RFC 3261 §13.2): it sends the INVITE, follow
 responses, ACKs a 2xx itself (re-ACKing its retransmissions, §13.2.2.4), CANCELs an unanswered
 leg (§9.1: only once a provisional response arrived), and tears down extra 2xx from forking
 proxies with ACK + BYE.
+
+An offer the peer cannot take (415/488/606) may be re-offered once with another SDP
+(``on_offer_refused``, e.g. plain RTP after a refused RTP/SAVP): a new INVITE transaction with the
+same Call-ID, From tag and To and CSeq + 1, as §8.1.3.5 prescribes for retries of a refused request.
+A request the transport could not deliver ends the leg at once with a local 503
+(``TransportFailure``, §8.1.3.1); ``transport_error`` says why.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callcenter.sip.client_auth import ClientCredentials, authorize, pick_challenge
+from callcenter.sip.client_auth import Challenge, ClientCredentials, authorize, pick_challenge
 from callcenter.sip.dialog import Dialog, new_branch, new_call_id, new_tag
 from callcenter.sip.invite import (
     END_BYE,
@@ -24,13 +30,18 @@ from callcenter.sip.invite import (
     ReinviteHandler,
 )
 from callcenter.sip.message import Headers, SipRequest, SipResponse
-from callcenter.sip.transaction import Addr, ClientTransaction, ServerTransaction
+from callcenter.sip.transaction import Addr, ClientTransaction, ServerTransaction, TransportFailure
 from callcenter.sip.uri import format_host, parse_name_addr
 
 if TYPE_CHECKING:
     from callcenter.sip.endpoint import SipEndpoint
 
 ProvisionalHandler = Callable[[SipResponse], None]
+# Told the 415/488/606 refusing our offer; returns the SDP to offer instead, or None to give up.
+OfferRefusedHandler = Callable[[SipResponse], bytes | None]
+
+# Refusals of the offer itself (RFC 3261 §21.4.13, §21.4.26, §21.6.4) rather than of the call.
+OFFER_REFUSED = frozenset({415, 488, 606})
 
 
 class OutgoingCall:
@@ -55,12 +66,24 @@ class OutgoingCall:
         self.credentials: ClientCredentials | None = None
         self.auth_rejected = False  # the peer refused our credentials
         self._auth_tries = 0
+        self._challenge: Challenge | None = None  # the last one answered, for a re-offer's credentials
+        self.on_offer_refused: OfferRefusedHandler | None = None
+        self._offer_retried = False
         self._ack_bytes: bytes | None = None
         self._answer_body = b""
 
     @property
     def call_id(self) -> str:
         return self.invite.call_id
+
+    @property
+    def transport_error(self) -> str | None:
+        """Why the INVITE never reached the peer (connect refused, certificate refused...), else None."""
+        if self.final.done():
+            response = self.final.result()
+            if isinstance(response, TransportFailure):
+                return response.error
+        return None
 
     @property
     def answer_body(self) -> bytes:
@@ -105,8 +128,16 @@ class OutgoingCall:
                 self.on_provisional(response)
             return
         if status >= 300:
-            if status in (401, 407) and self.state in ("calling", "early") and self._retry_with_credentials(
-                response
+            if (
+                status in (401, 407)
+                and self.state in ("calling", "early")
+                and self._retry_with_credentials(response)
+            ):
+                return
+            if (
+                status in OFFER_REFUSED
+                and self.state in ("calling", "early")
+                and self._retry_with_offer(response)
             ):
                 return
             if self.state in ("calling", "early"):
@@ -172,12 +203,35 @@ class OutgoingCall:
                 creds.on_rejected(response.status, challenge.realm)
             return False
         self._auth_tries += 1
-        self.invite = authorize(self.invite, challenge, creds, branch=new_branch())
+        self._challenge = challenge
+        self._resend(authorize(self.invite, challenge, creds, branch=new_branch()))
+        return True
+
+    def _retry_with_offer(self, response: SipResponse) -> bool:
+        """Re-offer once after a 415/488/606 when ``on_offer_refused`` has another SDP (§8.1.3.5 rules:
+        new transaction, CSeq + 1, same Call-ID, From and To). Credentials already accepted go along,
+        freshly computed; should the peer challenge again, that challenge is answered as a first one."""
+        if self.on_offer_refused is None or self._cancel_wanted or self._offer_retried:
+            return False
+        body = self.on_offer_refused(response)
+        if body is None:
+            return False
+        self._offer_retried = True
+        invite = _with_body(self.invite, body)
+        if self._challenge is not None and self.credentials is not None:
+            self._auth_tries = 0
+            self._resend(authorize(invite, self._challenge, self.credentials, branch=new_branch()))
+        else:
+            self._resend(_next_cseq(invite, new_branch()))
+        return True
+
+    def _resend(self, invite: SipRequest) -> None:
+        """Send ``invite`` as a new INVITE transaction of this leg (after a 401/407 or a refused offer)."""
+        self.invite = invite
         self.state = "calling"
         txn = self.endpoint.send_request(self.invite, self.dest)
         txn.user_data = self
         self.client_txn = txn
-        return True
 
     def _send_ack(self, dialog: Dialog) -> None:
         host, port = self.endpoint.local_addr_for(self.dest)
@@ -221,6 +275,26 @@ class OutgoingCall:
             self.endpoint.unregister_dialog(self.dialog.key)
         if not self.ended.done():
             self.ended.set_result(how)
+
+
+def _with_body(request: SipRequest, body: bytes) -> SipRequest:
+    return SipRequest(request.method, request.uri, request.headers.copy(), body)
+
+
+def _next_cseq(request: SipRequest, branch: str) -> SipRequest:
+    """``request`` again as a new transaction: top Via with ``branch``, CSeq + 1 (§8.1.3.5)."""
+    number, method = request.cseq()
+    out = SipRequest(request.method, request.uri, Headers(), request.body)
+    top_done = False
+    for name, value in request.headers:
+        if name == "Via" and not top_done:
+            top_done = True
+            via, sep, rest = value.partition(";branch=")
+            value = f"{via};branch={branch}" + (";" + rest.partition(";")[2] if sep and ";" in rest else "")
+        elif name == "CSeq":
+            value = f"{number + 1} {method}"
+        out.headers.add(name, value)
+    return out
 
 
 def build_invite(

@@ -194,6 +194,12 @@ class StreamFramer:
         """The stream's framing is lost: close the connection once the returned messages are handled."""
         return self._error is not None
 
+    @property
+    def partial(self) -> bool:
+        """Part of a message is buffered, waiting for the rest (mere CR/LF keep-alive bytes are not:
+        after `feed()` the buffer is empty, a CR/LF prefix of a ping, or starts a message)."""
+        return bool(self._buf) and self._buf[0] not in (13, 10)
+
     def feed(self, data: bytes) -> list[SipMessage]:
         if self._error is not None:
             raise self._error

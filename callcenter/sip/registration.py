@@ -319,6 +319,11 @@ class RegistrationService:
             return sorted(local)
         return sorted({*local, *self.shared.agents_at(key)})
 
+    def has_binding_from(self, source: Addr) -> bool:
+        """Whether a live binding on this node was registered from ``source``: the connection to keep
+        open while it lasts, the only way to reach a phone behind NAT (RFC 5626 §5.3)."""
+        return (source.transport, source.host, source.port) in self._sources
+
     def proxy_challenge(self, *, stale: bool = False) -> list[tuple[str, str]]:
         """Proxy-Authenticate headers for a 407 (RFC 3261 §22.3), one per digest algorithm."""
         now = self.clock()

@@ -7,6 +7,10 @@ are absorbed here; the TU sees each request and each response once.
 
 Timer names follow §17 (A–K) and RFC 6026 (L, M). Over reliable transports the retransmit timers
 (A, E, G) never run and the wait timers D, I, J, K are zero.
+
+A request the transport could not deliver (connect refused, TLS certificate refused, handshake timed
+out) comes back as a :class:`TransportFailure`, a local 503: its client transaction ends at once and
+the TU sees the 503 (§17.1.4, §8.1.3.1) instead of waiting for timer B.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from callcenter.sip.message import Headers, SipParseError, SipRequest, SipResponse
+from callcenter.sip.parser import parse_message
 from callcenter.sip.uri import Via, parse_name_addr, parse_via
 
 T1 = 0.5
@@ -84,6 +89,33 @@ class StrayResponse:
 
 
 Event = RequestReceived | ResponseReceived | TransactionTimeout | StrayResponse
+
+
+class TransportFailure(SipResponse):
+    """The 503 a transport error stands for (§8.1.3.1), made here and never sent; ``error`` says what
+    failed ("connection refused", "certificate verify failed: self-signed certificate", ...)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, request: SipRequest, error: str) -> None:
+        headers = Headers()
+        for name, value in request.headers:
+            if name in ("Via", "From", "To", "Call-ID", "CSeq"):  # what matches it to its transaction
+                headers.add(name, value)
+        super().__init__(503, "Service Unavailable", headers)
+        self.error = error
+
+
+def transport_failure(data: bytes, error: str) -> TransportFailure | None:
+    """For bytes a transport could not deliver: the local 503 their request's client transaction must
+    hear (the transport hands it in as if received), or None for an ACK, a response or garbage."""
+    try:
+        message = parse_message(data)
+    except SipParseError:
+        return None
+    if not isinstance(message, SipRequest) or message.method == "ACK":
+        return None
+    return TransportFailure(message, error)
 
 
 # --- transactions ----------------------------------------------------------------------------
@@ -177,6 +209,13 @@ class ClientTransaction(_Transaction):
     def receive(self, response: SipResponse, now: float) -> None:
         status = response.status
         state = self.state
+        if isinstance(response, TransportFailure):
+            # §17.1.4: inform the TU and go straight to Terminated (no ACK: nothing could carry it).
+            if state in (State.CALLING, State.TRYING, State.PROCEEDING):
+                self.final_response = response
+                self.layer.events.append(ResponseReceived(response, self))
+                self._terminate()
+            return
         if self.is_invite:
             if state in (State.CALLING, State.PROCEEDING):
                 if status < 200:

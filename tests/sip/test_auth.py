@@ -375,6 +375,32 @@ def test_malformed_credentials_fail(auth: DigestAuthenticator, header: str) -> N
     assert calls == []  # refused before any database lookup
 
 
+@pytest.mark.parametrize("field", ["username", "cnonce", "uri"])
+def test_bytes_that_are_not_utf8_fail_instead_of_crashing(auth: DigestAuthenticator, field: str) -> None:
+    """The parser keeps foreign header bytes as surrogates (a flood sent some): the digest is computed
+    over the bytes sent, so such credentials are just wrong, never an exception."""
+    nonce = nonce_of(auth, 0.0)
+    odd = b"al\xffice".decode("utf-8", "surrogateescape")
+    header = authorization(nonce)
+    if field == "username":
+        header = header.replace('username="alice"', f'username="{odd}"')
+    elif field == "cnonce":
+        header = header.replace('cnonce="0a4f113b"', f'cnonce="{odd}"')
+    else:
+        header = header.replace(f'uri="{URI}"', f'uri="{URI};x={odd}"')
+    result = auth.check("REGISTER", URI, header, 0.0, lookup)
+    assert result.status is AuthStatus.FAILED
+
+
+def test_a_response_that_is_not_utf8_fails_instead_of_crashing(auth: DigestAuthenticator) -> None:
+    nonce = nonce_of(auth, 0.0)
+    good = authorization(nonce)
+    response = parse_auth_params(good)[1]["response"]
+    odd = response[:-1] + b"\xff".decode("utf-8", "surrogateescape")
+    assert auth.check("REGISTER", URI, good.replace(response, odd), 0.0, lookup).status is AuthStatus.FAILED
+    assert auth.check("REGISTER", URI, good, 0.0, lookup).status is AuthStatus.OK
+
+
 # -- header parsing -----------------------------------------------------------------------------------
 
 

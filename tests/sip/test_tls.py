@@ -143,7 +143,8 @@ async def test_server_connects_out_over_tls_and_verifies_with_tls_ca(
     certs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """Two endpoints: the second sends OPTIONS to the first over a TLS connection it opens itself;
-    with a CA that does not match, the connection is refused and nothing is delivered."""
+    with a CA that does not match, the connection is refused, nothing is delivered and the request
+    fails at once as a transport error."""
     target = await start_tls_server(certs)
     trusting = SipEndpoint(EndpointConfig(listen=[("udp", "127.0.0.1", 0)], tls_ca=str(certs[0])))
     other_cert, _ = make_self_signed(tmp_path / "other", ["127.0.0.1"])
@@ -153,7 +154,8 @@ async def test_server_connects_out_over_tls_and_verifies_with_tls_ca(
     try:
         dest = Addr("tls", "127.0.0.1", target.port)
         assert await options(trusting, dest) == 200
-        assert await options(distrusting, dest) is None  # the handshake fails: the transaction times out
+        # the handshake fails: the transaction ends at once with a local 503 (RFC 3261 §8.1.3.1)
+        assert await options(distrusting, dest) == 503
     finally:
         for ep in (trusting, distrusting, target.ep):
             await ep.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from callcenter.core.errors import ConfigError
 from callcenter.core.logging import log_event
 from callcenter.sip.transaction import Addr
+from callcenter.sip.transport.limits import ConnectionLimits
 from callcenter.sip.transport.tcp import BadRequestSink, MessageSink, TcpTransport
 
 log = logging.getLogger("callcenter.sip.tls")
@@ -79,8 +80,9 @@ class TlsTransport(TcpTransport):
         server: ssl.SSLContext | None,
         client: ssl.SSLContext,
         verify: bool,
+        limits: ConnectionLimits | None = None,
     ) -> None:
-        super().__init__(on_message, on_bad_request, max_size)
+        super().__init__(on_message, on_bad_request, max_size, limits)
         self._server = server
         self._client = client
         self._verify = verify
@@ -98,21 +100,22 @@ class TlsTransport(TcpTransport):
             raise ConfigError("sip.transports has tls but sip.tls_cert / sip.tls_key are not set")
         return self._server
 
-    async def _connect(self, dest: Addr) -> None:
-        await super()._connect(dest)
+    def _connect_failed(self, dest: Addr, unsent: list[bytes], error: str) -> None:
         peer = self._peers.get((dest.host, dest.port))
-        if peer is not None and dest not in self.connections:
-            # A configured peer (the trunk) we could not reach or did not trust: say so loudly, with the
-            # settings to check; the handshake error itself is on the sip_tls_connect_failed line.
+        if peer is not None:
+            # A configured peer (the trunk) we could not reach or did not trust: one clear line with the
+            # reason and the settings to check, once per attempt however many calls waited for it.
             log_event(
                 log,
-                "sip_tls_peer_refused",
+                "trunk_tls_failed",
                 level=logging.WARNING,
                 dest=str(dest),
                 server_name=peer[1],
                 verified=peer[0].verify_mode != ssl.CERT_NONE,
+                error=error,
                 hint="check the peer's certificate against sip.tls_ca (sip.trunk.tls_verify: false skips it)",
             )
+        super()._connect_failed(dest, unsent, error)
 
     def _client_ssl(self, dest: Addr) -> tuple[ssl.SSLContext | None, str | None]:
         peer = self._peers.get((dest.host, dest.port))
