@@ -106,16 +106,34 @@ def create_chat_router(
         want = "assigned" if state == "open" else "waiting"
         if state == "waiting" and agent is not None:
             return []
-        return [c.summary() for c in engine.conversations(agent) if c.state == want]
+        found = [c.summary() for c in engine.conversations(agent) if c.state == want]
+        remote = getattr(engine.remote, "summaries", None)
+        if remote is not None:  # cluster mode: the chats other nodes hold, as they last wrote them
+            here = {r["id"] for r in found}
+            shown = "open" if state == "open" else "waiting"
+            found += [
+                r
+                for r in await remote()
+                if r.get("id") not in here
+                and r.get("state") == shown
+                and (agent is None or r.get("agent") == agent)
+            ]
+            found.sort(key=lambda r: int(r.get("id") or 0))
+        return found
 
     @router.get("/api/chats/{conversation_id}")
     async def get_chat(conversation_id: int, principal: Principal = staff) -> dict[str, Any]:
         agent = mine(principal)
         live = engine.live(conversation_id)
+        held = await _held_elsewhere(conversation_id) if live is None else None
         if live is not None:
             if agent is not None and live.agent != agent:
                 raise not_found(conversation_id)
             info = live.summary()
+        elif held is not None:
+            if agent is not None and held.get("agent") != agent:
+                raise not_found(conversation_id)
+            info = {k: v for k, v in held.items() if k not in ("language", "node")}
         else:
             conv = await asyncio.to_thread(engine.store.conversation, conversation_id)
             if conv is None or (agent is not None and conv.agent != agent):
@@ -127,13 +145,20 @@ def create_chat_router(
         if suggester is not None and info.get("state") == "open":
             said = [str(m.get("text", "")) for m in messages if m.get("speaker") == "caller"]
             said = said[-ASSIST_MESSAGES:]
-            language = live.language if live is not None else None
+            language = live.language if live is not None else (held or {}).get("language")
             out["suggestions"] = await _suggestions(suggester, " ".join(said), language)
         return out
+
+    async def _held_elsewhere(conversation_id: int) -> dict[str, Any] | None:
+        """Cluster mode: the summary of a chat another node holds."""
+        summary = getattr(engine.remote, "summary", None)
+        return await summary(conversation_id) if summary is not None else None
 
     def act_error(conversation_id: int, exc: ChatError) -> HTTPException:
         if exc.reason == "not_found":
             return not_found(conversation_id)
+        if exc.reason == "unavailable":
+            return HTTPException(503, str(exc), headers={"Retry-After": "2"})
         return HTTPException(422 if exc.reason == "invalid" else 409, str(exc))
 
     @router.post("/api/chats/{conversation_id}/messages", status_code=201)
@@ -160,10 +185,16 @@ def create_chat_router(
     async def hand_back(conversation_id: int, principal: Principal = staff) -> dict[str, Any]:
         agent = mine(principal)
         live = engine.live(conversation_id)
-        if live is None or (agent is not None and live.agent != agent):
+        holder = live.agent if live is not None else None
+        if live is None:
+            held = await _held_elsewhere(conversation_id)
+            holder = held.get("agent") if held is not None else None
+            if held is None:
+                raise not_found(conversation_id)
+        if agent is not None and holder != agent:
             raise not_found(conversation_id)
         try:
-            await engine.hand_back(conversation_id, agent=live.agent or "")
+            await engine.hand_back(conversation_id, agent=holder or "")
         except ChatError as exc:
             raise act_error(conversation_id, exc) from None
         return {"id": conversation_id, "state": "waiting"}
@@ -184,6 +215,8 @@ def create_chat_router(
         except ChatError as exc:
             raise act_error(conversation_id, exc) from None
         live = engine.live(conversation_id)
+        if live is None and (held := await _held_elsewhere(conversation_id)) is not None:
+            return held
         return live.summary() if live is not None else {"id": conversation_id}
 
     @router.post("/api/chats/away")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from callcenter.calls.agent_calls import AgentCalls
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
 from callcenter.calls.callback import CallbackRunner, ask_callback_number, confirm_and_hang_up
-from callcenter.calls.outbound import install_trunk, normalise_number, number_uri, outside_dest
+from callcenter.calls.outbound import TrunkRing, install_trunk, normalise_number, number_uri, outside_dest
 from callcenter.calls.talk import LiveTalk
 from callcenter.calls.transfer import HoldLog, names_dialog, parse_replaces
 from callcenter.core.config import QueueSettings, Settings
@@ -960,14 +960,9 @@ class Acd:
         except OSError as exc:
             return f"cannot resolve {parsed.host_for_socket}: {exc}"
         ring_target = RingTarget(str(parsed), dest)
-        return AgentRing(
-            self.endpoint,
-            self.media,
-            info,
-            {target.value: [ring_target]},
-            ptime_ms=self.settings.media.ptime_ms,
-            timeout_s=timeout_s,
-            srtp=self.settings.media.srtp,
+        # a TrunkRing: re-offers plain RTP to a trunk/peer refusing SRTP under media.srtp optional
+        return TrunkRing(
+            self.endpoint, self.media, self.settings, info, target.value, ring_target, timeout_s=timeout_s
         )
 
     async def notify_refer(self, leg: Any) -> None:
@@ -1150,6 +1145,9 @@ class Acd:
         the caller's position and estimated wait."""
         try:
             music = await control.hold_music(request.hold_music)
+            wait_place = getattr(self.router, "wait_for_place", None)  # a cluster's leader places callers
+            if request.announce_position and wait_place is not None:
+                await wait_place(call_id)  # bounded: the first announcement says the place when known
             while True:
                 items = list(request.announce)
                 if request.announce_position:

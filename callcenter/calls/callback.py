@@ -224,6 +224,22 @@ class CallbackRunner:
             acd._kick()
         return restored
 
+    async def number(self, call_id: str) -> str | None:
+        """The number to call back: remembered here, or (a cluster: the callback was left on a node
+        that died, and the leader handed its entry to this one) a pending row of the shared book."""
+        number = self.numbers.get(call_id)
+        if number is not None or self.book is None:
+            return number
+        try:
+            row = await asyncio.to_thread(self.book.get, call_id)
+        except Exception as exc:  # noqa: BLE001 - the database is away: the entry is tried again later
+            log_event(log, "callback_not_read", level=logging.ERROR, call_id=call_id, error=repr(exc))
+            return None
+        if row is None or row.status != PENDING:
+            return None
+        self._remember(row)
+        return row.number
+
     def _remember(self, row: CallbackRequest) -> None:
         self.numbers[row.call_id] = row.number
         self.attempts[row.call_id] = row.attempts
@@ -253,7 +269,7 @@ class CallbackRunner:
     async def run(self, offer: Offer) -> None:
         acd, router = self.acd, self.acd.router
         call_id = offer.call_id
-        number = self.numbers.get(call_id)
+        number = await self.number(call_id)
         if number is None:  # not ours after all: give the agents back
             for name in offer.agents:
                 router.offer_failed(call_id, name, acd.clock(), missed=False)

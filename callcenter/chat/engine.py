@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from callcenter.chat.flowtext import ArticleKb, ChatCallControl
 from callcenter.chat.model import ChatChannel, Deliver, Inbound, Outbound, OutboundKind
@@ -48,12 +48,16 @@ from callcenter.routing.agents import Agent
 from callcenter.store.db import utcnow
 from callcenter.tickets.service import HandledCall, Turn
 
+if TYPE_CHECKING:
+    from callcenter.store.crm import Conversation
+
 __all__ = [
     "ChatError",
     "ConversationEngine",
     "ConversationState",
     "FlowSource",
     "LiveChat",
+    "RemoteChats",
     "TRANSITIONS",
 ]
 
@@ -86,11 +90,15 @@ _SPEAKER_SENDER = {"caller": "customer", "bot": "bot", "system": "system"}
 _TEXT_MAX = 10_000
 
 
+ChatErrorReason = Literal["not_found", "invalid", "state", "unavailable"]
+
+
 class ChatError(CallcenterError):
     """A chat action that cannot apply: ``reason`` is ``not_found`` (no such open conversation, or not
-    yours), ``invalid`` (no such queue or agent) or ``state`` (e.g. not with an agent)."""
+    yours), ``invalid`` (no such queue or agent), ``state`` (e.g. not with an agent) or ``unavailable``
+    (cluster: the node holding the conversation did not answer)."""
 
-    def __init__(self, message: str, reason: Literal["not_found", "invalid", "state"] = "state") -> None:
+    def __init__(self, message: str, reason: ChatErrorReason = "state") -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -105,6 +113,20 @@ def _inbound_text(msg: Inbound) -> str:
     where = msg.media.get("url") or msg.media.get("PicUrl") or msg.media.get("Url") or ""
     note = f"[{msg.kind}{': ' + str(where) if where else ''}]"
     return f"{note} {text}".strip()[:_TEXT_MAX]
+
+
+class RemoteChats(Protocol):
+    """The engine's other nodes (cluster mode, :mod:`callcenter.chat.cluster`): None on one node."""
+
+    async def inbound(self, message: Inbound) -> int | None: ...
+    async def opened(self, live: LiveChat) -> None: ...
+    def changed(self, live: LiveChat) -> None: ...
+    async def closed(self, live: LiveChat) -> None: ...
+    async def outbound(self, out: Outbound) -> None: ...
+    async def lookup(self, channel: str, account: str, visitor: str) -> tuple[int, str | None] | None: ...
+    async def forward(self, conversation_id: int, op: str, args: dict[str, Any]) -> dict[str, Any] | None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -165,6 +187,8 @@ class LiveChat:
         if target is None:
             raise ChatError(f"conversation {self.id} is {self.state}: cannot {action}")
         self.state = target
+        if self.engine.remote is not None:
+            self.engine.remote.changed(self)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -184,15 +208,20 @@ class LiveChat:
 
     # -- lifecycle (one TaskGroup per conversation) --------------------------------------------------------
 
-    def start(self, flow: tuple[Flow, Services] | None, *, requeue: str | None = None) -> None:
+    def start(
+        self, flow: tuple[Flow, Services] | None, *, requeue: str | None = None, held: bool = False
+    ) -> None:
         """Run the flow; or, for a conversation a restart found with or waiting for an agent, go straight
-        back into queue ``requeue``."""
-        self._main = asyncio.create_task(self._run(flow, requeue), name=f"chat-{self.id}")
+        back into queue ``requeue``; or (``held``: taken over, cluster mode) just stay with its agent."""
+        self._main = asyncio.create_task(self._run(flow, requeue, held), name=f"chat-{self.id}")
 
-    async def _run(self, flow: tuple[Flow, Services] | None, requeue: str | None = None) -> None:
+    async def _run(
+        self, flow: tuple[Flow, Services] | None, requeue: str | None = None, held: bool = False
+    ) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            self.spawn(self._flow(flow) if requeue is None else self._back_in_queue(requeue))
+            if not held:
+                self.spawn(self._flow(flow) if requeue is None else self._back_in_queue(requeue))
             await self._closed.wait()
             for task in list(self._tasks):
                 task.cancel()
@@ -433,11 +462,31 @@ class ConversationEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatch_due = False
         self.delivery_failures = 0
+        self._watching: dict[str, Callable[[str], bool]] = {}
+        self.remote: RemoteChats | None = None  # cluster mode: the other nodes (chat/cluster.py)
 
     # -- ChatEngine ----------------------------------------------------------------------------------------
 
-    def register_channel(self, channel: ChatChannel, deliver: Deliver) -> None:
+    def register_channel(
+        self, channel: ChatChannel, deliver: Deliver, *, watching: Callable[[str], bool] | None = None
+    ) -> None:
+        """``watching(visitor)``: whether this node serves that visitor's connections (cluster mode:
+        messages another node sends them are delivered here too)."""
         self._channels[channel] = deliver
+        if watching is not None:
+            self._watching[channel] = watching
+
+    async def deliver_here(self, out: Outbound) -> None:
+        """A message another node sent: to the visitor's connections on this node, if any."""
+        watching = self._watching.get(out.channel)
+        deliver = self._channels.get(out.channel)
+        if watching is None or deliver is None or not watching(out.visitor):
+            return
+        try:
+            await deliver(out)
+        except Exception as exc:  # noqa: BLE001 - the holder stored it; the widget's history has it
+            log_event(log, "chat_undelivered", level=logging.WARNING, conversation_id=out.conversation_id,
+                      error=str(exc))  # fmt: skip
 
     async def receive(self, message: Inbound) -> int | None:
         now = self.clock.now()
@@ -465,6 +514,11 @@ class ConversationEngine:
         key = (message.channel, message.account, message.visitor)
         started = False
         live = self._open.get(key)
+        if live is None and self.remote is not None:
+            taken = await self.remote.inbound(message)  # held by another node: it takes the message
+            if taken is not None:
+                return taken
+            live = self._open.get(key)  # taken over from a dead node just now, or none anywhere
         if live is None:
             lock = self._opening.setdefault(key, asyncio.Lock())
             async with lock:
@@ -502,6 +556,8 @@ class ConversationEngine:
         log_event(
             log, "chat_started", conversation_id=conv_id, channel=message.channel, account=message.account
         )
+        if self.remote is not None:
+            await self.remote.opened(live)
         live.start(self._choose_flow(message.channel, message.account))
         self.poke()
         return live
@@ -510,10 +566,28 @@ class ConversationEngine:
         self, channel: ChatChannel, account: str, visitor: str, limit: int = 50
     ) -> list[Outbound]:
         live = self._open.get((channel, account, visitor))
+        if live is None and self.remote is not None:  # held by another node: the shared store has it
+            found = await self.remote.lookup(channel, account, visitor)
+            if found is None:
+                return []
+            conv_id, agent = found
+            rows = await asyncio.to_thread(self.store.messages, conv_id, limit)
+            return [self._outbound_of(conv_id, channel, account, visitor, agent, m) for m in rows]
         if live is None:
             return []
         rows = await asyncio.to_thread(self.store.messages, live.id, limit)
         return [self._outbound(live, m) for m in rows]
+
+    def live_for(self, channel: str, account: str, visitor: str) -> LiveChat | None:
+        return self._open.get((channel, account, visitor))
+
+    @staticmethod
+    def _outbound_of(
+        conv_id: int, channel: ChatChannel, account: str, visitor: str, agent: str | None, m: StoredMessage
+    ) -> Outbound:
+        sender = _SPEAKER_SENDER.get(m.speaker) or agent or "agent"
+        kind: OutboundKind = "system" if m.speaker == "system" else "text"
+        return Outbound(conv_id, channel, account, visitor, kind, m.text, sender, m.at)
 
     def _outbound(self, live: LiveChat, m: StoredMessage) -> Outbound:
         sender = _SPEAKER_SENDER.get(m.speaker) or live.agent or "agent"
@@ -566,6 +640,8 @@ class ConversationEngine:
             dict(extra or {}),
         )
         self._event_message(live, stored)
+        if self.remote is not None:
+            await self.remote.outbound(out)
         deliver = self._channels.get(live.channel)
         if deliver is None:
             log_event(
@@ -592,6 +668,8 @@ class ConversationEngine:
             text=m.text[:500],
             message_id=m.id,
         )
+        if self.remote is not None:
+            self.remote.changed(live)
 
     # -- the agent's side ----------------------------------------------------------------------------------
 
@@ -611,10 +689,25 @@ class ConversationEngine:
             raise ChatError(f"conversation {conversation_id} is not yours", "not_found")
         return live
 
+    def _remote_for(self, conversation_id: int, forward: bool) -> RemoteChats | None:
+        """The other nodes, when the conversation is not here and may be held there."""
+        if not forward or self.remote is None or conversation_id in self._by_id:
+            return None
+        return self.remote
+
     async def agent_reply(
-        self, conversation_id: int, text: str, *, agent: str | None, sender: str
+        self, conversation_id: int, text: str, *, agent: str | None, sender: str, forward: bool = True
     ) -> Outbound:
-        """An agent's (or, ``agent`` None, a supervisor's) message to the customer."""
+        """An agent's (or, ``agent`` None, a supervisor's) message to the customer. ``forward``: to the
+        node holding it (cluster mode) when it is not here."""
+        remote = self._remote_for(conversation_id, forward)
+        if remote is not None:
+            args = {"text": text, "agent": agent, "sender": sender}
+            result = await remote.forward(conversation_id, "reply", args)
+            if result is not None:
+                from callcenter.chat.cluster import outbound_from_json
+
+                return outbound_from_json(result)
         live = self._held(conversation_id, agent)
         if live.state != "assigned":
             raise ChatError(f"conversation {conversation_id} is {live.state}: not with an agent")
@@ -622,8 +715,14 @@ class ConversationEngine:
         live.last_activity = self.clock.now()
         return await self._send(live, "agent", text[:_TEXT_MAX], "text", sender=sender)
 
-    async def close(self, conversation_id: int, *, by: str, agent: str | None = None) -> None:
+    async def close(
+        self, conversation_id: int, *, by: str, agent: str | None = None, forward: bool = True
+    ) -> None:
         """Close the conversation: a system notice, its tasks ended, stored, filed to tickets."""
+        remote = self._remote_for(conversation_id, forward)
+        if remote is not None:
+            if await remote.forward(conversation_id, "close", {"by": by, "agent": agent}) is not None:
+                return
         live = self._held(conversation_id, agent)
         if live.state == "closed":
             return
@@ -642,6 +741,8 @@ class ConversationEngine:
             await self._send(live, "system", notice, "system", sender="system")
         finally:
             await live.stop()
+            if self.remote is not None:
+                await self.remote.closed(live)
             ended = utcnow()
             disposition = self._disposition(live, was)
             await asyncio.to_thread(
@@ -678,8 +779,14 @@ class ConversationEngine:
         agent: str | None = None,
         by: str,
         holder: str | None = None,
+        forward: bool = True,
     ) -> None:
         """To another queue (head of it) or straight into an agent's inbox."""
+        remote = self._remote_for(conversation_id, forward)
+        if remote is not None:
+            args = {"queue": queue, "target": agent, "by": by, "agent": holder}
+            if await remote.forward(conversation_id, "transfer", args) is not None:
+                return
         live = self._held(conversation_id, holder)
         if live.state == "bot" and by != "flow":
             raise ChatError(f"conversation {conversation_id} is still with the bot")
@@ -703,7 +810,12 @@ class ConversationEngine:
         self.persist(live.id, queue=queue)
         self.poke()
 
-    async def hand_back(self, conversation_id: int, *, agent: str) -> None:
+    async def hand_back(self, conversation_id: int, *, agent: str, forward: bool = True) -> None:
+        """``agent`` "" (cluster mode, a supervisor through another node): whoever holds it."""
+        remote = self._remote_for(conversation_id, forward)
+        if remote is not None:
+            if await remote.forward(conversation_id, "hand_back", {"agent": agent}) is not None:
+                return
         live = self._held(conversation_id, agent)
         if live.state != "assigned":
             raise ChatError(f"conversation {conversation_id} is {live.state}")
@@ -724,6 +836,10 @@ class ConversationEngine:
         return moved
 
     def _requeued(self, conv_id: int, agent: str) -> None:
+        self.requeued(conv_id, agent, "offline")
+
+    def requeued(self, conv_id: int, agent: str, by: str) -> None:
+        """The chat was taken back from ``agent`` (the router has it waiting again)."""
         live = self._by_id.get(conv_id)
         if live is None:
             return
@@ -735,8 +851,17 @@ class ConversationEngine:
             conversation_id=conv_id,
             queue=live.queue,
             previous_agent=agent,
-            by="offline",
+            by=by,
         )
+        if self.remote is not None:
+            self.remote.changed(live)
+
+    def acd_assigned(
+        self, live: LiveChat, agent: str, queue: str, waited_s: float, previous: str | None
+    ) -> None:
+        """The ACD (cluster mode: the leader) gave the chat to ``agent``; the router noted it already."""
+        live.move("assign")
+        self._assigned(live, agent, queue, waited_s, previous=previous, by="acd")
 
     # -- routing -------------------------------------------------------------------------------------------
 
@@ -761,6 +886,8 @@ class ConversationEngine:
     ) -> None:
         live.agent, live.queue = agent, queue
         live.agents_seen.append(agent)
+        if self.remote is not None:
+            self.remote.changed(live)
         live.assigned(agent, waited_s)
         log_event(
             log,
@@ -840,37 +967,71 @@ class ConversationEngine:
         """Conversations a previous run left open (a crash, SIGKILL): those that were waiting for an
         agent or with one (a queue on the row) go back into that queue, oldest first, at its head — the
         agents are offline after a restart, as when an agent leaves (:meth:`agent_away`). Those still
-        in the bot's flow are closed (``restart``): a flow's place is not persisted."""
-        now = self.clock.now()
+        in the bot's flow are closed (``restart``): a flow's place is not persisted. Cluster mode: the
+        other nodes' open conversations are theirs; this node takes over its own previous run's and
+        those of dead nodes (:mod:`callcenter.chat.cluster`)."""
+        if self.remote is not None:
+            await self.remote.start()
+            return
         for conv_id in sorted(await asyncio.to_thread(self.store.open_ids)):
             conv = await asyncio.to_thread(self.store.conversation, conv_id)
-            if conv is None or conv.queue not in self.router.queues:
+            if conv is None:
                 await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
                 continue
-            account, _, visitor = (conv.address or "").partition("/")
-            channel: ChatChannel = "wechat" if conv.channel == "wechat" else "webchat"
-            message = Inbound(channel, account, visitor, "text", "", conv.started_at)
-            live = LiveChat(self, conv_id, message, conv.customer_id, now)
-            live.language = conv.language
-            live.agents_seen = [conv.agent] if conv.agent else []
-            if live.key in self._open:  # two rows for one visitor: the older one stays open
-                await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
-                continue
-            self._open[live.key] = live
-            self._by_id[conv_id] = live
-            log_event(
-                log,
-                "chat_requeued",
-                conversation_id=conv_id,
-                queue=conv.queue,
-                previous_agent=conv.agent,
-                by="restart",
-            )
-            live.start(None, requeue=conv.queue)
+            await self.adopt(conv, queue=conv.queue, agent=None, by="restart")
         if self._by_id:
             self.poke()
 
+    async def adopt(
+        self, conv: Conversation, *, queue: str | None, agent: str | None, by: str
+    ) -> LiveChat | None:
+        """Serve a stored open conversation here: back in ``queue`` (at its head; the leader keeps its
+        place in cluster mode), or still with ``agent`` (cluster mode: taken over from a dead node).
+        Closed as ``restart`` when it cannot go on (no such queue, or the visitor has a newer one)."""
+        assert conv.id is not None
+        conv_id = conv.id
+        now = self.clock.now()
+        if conv_id in self._by_id:
+            return self._by_id[conv_id]
+        if queue is None or queue not in self.router.queues:
+            await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
+            return None
+        account, _, visitor = (conv.address or "").partition("/")
+        channel: ChatChannel = "wechat" if conv.channel == "wechat" else "webchat"
+        message = Inbound(channel, account, visitor, "text", "", conv.started_at)
+        live = LiveChat(self, conv_id, message, conv.customer_id, now)
+        live.language = conv.language
+        live.agents_seen = [conv.agent] if conv.agent else []
+        if live.key in self._open:  # two rows for one visitor: the older one stays open
+            await asyncio.to_thread(self.store.update, conv_id, ended_at=utcnow(), disposition="restart")
+            return None
+        self._open[live.key] = live
+        self._by_id[conv_id] = live
+        if agent is not None:
+            live.state, live.queue, live.agent = "assigned", queue, agent
+            if agent not in live.agents_seen:
+                live.agents_seen.append(agent)
+            self.router.assign(conv_id, agent, queue, now)
+            live.start(None, held=True)
+        else:
+            log_event(
+                log, "chat_requeued", conversation_id=conv_id, queue=queue, previous_agent=conv.agent, by=by
+            )
+            live.start(None, requeue=queue)
+        if self.remote is not None:
+            self.remote.changed(live)
+        return live
+
     async def aclose(self) -> None:
+        """Close every conversation (one node); cluster mode: leave them open for the other nodes to
+        take over (this node's heartbeat ends with it)."""
+        if self.remote is not None:
+            for live in list(self._by_id.values()):
+                await live.stop()
+            await self.remote.stop()
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            return
         for live in list(self._by_id.values()):
             try:
                 await self.close(live.id, by="shutdown")

@@ -111,6 +111,23 @@ class ChatRouter:
     def load(self, agent: str) -> int:
         return len(self._by_agent.get(agent, ()))
 
+    def entry(self, conversation_id: int) -> ChatWaiting | None:
+        """The chat's place in line, when it waits."""
+        return self._waiting.get(conversation_id)
+
+    def held(self, conversation_id: int) -> tuple[str, str] | None:
+        """(agent, queue) of a chat in an agent's inbox."""
+        return self._held.get(conversation_id)
+
+    def detach(self, conversation_id: int) -> ChatWaiting | None:
+        """Take a waiting chat out of line, keeping its entry (the cluster's leader parks a dead node's
+        chats until another node takes them over: :meth:`attach` puts them back in the same place)."""
+        return self._waiting.pop(conversation_id, None)
+
+    def attach(self, w: ChatWaiting) -> None:
+        self.release(w.conversation_id)
+        self._waiting[w.conversation_id] = w
+
     def capacity(self, agent: Agent) -> int:
         value = getattr(agent, "max_chats", None)
         return value if isinstance(value, int) and value >= 0 else self.default_max_chats

@@ -283,7 +283,12 @@ class WebchatGateway:
 
     def attach(self, engine: ConversationEngine) -> None:
         self.engine = engine
-        engine.register_channel("webchat", self.deliver)
+        engine.register_channel("webchat", self.deliver, watching=self.watching)
+
+    def watching(self, visitor: str) -> bool:
+        """Whether this node keeps the visitor's mailbox (cluster mode: other nodes' messages to them
+        are delivered here too)."""
+        return visitor in self._boxes
 
     # -- limits ------------------------------------------------------------------------------------------
 

@@ -51,21 +51,39 @@ def build_chat_engine(
     ivr: Callable[[], IvrRuntime | None],
     tickets: Callable[[], TicketService | None],
 ) -> ConversationEngine:
+    def agents() -> Iterable[Agent]:
+        return list(acd.router.agents)
+
     router = ChatRouter(
         acd.router.queues,
         offer_during_calls=settings.chat.offer_during_calls,
         default_max_chats=settings.routing.default_max_chats,
     )
+    cluster = None
+    node = getattr(acd.router, "node", None)
+    if settings.redis_url is not None and node is not None:
+        # Scale-out: the chat ACD runs on the cluster's leader; conversations stay on the node that opened
+        # them, and agents on any node reach them (callcenter/chat/cluster.py).
+        from callcenter.chat.cluster import ChatCluster, ClusterChatRouter
 
-    def agents() -> Iterable[Agent]:
-        return list(acd.router.agents)
+        node.router_args["offer_during_calls"] = settings.chat.offer_during_calls
+        router = ClusterChatRouter(
+            acd.router.queues,
+            node,
+            offer_during_calls=settings.chat.offer_during_calls,
+            default_max_chats=settings.routing.default_max_chats,
+        )
+        cluster = ChatCluster(
+            node.redis, node, local_agents=agents, default_max_chats=settings.routing.default_max_chats
+        )
+        agents = cluster.agents
 
     async def file_ticket(call: HandledCall) -> int | None:
         service = tickets()
         return await service.record_call(call) if service is not None else None
 
     default_flow = next(iter(settings.ivr.numbers.values()), None) or settings.ivr.default_flow
-    return ConversationEngine(
+    engine = ConversationEngine(
         ChatStore(store.engine),
         router,
         settings=settings.chat,
@@ -74,3 +92,6 @@ def build_chat_engine(
         agents=agents,
         tickets=file_ticket,
     )
+    if cluster is not None:
+        cluster.attach(engine)
+    return engine

@@ -77,6 +77,7 @@ class EventBridge:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_listening: Any = None
+        self._closing = False
         self.sent = 0
         self.received = 0
         self.dropped = 0  # local events lost because Redis was unreachable for too long
@@ -93,11 +94,20 @@ class EventBridge:
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        # The loops also stop on the flag, and the wait is bounded: redis-py can turn a cancellation
+        # that meets its own read timeout into a TimeoutError, which a loop would take for a hiccup.
+        self._closing = True
+        self._ready.set()
+        for _ in range(3):
+            pending = [t for t in self._tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=2.0)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.done():
+                log.warning("event bridge: task %s did not stop", task.get_name())
         self._tasks = []
 
     def _on_local(self, event: Event) -> None:
@@ -109,10 +119,10 @@ class EventBridge:
         self._ready.set()
 
     async def _writer(self) -> None:
-        while True:
+        while not self._closing:
             await self._ready.wait()
             self._ready.clear()
-            while self._out:
+            while self._out and not self._closing:
                 batch = list(self._out)
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
@@ -133,7 +143,7 @@ class EventBridge:
                 self.sent += len(batch)
 
     async def _reader(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)

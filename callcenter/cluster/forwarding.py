@@ -14,17 +14,20 @@ still decides: an answer it no longer has an offer for comes back as a ``gone`` 
 
 The wallboard (``snapshot``) is the leader's, refreshed in the background from Redis.
 
-Callbacks: a caller who leaves a number keeps its entry at the leader (``enqueue(callback=True)`` of a
-caller already in line is the leader's ``to_callback``); the callback offer comes to the node that
-holds that entry, whose CallbackRunner calls back. Not forwarded yet (they stay on this node's router,
-i.e. do nothing in a cluster): the callback-key ``hold`` / ``resume`` (an offer arriving meanwhile is
-dropped by the Acd and rings out at the leader's offer timeout), and attended-transfer consultations
-(``ring_for_consult``).
+``waiting`` holds this node's own callers (arrival, queue, priority: what the Acd reads, e.g. for the
+callback-key prompt once the caller has waited ``callback_after_s``); their order is the leader's.
 
-Position and estimated-wait announcements: the leader writes each node's waiting callers' places
-(``positions:<node>``) with its snapshot; ``position`` / ``estimated_wait_s`` answer from the copy
-refreshed with the wallboard's, so a caller's first announcement, made the moment it joins, may come
-before its place is known (then it is left out, as for any caller whose place is unknown).
+Callbacks: the callback key ``hold``s the caller at the leader while it is asked for a number (a live
+offer ends there, its agents free; an offer notice arriving meanwhile is refused, not missed), then
+``to_callback`` (the entry keeps its place) or ``resume``. The callback offer comes to the node that
+holds the entry, whose CallbackRunner calls back; a dead node's callbacks move to the leader's node.
+Attended-transfer consultations (``Acd.ring_for_consult``) are callers like any other: enqueued under
+their own id, offered by the leader, answered, and the consulted agent's call ends with ``call_ended``.
+
+Position and estimated-wait announcements: the leader sends each new caller's place as a ``place``
+notice (the Acd's first announcement waits for it, ``wait_for_place``, at most ``place_wait_s``), and
+writes every node's callers' places (``positions:<node>``) with its snapshot, refreshed here with the
+wallboard's copy for later announcements.
 
 Wrap-up times: the leader runs the agents' wrap-ups; when one ends it sends a ``wrap_up`` notice to the
 node that held the call, which merges ``wrap_up_s`` into the call's record (``record_extra``).
@@ -36,14 +39,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from collections.abc import Mapping as _Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from callcenter.cluster.bindings import SharedBindings
 from callcenter.cluster.messages import Notice, queue_to_json, to_wall
 from callcenter.cluster.node import ClusterNode
 from callcenter.routing.agents import Agent, AgentBoard, AgentEvent, InvalidTransition
-from callcenter.routing.queues import QueueConfig
+from callcenter.routing.queues import QueueConfig, Waiting
 from callcenter.routing.router import LeaveReason, Offer, OfferGone, Overflow, Router
 
 __all__ = ["ForwardingRouter"]
@@ -127,6 +132,11 @@ class ForwardingRouter(Router):
         self.deliver: Deliver | None = None  # the Acd's: hands an Offer / Overflow to the waiting caller
         self._ringing: dict[str, _Ringing] = {}
         self._callback_ids: set[str] = set()  # entries of callers who left a number (kept in line)
+        self._local: dict[str, Waiting] = {}  # this node's callers in line (``waiting``)
+        self._held: set[str] = set()  # held at the leader (asked for a callback number)
+        self._place_known: dict[str, asyncio.Event] = {}  # first announcements waiting for a place
+        self.place_wait_s = 2.0  # the longest a first announcement waits for the leader's place notice
+        self._stopping = False
         self._snapshot: dict[str, Any] = {"queues": {}, "agents": {}}
         self._positions: dict[str, list[Any]] = {}  # call id → [position, estimated wait s | None]
         # Where wrap_up_s goes (the app: CallRecordWriter.call_extra); None = nowhere.
@@ -142,13 +152,19 @@ class ForwardingRouter(Router):
         self._refresh = asyncio.get_running_loop().create_task(self._refresh_snapshot(every_s))
 
     async def stop(self) -> None:
+        """Bounded: the loop also stops on the flag (a cancelled Redis read may surface as another
+        exception, which ``refresh`` swallows)."""
+        self._stopping = True
         if self._refresh is not None:
-            self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh
+            for _ in range(3):
+                if self._refresh.done():
+                    break
+                self._refresh.cancel()
+                await asyncio.wait({self._refresh}, timeout=2.0)
+            self._refresh = None
 
     async def _refresh_snapshot(self, every_s: float) -> None:
-        while True:
+        while not self._stopping:
             await self.refresh()
             await asyncio.sleep(every_s)
 
@@ -169,7 +185,13 @@ class ForwardingRouter(Router):
     # -- notices from the leader --------------------------------------------------------------------------
 
     def on_notice(self, notice: Notice) -> None:
-        if notice.op == "offer":
+        if notice.op != "wrap_up":
+            self._placed(notice.call_id)
+        if notice.op == "offer" and notice.call_id in self._held:
+            # Made before the leader held the caller (the hold has ended it there): not rung, not missed.
+            for agent in notice.agents:
+                self.node.send("failed", call_id=notice.call_id, agent=agent, missed=False)
+        elif notice.op == "offer":
             offer = Offer(notice.call_id, notice.queue, notice.agents, notice.timeout_s, notice.callback)
             self._ringing[notice.call_id] = _Ringing(notice.queue, set(notice.agents))
             if self.deliver is None or not self.deliver(notice.call_id, offer):
@@ -188,10 +210,35 @@ class ForwardingRouter(Router):
         elif notice.op == "wrap_up":
             if self.record_extra is not None:
                 self.record_extra(notice.call_id, {"wrap_up_s": notice.seconds})
+        elif notice.op == "place":
+            if notice.call_id in self._local:
+                self._positions[notice.call_id] = [notice.position, notice.wait_s]
         else:  # gone: the leader had no offer for an answer we reported (the leg should be dropped)
             log.warning("cluster: answer of %s by %s came too late", notice.call_id, notice.agents)
 
+    def _placed(self, call_id: str) -> None:
+        event = self._place_known.pop(call_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait_for_place(self, call_id: str, timeout_s: float | None = None) -> bool:
+        """Until the leader has answered this caller's enqueue (its place, an offer or an overflow),
+        at most ``timeout_s`` (default ``place_wait_s``); whether the place is known."""
+        if call_id in self._positions or call_id not in self._local:
+            return call_id in self._positions
+        event = self._place_known.setdefault(call_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), self.place_wait_s if timeout_s is None else timeout_s)
+        if self._place_known.get(call_id) is event:
+            del self._place_known[call_id]
+        return call_id in self._positions
+
     # -- callers -------------------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> _Mapping[str, Waiting]:
+        """This node's callers in line (read only; their order is the leader's)."""
+        return MappingProxyType(self._local)
 
     def enqueue(
         self,
@@ -212,6 +259,11 @@ class ForwardingRouter(Router):
             raise KeyError(queue)
         if callback:
             self._callback_ids.add(call_id)
+        own_max = max_wait_s if max_wait_s is not None else self.queues[queue].max_wait_s
+        self._local[call_id] = Waiting(
+            call_id, queue, priority, dict(skills or {}), language.lower() if language else None,
+            now if since is None else since, max_wait_s=None if callback else own_max,
+        )  # fmt: skip
         self.node.send(
             "enqueue",
             since_wall=None if since is None else to_wall(since, now, self.node.wall()),
@@ -228,8 +280,14 @@ class ForwardingRouter(Router):
     def leave(self, call_id: str, now: float, *, reason: LeaveReason) -> None:
         self._ringing.pop(call_id, None)
         self._callback_ids.discard(call_id)
-        self._positions.pop(call_id, None)  # not its place in a next queue
+        self._forget(call_id)
         self.node.send("leave", call_id=call_id, reason=reason)
+
+    def _forget(self, call_id: str) -> None:
+        self._local.pop(call_id, None)
+        self._held.discard(call_id)
+        self._positions.pop(call_id, None)  # not its place in a next queue
+        self._placed(call_id)
 
     def position(self, call_id: str) -> int | None:
         entry = self._positions.get(call_id)
@@ -276,6 +334,29 @@ class ForwardingRouter(Router):
     def is_callback(self, call_id: str) -> bool:
         return call_id in self._callback_ids
 
+    def hold(self, call_id: str, now: float) -> None:
+        """Out of offers at the leader, keeping the place (the caller is asked for a number)."""
+        if call_id not in self._local or call_id in self._held:
+            return
+        self._held.add(call_id)
+        self._ringing.pop(call_id, None)  # an offer the Acd drops now: the leader's hold ends it
+        self.node.send("hold", call_id=call_id)
+
+    def resume(self, call_id: str, now: float) -> None:
+        if call_id not in self._held:
+            return
+        self._held.discard(call_id)
+        self.node.send("resume", call_id=call_id)
+
+    def to_callback(self, call_id: str, now: float) -> None:
+        """The caller left a number: the leader keeps the entry in its place, offered as a callback."""
+        if call_id not in self._local:
+            raise KeyError(call_id)
+        self._callback_ids.add(call_id)
+        self._held.discard(call_id)
+        self._local[call_id].max_wait_s = None
+        self.node.send("to_callback", call_id=call_id)
+
     def callback_connecting(self, call_id: str, agent: str, now: float) -> list[str]:
         ringing = self._ringing.get(call_id)
         if ringing is None or agent not in ringing.agents:
@@ -286,11 +367,13 @@ class ForwardingRouter(Router):
 
     def callback_answered(self, call_id: str, now: float) -> None:
         self._callback_ids.discard(call_id)
+        self._forget(call_id)
         self.node.send("callback_answered", call_id=call_id)
 
     def callback_failed(self, call_id: str, now: float, *, retry_at: float | None) -> None:
         if retry_at is None:
             self._callback_ids.discard(call_id)
+            self._forget(call_id)
         self.node.send(
             "callback_failed", call_id=call_id, retry_in_s=None if retry_at is None else retry_at - now
         )

@@ -15,8 +15,20 @@ offline; each live offer is re-made by enqueuing its caller alone with only its 
 and dispatching; each bridged call likewise, then answered; then presence states are applied and the
 other callers enqueued with their arrival times (so they keep their place). Callers and calls held
 by a node that is not alive are dropped (their calls died with it); agents of such calls become
-available. Per-queue statistics restart with each leader; wrap-ups in progress end at the failover
-(the agent is available at once); deferred presence requests and missed-offer counts are lost.
+available. Callbacks are not calls: their customers hung up long ago and the request is in the shared
+database, so an entry whose node is gone keeps its place and moves to the leader's own node (``home``),
+whose CallbackRunner reads the number from the database when the turn comes.
+
+What else a successor keeps (each agent's record carries it): a wrap-up in progress (its start, end
+and the node owed ``wrap_up_s``, as wall times: the successor runs what is left, or reports it ended
+meanwhile), a deferred presence request (made again, so deferred again), the missed-offer count (auto
+not-ready still triggers at ``max_missed``), the counters the strategies read (talk times, idle since,
+offers, answered). Per-queue statistics (the wallboard's offered / answered / abandoned / service level
+/ ASA / AHT) are mirrored in the ``stats`` hash, written in the same fenced call as the commands they
+count — so they are exact, whereas recomputing them from the call records at takeover would miss the
+records a node's writer had not flushed yet (and those of a dead node), and would need the database
+inside a sans-I/O core. Not kept: recent answer times for estimated waits (rebuilt as calls are
+answered) and which agents missed a given caller.
 """
 
 from __future__ import annotations
@@ -24,15 +36,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from callcenter.cluster.chats import CHAT_OPS, ChatLeader
 from callcenter.cluster.messages import Command, Notice, queue_from_json, queue_to_json, to_mono, to_wall
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
 from callcenter.routing.agents import AgentEvent, AgentState, Transition
 from callcenter.routing.queues import QueueConfig
-from callcenter.routing.router import Offer, OfferGone, Overflow, Router
+from callcenter.routing.router import Offer, OfferGone, Overflow, QueueStats, Router
 
 __all__ = ["LeaderState", "Output", "Write"]
 
@@ -53,7 +66,7 @@ _LEAVE_REASONS = frozenset({"abandoned", "answered", "overflow", "transferred", 
 class Write:
     """One mirror write: HSET / HDEL on a hash (``value`` None deletes the field)."""
 
-    key: Literal["agents", "waiting", "queues"]
+    key: Literal["agents", "waiting", "queues", "stats", "chats"]
     field: str
     value: str | None
 
@@ -80,8 +93,18 @@ class LeaderState:
         max_missed: int = 3,
         auto_available: bool = True,
         default_max_chats: int = 3,
+        home: str | None = None,
+        offer_during_calls: bool = False,
     ) -> None:
         self.router = Router(queues, max_missed=max_missed, auto_available=auto_available)
+        # The chat ACD over the same agents (cluster/chats.py); commands chat_*, mirror ``chats``.
+        self.chats = ChatLeader(
+            self.router.queues,
+            token,
+            offer_during_calls=offer_during_calls,
+            default_max_chats=default_max_chats,
+        )
+        self.home = home  # the leader's own node: it takes over the callbacks of a dead node
         self.router.agents.transitions = []
         self.router.agents.default_max_chats = default_max_chats
         self.token = token
@@ -97,6 +120,9 @@ class LeaderState:
         self._ended_on: dict[str, str] = {}
         self._wrap_since: dict[str, tuple[float, str]] = {}
         self.dropped: list[str] = []  # callers dropped at restore / with a dead node (for the log)
+        self.adopted: list[str] = []  # callbacks moved to ``home`` from a dead node (for the log)
+        self._new_places: list[str] = []  # callers who joined since the last step (a place notice each)
+        self._stats_written: dict[str, str] = {}  # queue → the stats JSON last written to the mirror
 
     # -- commands from nodes --------------------------------------------------------------------------
 
@@ -112,9 +138,12 @@ class LeaderState:
 
     def _apply(self, cmd: Command, now: float, wall: float) -> None:
         r, op, a = self.router, cmd.op, cmd.args
+        if op in CHAT_OPS:
+            self.chats.apply(cmd, now, wall)
+            return
         if op == "enqueue" and a.get("callback") and cmd.call_id is not None and cmd.call_id in r.waiting:
             r.to_callback(cmd.call_id, now)  # the caller left a number: same entry, same place
-            self._callers[cmd.call_id]["callback"] = True
+            self._callers[cmd.call_id].update(callback=True, held=False)
             self._dirty_callers.add(cmd.call_id)
         elif op == "enqueue":
             assert cmd.call_id is not None
@@ -146,6 +175,7 @@ class LeaderState:
         elif op == "presence":
             assert cmd.agent is not None
             r.agent_event(cmd.agent, _PRESENCE[str(a.get("event"))], now, reason=a.get("reason"))
+            self._dirty_agents.add(cmd.agent)  # a deferred request changes no state, but is mirrored
         elif op == "answered":
             assert cmd.call_id is not None and cmd.agent is not None
             try:
@@ -211,8 +241,8 @@ class LeaderState:
             assert cmd.call_id is not None
             getattr(r, op)(cmd.call_id, now)
             if cmd.call_id in self._callers:
-                if op == "to_callback":
-                    self._callers[cmd.call_id]["callback"] = True
+                if op == "to_callback":  # offered again (Router.to_callback resumes it)
+                    self._callers[cmd.call_id].update(callback=True, held=False)
                 else:
                     self._callers[cmd.call_id]["held"] = op == "hold"
             self._dirty_callers.add(cmd.call_id)
@@ -252,6 +282,8 @@ class LeaderState:
             "since_mono": since,
         }
         self._dirty_callers.add(call_id)
+        if not self._restoring and not a.get("callback"):
+            self._new_places.append(call_id)
 
     def _forget_caller(self, call_id: str) -> None:
         self.caller_node.pop(call_id, None)
@@ -267,12 +299,17 @@ class LeaderState:
 
     def nodes_in_use(self) -> set[str]:
         """Nodes holding a waiting caller or a bridged call (the ones worth a liveness check)."""
-        return set(self.caller_node.values()) | {t.node for t in self._talks.values() if t.node}
+        calls = set(self.caller_node.values()) | {t.node for t in self._talks.values() if t.node}
+        return calls | self.chats.nodes()
 
     def node_gone(self, node: str, now: float) -> None:
         """``node`` died: its callers leave (abandoned, their offers' agents freed), its bridged calls end
-        (no wrap-up is owed for a call that dropped, but the router's rule applies: the queue's)."""
+        (no wrap-up is owed for a call that dropped, but the router's rule applies: the queue's). Its
+        callbacks stay in line and move to ``home``. Its chats wait to be taken over (cluster/chats.py)."""
+        self.chats.node_gone(node)
         for call_id in [c for c, n in self.caller_node.items() if n == node]:
+            if self._adopt_callback(call_id, node, now):
+                continue
             self.router.leave(call_id, now, reason="abandoned")
             self._forget_caller(call_id)
             self.dropped.append(call_id)
@@ -282,6 +319,27 @@ class LeaderState:
         self._note_transitions()
         for agent in [a for a, (_, n) in self._wrap_since.items() if n == node]:
             del self._wrap_since[agent]  # nobody left to write those records
+
+    def _adopt_callback(self, call_id: str, node: str, now: float) -> bool:
+        """A callback entry of the dead ``node`` keeps its place and moves to ``home``: a live offer ends
+        (its agents free, not missed: their phones rang from the dead node), a customer being dialled
+        from there counts as a failed try, retried at once."""
+        r = self.router
+        if self.home is None or self.home == node or not r.is_callback(call_id):
+            return False
+        connecting = [a for a, t in self._talks.items() if t.call_id == call_id]
+        if connecting:
+            r.callback_failed(call_id, now, retry_at=now)
+            for agent in connecting:
+                del self._talks[agent]
+        elif call_id in r.offers:
+            r.hold(call_id, now)
+            r.resume(call_id, now)
+        self.caller_node[call_id] = self.home
+        self._callers[call_id]["node"] = self.home
+        self._dirty_callers.add(call_id)
+        self.adopted.append(call_id)
+        return True
 
     # -- timers, dispatch and what to send ------------------------------------------------------------
 
@@ -299,6 +357,7 @@ class LeaderState:
         for offer in r.dispatch(now):
             self._send_offer(offer, now)
         self._note_transitions()
+        self._send_places(now)
         # Talks the router ended by itself (a callback left / given up) are no longer ours to track.
         for agent in [a for a in self._talks if self._state(a) is not AgentState.ON_CALL]:
             del self._talks[agent]
@@ -311,7 +370,48 @@ class LeaderState:
             out.writes.append(Write("waiting", call_id, None if rec is None else json.dumps(rec)))
         self._dirty_agents.clear()
         self._dirty_callers.clear()
+        out.writes.extend(self._stats_writes())
+        chats = self.chats.step(r.agents, now, wall)
+        out.notices.extend(chats.notices)
+        out.writes.extend(Write("chats", conv, value) for conv, value in chats.writes)
         return out
+
+    def _send_places(self, now: float) -> None:
+        """Each caller who joined since the last step learns its place at once (the node's first
+        announcement waits for it); later places travel with the wallboard (``positions``)."""
+        places, self._new_places = self._new_places, []
+        for call_id in places:
+            node, pos = self.caller_node.get(call_id), self.router.position(call_id)
+            if node is None or pos is None or call_id in self.router.offers:
+                continue  # gone, overflowed or offered already (that notice ends the wait)
+            wait = self.router.estimated_wait_s(call_id, now)
+            rec = self._callers.get(call_id) or {}
+            self._out.notices.append(
+                (
+                    node,
+                    Notice(
+                        "place",
+                        call_id,
+                        self.token,
+                        str(rec.get("queue") or ""),
+                        position=pos,
+                        wait_s=None if wait is None else round(wait, 1),
+                    ),
+                )
+            )
+
+    def _stats_writes(self) -> list[Write]:
+        """The per-queue counters that changed since they were last written (the ``stats`` hash)."""
+        writes = []
+        for name, stats in self.router.stats.items():
+            text = json.dumps(asdict(stats), sort_keys=True)
+            if self._stats_written.get(name) != text:
+                self._stats_written[name] = text
+                writes.append(Write("stats", name, text))
+        for name in [n for n in self._stats_written if n not in self.router.stats]:
+            del self._stats_written[name]
+            writes.append(Write("stats", name, None))
+        return writes
 
     def _send_offer(self, offer: Offer, now: float) -> None:
         node = self.caller_node.get(offer.call_id)
@@ -410,6 +510,14 @@ class LeaderState:
             node = self.caller_node.get(call_id)
             rec = self._callers.get(call_id)
             queue = rec["queue"] if rec else None
+        wrap = None
+        if agent.state is AgentState.WRAP_UP and agent.wrap_up_until is not None:
+            began = self._wrap_since.get(name)
+            wrap = {
+                "until": to_wall(agent.wrap_up_until, now, wall),
+                "since": None if began is None else to_wall(began[0], now, wall),
+                "node": None if began is None else began[1],  # owed the call's wrap_up_s
+            }
         return {
             "skills": agent.skills,
             "languages": sorted(agent.languages),
@@ -421,6 +529,16 @@ class LeaderState:
             "node": node,
             "own_calls": sorted(agent.own_calls),
             "since": to_wall(agent.since, now, wall),
+            "pending": None if agent.pending is None else str(agent.pending),
+            "pending_reason": agent.pending_reason,
+            "missed_in_row": agent.missed_in_row,
+            "wrap": wrap,
+            "last_call_id": agent.last_call_id,
+            "idle_since": to_wall(agent.idle_since, now, wall),
+            "offers": agent.offers,
+            "answered": agent.answered,
+            "talk_s_total": agent.talk_s_total,
+            "talk_s_today": agent.talk_s_today,
         }
 
     def caller_record(self, call_id: str, now: float, wall: float) -> dict[str, Any] | None:
@@ -441,9 +559,11 @@ class LeaderState:
         now: float,
         wall: float,
         queues: Mapping[str, Mapping[str, Any]] | None = None,
+        stats: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Rebuild from the mirror (module docstring). Every record is rewritten at the next step.
-        ``queues``: the ones made in the admin console (the ``queues`` hash), over the configured."""
+        ``queues``: the ones made in the admin console (the ``queues`` hash), over the configured;
+        ``stats``: the per-queue counters (the ``stats`` hash)."""
         for name, data in (queues or {}).items():
             try:
                 self.router.upsert_queue(queue_from_json(data))
@@ -454,6 +574,7 @@ class LeaderState:
             self._restore(agents, waiting, set(alive), now, wall)
         finally:
             self._restoring = False
+        self._restore_stats(stats or {})
 
     def _restore(
         self,
@@ -476,10 +597,16 @@ class LeaderState:
             except ValueError as exc:
                 log.warning("cluster restore: agent %s skipped: %r", name, exc)
         callers = sorted(waiting.items(), key=lambda kv: float(kv[1].get("since") or 0.0))
+        kept: list[tuple[str, Mapping[str, Any]]] = []
         for call_id, rec in callers:
-            if rec.get("node") not in live:
+            if rec.get("node") in live:
+                kept.append((call_id, rec))
+            elif rec.get("callback") and self.home is not None:  # the request outlives its node
+                kept.append((call_id, {**rec, "node": self.home, "offer": None}))
+                self.adopted.append(call_id)
+            else:
                 self.dropped.append(call_id)
-        kept = [(c, rec) for c, rec in callers if rec.get("node") in live]
+        kept_by_id = dict(kept)
         # 1. live offers, each made again to the same agents
         for call_id, rec in kept:
             ringing = [
@@ -492,7 +619,7 @@ class LeaderState:
             ]
             if ringing:
                 self._restore_offer(call_id, rec, ringing, now, wall)
-        # 2. bridged calls on live nodes
+        # 2. bridged calls on live nodes (and callbacks whose customer is being dialled)
         for name, rec in agents.items():
             if (
                 rec.get("state") == "on_call"
@@ -500,15 +627,23 @@ class LeaderState:
                 and rec.get("call_id")
                 and name in r.agents
             ):
-                self._restore_talk(name, rec, now)
-        # 3. everyone else's presence
+                cb = kept_by_id.get(str(rec["call_id"]))
+                if cb is not None and cb.get("callback"):
+                    self._restore_connecting(name, str(rec["call_id"]), cb, now, wall)
+                else:
+                    self._restore_talk(name, rec, now)
+        # 3. everyone else's presence (a wrap-up goes on with what is left of it)
+        wraps: list[tuple[str, float, str]] = []
+        notices: list[tuple[str, Notice]] = []
         for name, rec in agents.items():
             if name not in r.agents or r.agents[name].state is not AgentState.OFFLINE:
                 continue
             state = rec.get("state")
             if state == "not_ready":
                 r.agent_event(name, AgentEvent.SET_NOT_READY, now, reason=rec.get("reason"))
-            elif state != "offline":  # available, wrap-up, or a call / offer lost with its node
+            elif state == "wrap_up":
+                self._restore_wrap_up(name, rec, live, now, wall, wraps, notices)
+            elif state != "offline":  # available, or a call / offer lost with its node
                 r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
             for own in rec.get("own_calls") or ():
                 r.own_call_started(name, str(own), now)
@@ -521,8 +656,14 @@ class LeaderState:
                 if rec.get("held") and call_id in r.waiting:
                     r.hold(call_id, now)
                     self._callers[call_id]["held"] = True
-        r.reset_stats()
+        # 5. deferred requests, missed-offer counts and the strategies' counters
+        for name, rec in agents.items():
+            if name in r.agents:
+                self._restore_counters(name, rec, now, wall)
         self._note_transitions()
+        for name, since, node in wraps:  # after the transitions: their wrap_up notice is still owed
+            self._wrap_since[name] = (since, node)
+        self._out.notices.extend(notices)
         self._dirty_agents.update(agents)
         self._dirty_callers.update(waiting)
 
@@ -551,3 +692,85 @@ class LeaderState:
         r.offer_answered(call_id, name, now)
         self._talks[name] = _Talk(call_id, queue, rec.get("node"))
         self._out = Output()
+
+    def _restore_connecting(
+        self, name: str, call_id: str, rec: Mapping[str, Any], now: float, wall: float
+    ) -> None:
+        """The agent answered a callback and its customer is being dialled: the entry stays in line,
+        the agent on that call (as ``callback_connecting`` left them)."""
+        r = self.router
+        r.agent_event(name, AgentEvent.SET_AVAILABLE, now)
+        node = str(rec["node"])
+        self._enqueue(call_id, node, rec, since=to_mono(float(rec["since"]), now, wall), now=now)
+        offer = next((o for o in r.dispatch(now) if o.call_id == call_id), None)
+        if offer is None or name not in offer.agents:
+            log.warning("cluster restore: callback %s could not be given back to %s", call_id, name)
+            self._out = Output()
+            return
+        r.callback_connecting(call_id, name, now)
+        self._talks[name] = _Talk(call_id, str(rec.get("queue") or ""), node)
+        self._out = Output()
+
+    def _restore_wrap_up(
+        self,
+        name: str,
+        rec: Mapping[str, Any],
+        live: set[str],
+        now: float,
+        wall: float,
+        wraps: list[tuple[str, float, str]],
+        notices: list[tuple[str, Notice]],
+    ) -> None:
+        """What is left of the wrap-up (to its mirrored end); ended meanwhile: available, and the node
+        that held the call still gets the wrap-up's length."""
+        board = self.router.agents
+        wrap = rec.get("wrap") or {}
+        until = wrap.get("until")
+        since, node = wrap.get("since"), wrap.get("node")
+        call_id = rec.get("last_call_id") or rec.get("call_id")
+        board.apply(name, AgentEvent.SET_AVAILABLE, now)
+        owed = since is not None and node in live and call_id
+        if until is None or float(until) <= wall:
+            if since is not None and owed and until is not None:
+                seconds = round(float(until) - float(since), 2)
+                notices.append(
+                    (str(node), Notice("wrap_up", str(call_id), self.token, agents=(name,), seconds=seconds))
+                )
+            return
+        # Through the board's own moves (no router talk, no statistics): reserved, on call, hung up.
+        board.apply(name, AgentEvent.OFFER, now, call_id=str(call_id or ""))
+        board.apply(name, AgentEvent.ANSWER, now)
+        board.apply(name, AgentEvent.HANGUP, now, wrap_up_s=float(until) - wall)
+        if since is not None and owed:
+            wraps.append((name, to_mono(float(since), now, wall), str(node)))
+
+    def _restore_counters(self, name: str, rec: Mapping[str, Any], now: float, wall: float) -> None:
+        r, agent = self.router, self.router.agents[name]
+        pending = rec.get("pending")
+        if pending and agent.state in (AgentState.RESERVED, AgentState.ON_CALL, AgentState.OWN_CALL):
+            try:  # deferred again: applies when that offer or call ends
+                r.agent_event(name, AgentEvent(pending), now, reason=rec.get("pending_reason"))
+            except (ValueError, CallcenterError) as exc:
+                log.warning("cluster restore: %s's deferred %s skipped: %r", name, pending, exc)
+        agent.missed_in_row = int(rec.get("missed_in_row") or 0)
+        agent.offers = int(rec.get("offers") or 0)
+        agent.answered = int(rec.get("answered") or 0)
+        agent.talk_s_total = float(rec.get("talk_s_total") or 0.0)
+        agent.talk_s_today = float(rec.get("talk_s_today") or 0.0)
+        if rec.get("idle_since") is not None:
+            agent.idle_since = to_mono(float(rec["idle_since"]), now, wall)
+        if rec.get("since") is not None and str(agent.state) == rec.get("state"):
+            agent.since = to_mono(float(rec["since"]), now, wall)  # "in this state for" goes on
+
+    def _restore_stats(self, stats: Mapping[str, Mapping[str, Any]]) -> None:
+        """The counters as the mirror has them (the restore's own replays counted nothing real)."""
+        r = self.router
+        r.reset_stats()
+        known = {f.name for f in fields(QueueStats)}
+        for name, data in stats.items():
+            if name in r.stats:
+                try:
+                    r.stats[name] = QueueStats(**{k: v for k, v in data.items() if k in known})
+                except TypeError as exc:
+                    log.warning("cluster restore: statistics of %s skipped: %r", name, exc)
+        self._stats_written = {n: json.dumps(asdict(st), sort_keys=True) for n, st in r.stats.items()}

@@ -3,9 +3,10 @@
 - ``cmd`` stream (every node → the leader): :class:`Command` — a caller enqueued or gone, an agent
   defined or changing presence, an offer answered or failed, a bridged call ended.
 - ``node:<id>`` stream (the leader → the node holding the caller): :class:`Notice` — an offer to ring
-  these agents, an overflow, or the end of an agent's wrap-up after a call that node held (its
-  record gets ``wrap_up_s``). Each carries the leader's fencing token; a node ignores a notice from a
-  token lower than one it has already seen (a deposed leader's last words).
+  these agents, an overflow, a new caller's place in line, or the end of an agent's wrap-up after a
+  call that node held (its record gets ``wrap_up_s``). Each carries the leader's fencing token; a
+  node ignores a notice from a token lower than one it has already seen (a deposed leader's last
+  words).
 
 Times in messages are wall-clock seconds (``time.time()``): monotonic clocks of different machines
 have nothing in common. Each side converts at its edge (see :func:`to_wall` / :func:`to_mono`).
@@ -46,8 +47,8 @@ CommandOp = Literal[
     "ended",  # the agent's bridged call ended
     "own_started",  # the agent placed a call of their own (call_id)
     "own_ended",
-    "hold",  # caller out of offers meanwhile (asked for a callback number)
-    "resume",
+    "hold",  # caller out of offers meanwhile (asked for a callback number); a live offer ends
+    "resume",  # back to being offered, same place
     "to_callback",  # the caller left a number: keeps its place
     "queue",  # a queue made or changed in the admin console (args: queue_to_json)
     "queue_removed",  # args: name
@@ -55,8 +56,19 @@ CommandOp = Literal[
     "callback_connecting",  # the agent answered a callback offer; the customer is dialled
     "callback_answered",
     "callback_failed",  # args: retry_in_s (None: given up)
+    # chats (cluster/chats.py; call_id = the conversation id), from the node holding the conversation:
+    "chat_enqueue",  # args: queue, priority, skills, language, front, since_wall
+    "chat_leave",
+    "chat_assign",  # args: agent, queue (a transfer to an agent; a node taking over a held chat)
+    "chat_release",
+    "chat_hand_back",
+    "chat_take_back",  # agent: every chat of theirs back to the head of its queue (inbox closed)
 ]
-NoticeOp = Literal["offer", "overflow", "gone", "wrap_up"]  # wrap_up: agents[0]'s ended, after seconds
+# wrap_up: agents[0]'s ended, after seconds. place: a caller just joined, its place in line (position,
+# wait_s: estimated wait or None), so its first announcement can say it.
+# chat_assign: conversation call_id to agents[0] (queue, seconds waited); chat_requeued: taken back
+# from agents[0] (reason offline / away) — cluster/chats.py.
+NoticeOp = Literal["offer", "overflow", "gone", "wrap_up", "place", "chat_assign", "chat_requeued"]
 
 
 class MessageError(ValueError):
@@ -85,6 +97,8 @@ class Notice:
     target: str | None = None  # overflow target
     reason: str | None = None  # overflow reason (max_wait, full, no_agents) / why gone
     seconds: float = 0.0  # wrap_up: how long the agent's wrap-up after the call lasted
+    position: int = 0  # place: 1-based place in line
+    wait_s: float | None = None  # place: estimated wait (None: not known yet)
 
 
 _COMMAND_OPS = frozenset(CommandOp.__args__)  # type: ignore[attr-defined]
@@ -143,6 +157,8 @@ def decode_notice(fields: dict[Any, Any]) -> Notice:
         _opt_str(data.get("target")),
         _opt_str(data.get("reason")),
         float(data.get("seconds") or 0.0),
+        int(data.get("position") or 0),
+        None if data.get("wait_s") is None else float(data["wait_s"]),
     )
 
 

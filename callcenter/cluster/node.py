@@ -6,12 +6,14 @@ Redis keys (``prefix`` default ``cc:``):
 
 - ``leader`` (lock, ``node:token``), ``epoch`` (INCR: fencing tokens) — :mod:`.election`;
 - ``alive:<node>`` — heartbeat, expires after ``ttl_s`` without renewal (SIGKILL → gone);
-- ``nodes`` — hash, per node ever seen: its last heartbeat (wall clock), calls held then, start time
-  (``callcenter cluster status`` / ``GET /api/cluster``, :mod:`.status`);
+- ``nodes`` — hash, per node seen: its last heartbeat (wall clock), calls held then, start time, ttl
+  (``callcenter cluster status`` / ``GET /api/cluster``, :mod:`.status`); the leader forgets a node
+  silent for ``FORGET_AFTER_TTLS`` ttls;
 - ``cmd`` — stream of :class:`Command` from every node to the leader;
 - ``node:<node>`` — stream of :class:`Notice` from the leader to that node;
-- ``agents``, ``waiting`` — the mirror (:mod:`.leader`), ``applied`` — the last ``cmd`` entry it
-  reflects, ``snapshot`` — the router's wallboard snapshot as JSON for every node's API,
+- ``agents``, ``waiting``, ``stats``, ``chats`` — the mirror (:mod:`.leader`, :mod:`.chats`),
+  ``applied`` — the last ``cmd`` entry it reflects, ``snapshot`` — the router's wallboard snapshot as
+  JSON for every node's API,
   ``positions:<node>`` — that node's waiting callers' places and estimated waits (announcements).
 
 Every leader write (mirror, ``applied``, notices, snapshot) is one call of :data:`FENCED_LUA`, which
@@ -44,6 +46,7 @@ from callcenter.cluster.messages import (
     decode_notice,
     encode,
 )
+from callcenter.cluster.status import forgotten
 from callcenter.routing.queues import QueueConfig
 
 __all__ = ["ClusterNode", "FENCED_LUA"]
@@ -117,6 +120,7 @@ class ClusterNode:
         self.calls_held: Callable[[], int] | None = None  # reported with each heartbeat (app: live calls)
         self.started_wall = 0.0
         self._position_nodes: set[str] = set()  # nodes whose positions key we last wrote non-empty
+        self._stopping = False  # set by stop() / kill(): every loop ends at its next turn
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -127,6 +131,7 @@ class ClusterNode:
         # Read our notices from the stream's current end: older ones were for calls of a previous run.
         last = await self.redis.xrevrange(self.key(f"node:{self.node_id}"), count=1)
         notices_from = last[0][0] if last else "0-0"
+        self._stopping = False
         self.started_wall = self.wall()
         await self._heartbeat()
         self.send("hello")  # first in our stream: the leader drops what a previous run of ours held
@@ -153,14 +158,34 @@ class ClusterNode:
         await self._cancel()
 
     async def _cancel(self) -> None:
-        tasks = [*self._tasks, *([self._leading] if self._leading else [])]
+        """Every task ends, bounded: redis-py may turn the cancellation of a blocking read into a
+        TimeoutError that a loop's ``except Exception`` takes for a Redis hiccup, so the loops also stop
+        on ``_stopping`` and each task is cancelled again while it has not ended."""
+        self._stopping = True
+        self._wake_election.set()
+        self._out_ready.set()
+        tasks: list[asyncio.Task[None]] = []
+        for _ in range(3):
+            tasks = [t for t in [*tasks, *self._tasks, self._leading] if t is not None]
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=2.0)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if not task.done():
+                log.warning("cluster: task %s did not stop", task.get_name())
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("cluster: task %s ended with %r", task.get_name(), task.exception())
         self._tasks, self._leading, self.leader = [], None, None
         self.became_leader.clear()
+
+    def _stopped(self) -> bool:
+        """Whether this loop must end now: stop() / kill() ran, or our task is being cancelled (an
+        exception other than CancelledError may carry a cancellation, see :meth:`_cancel`)."""
+        task = asyncio.current_task()
+        return self._stopping or (task is not None and task.cancelling() > 0)
 
     # -- commands to the leader -----------------------------------------------------------------------
 
@@ -177,10 +202,10 @@ class ClusterNode:
             await asyncio.sleep(0.01)
 
     async def _send_commands(self) -> None:
-        while True:
+        while not self._stopping:
             await self._out_ready.wait()
             self._out_ready.clear()
-            while self._outbox:
+            while self._outbox and not self._stopping:
                 batch = list(self._outbox)
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
@@ -193,6 +218,8 @@ class ClusterNode:
                             )
                         await pipe.execute()
                 except Exception as exc:  # noqa: BLE001 - Redis away: keep the commands and retry
+                    if self._stopped():
+                        return
                     log.warning("cluster: sending commands failed (%r); retrying", exc)
                     await asyncio.sleep(0.5)
                     continue
@@ -203,12 +230,14 @@ class ClusterNode:
 
     async def _read_notices(self, last_id: Any) -> None:
         stream = self.key(f"node:{self.node_id}")
-        while True:
+        while not self._stopping:
             try:
                 entries: Any = await self.redis.xread({stream: last_id}, count=100, block=1000)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
+                if self._stopped():
+                    return
                 log.warning("cluster: reading notices failed (%r); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -236,7 +265,7 @@ class ClusterNode:
         if self.calls_held is not None:
             with contextlib.suppress(Exception):
                 calls = int(self.calls_held())
-        seen = {"at": self.wall(), "calls": calls, "started": self.started_wall}
+        seen = {"at": self.wall(), "calls": calls, "started": self.started_wall, "ttl": self.election.ttl_s}
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.key(f"alive:{self.node_id}"), "1", px=self.election.ttl_ms)
             pipe.hset(self.key("nodes"), self.node_id, json.dumps(seen))
@@ -255,7 +284,7 @@ class ClusterNode:
     async def _elect(self) -> None:
         e = self.election
         next_beat = 0.0
-        while True:
+        while not self._stopping:
             now = self.clock()
             try:
                 if now >= next_beat:
@@ -285,9 +314,11 @@ class ClusterNode:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis errors: the lease rules decide
+                if self._stopped():
+                    return
                 log.warning("cluster: heartbeat/election failed: %r", exc)
             leading = e.is_leader(self.clock())
-            if leading and self._leading is None:
+            if leading and self._leading is None and not self._stopped():
                 self._leading = asyncio.create_task(self._lead(), name=f"cluster-lead-{self.node_id}")
             timer = e.get_timer()
             wait = 0.05 if timer is None else min(max(0.0, timer - self.clock()), next_beat - self.clock())
@@ -306,16 +337,18 @@ class ClusterNode:
             self._written_id = None
             self.leader = state
             log.info(
-                "cluster: %s leads (token %d), %d caller(s) dropped with dead nodes",
+                "cluster: %s leads (token %d), %d caller(s) dropped with dead nodes, %d callback(s) adopted",
                 self.node_id,
                 token,
                 len(state.dropped),
+                len(state.adopted),
             )
             if not await self._write(state.step(self.clock(), self.wall()), last_id, state):
                 return
             self.became_leader.set()
             next_sweep = self.clock() + 1.0
-            while e.is_leader(self.clock()) and e.token == token:
+            next_prune = self.clock()
+            while e.is_leader(self.clock()) and e.token == token and not self._stopping:
                 now = self.clock()
                 timer = state.get_timer()
                 block = 500 if timer is None else int(min(0.5, max(0.0, timer - now)) * 1000)
@@ -337,34 +370,65 @@ class ClusterNode:
                     for gone in used - await self.alive_nodes(used):
                         log.warning("cluster: node %s is gone: its callers and calls are dropped", gone)
                         state.node_gone(gone, now)
+                if now >= next_prune:
+                    next_prune = now + self.election.ttl_s
+                    await self._prune_nodes(wall)
                 if not await self._write(state.step(now, wall), last_id, state, snapshot=fresh):
                     return
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - step down; the election loop may pick us again
-            log.exception("cluster: leader loop failed")
-            e.resign(self.clock())
+            if not self._stopped():  # else a cancelled read: stop() hands the lock back itself
+                log.exception("cluster: leader loop failed")
+                e.resign(self.clock())
         finally:
             self.leader = None
             self._leading = None
             self.became_leader.clear()
             self._wake_election.set()
 
+    async def _prune_nodes(self, wall: float) -> None:
+        """Nodes silent for ``FORGET_AFTER_TTLS`` heartbeat lifetimes leave the ``nodes`` hash (the
+        status lists them as dead until then), by a fenced write: only the leader prunes."""
+        seen = await self.redis.hgetall(self.key("nodes"))
+        old = [_s(name) for name, raw in seen.items() if _s(name) != self.node_id and forgotten(raw, wall)]
+        if not old:
+            return
+        alive = await self.alive_nodes(set(old))
+        args: list[Any] = [self.election.value]
+        for name in sorted(set(old) - alive):
+            args += ["hdel", self.key("nodes"), name, ""]
+            log.info("cluster: node %s forgotten (no heartbeat for a long time)", name)
+        if len(args) > 1:
+            await self._fenced(keys=[self.key("leader")], args=args)
+
     async def _rebuild(self, token: int) -> tuple[LeaderState, Any]:
-        agents_raw, waiting_raw, queues_raw, applied = await asyncio.gather(
+        agents_raw, waiting_raw, queues_raw, stats_raw, applied = await asyncio.gather(
             self.redis.hgetall(self.key("agents")),
             self.redis.hgetall(self.key("waiting")),
             self.redis.hgetall(self.key("queues")),
+            self.redis.hgetall(self.key("stats")),
             self.redis.get(self.key("applied")),
         )
         agents = {_s(k): json.loads(v) for k, v in agents_raw.items()}
         waiting = {_s(k): json.loads(v) for k, v in waiting_raw.items()}
         nodes = {str(r.get("node")) for r in [*agents.values(), *waiting.values()] if r.get("node")}
+        nodes |= {str(r["wrap"]["node"]) for r in agents.values() if (r.get("wrap") or {}).get("node")}
         alive = await self.alive_nodes(nodes | {self.node_id})
-        state = LeaderState(self.queues, token, **self.router_args)
+        state = LeaderState(self.queues, token, home=self.node_id, **self.router_args)
         queues = {_s(k): json.loads(v) for k, v in queues_raw.items()}
-        state.restore(agents, waiting, alive, self.clock(), self.wall(), queues)
+        stats = {_s(k): json.loads(v) for k, v in stats_raw.items()}
+        state.restore(agents, waiting, alive, self.clock(), self.wall(), queues, stats)
+        await self._restore_chats(state)
         return state, _s(applied) if applied else "0-0"
+
+    async def _restore_chats(self, state: LeaderState) -> None:
+        """The chat ACD's mirror (``chats`` hash, cluster/chats.py)."""
+        raw = await self.redis.hgetall(self.key("chats"))
+        records = {_s(k): json.loads(v) for k, v in raw.items()}
+        nodes = {str(r.get("node")) for r in records.values() if r.get("node")}
+        alive = await self.alive_nodes(nodes | {self.node_id})
+        state.chats.restore(records, alive, self.clock(), self.wall())
 
     async def _write(self, out: Output, last_id: Any, state: LeaderState, *, snapshot: bool = False) -> bool:
         """One fenced script call; False (and step down) when the lock is not ours any more."""

@@ -3,13 +3,16 @@
 Read from the keys :mod:`.node` maintains (prefix ``cc:``): ``nodes`` (each node's last heartbeat,
 calls held then, start time), ``alive:<node>`` (present while its heartbeat is fresh) and ``leader``
 (``node:token``, the lock whose token fences the leader's writes). A node that stopped or was killed
-stays listed, as not alive, with its last heartbeat. Without ``redis_url`` there is one node and
-nothing to read (:func:`single_node`).
+stays listed, as not alive, with its last heartbeat — until it has been silent for
+:data:`FORGET_AFTER_TTLS` heartbeat lifetimes (its own ``ttl``): then it is left out, and the leader
+removes it from ``nodes`` (a node that comes back is listed again at its first heartbeat). Without
+``redis_url`` there is one node and nothing to read (:func:`single_node`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +20,18 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # the single-node server imports this module without needing Redis
     from redis.asyncio import Redis
 
-__all__ = ["ClusterStatus", "NodeStatus", "format_status", "read_status", "single_node"]
+__all__ = [
+    "FORGET_AFTER_TTLS",
+    "ClusterStatus",
+    "NodeStatus",
+    "forgotten",
+    "format_status",
+    "read_status",
+    "single_node",
+]
+
+FORGET_AFTER_TTLS = 10.0  # a node silent this many heartbeat lifetimes is no longer listed
+_DEFAULT_TTL_S = 6.0  # heartbeats written before they carried their ttl
 
 
 @dataclass(frozen=True)
@@ -51,11 +65,24 @@ def single_node(node_id: str) -> ClusterStatus:
     return ClusterStatus("single", node_id)
 
 
-async def read_status(redis: Redis, node_id: str, *, prefix: str = "cc:") -> ClusterStatus:
-    """Every node in the ``nodes`` hash, alive ones first, then by name."""
+def forgotten(raw: Any, now_wall: float) -> bool:
+    """Whether a ``nodes`` entry is older than :data:`FORGET_AFTER_TTLS` of its node's heartbeat ttl."""
+    seen = _load(raw)
+    at = _num(seen.get("at"))
+    if at is None:
+        return False
+    ttl = _num(seen.get("ttl")) or _DEFAULT_TTL_S
+    return now_wall - at > FORGET_AFTER_TTLS * ttl
+
+
+async def read_status(
+    redis: Redis, node_id: str, *, prefix: str = "cc:", now_wall: float | None = None
+) -> ClusterStatus:
+    """Every node in the ``nodes`` hash not yet forgotten, alive ones first, then by name."""
     seen_raw, lock, epoch = await _gather(redis, prefix)
-    beats = {_s(k): _load(v) for k, v in seen_raw.items()}
+    wall = time.time() if now_wall is None else now_wall
     leader, token = _parse_lock(lock)
+    beats = {_s(k): _load(v) for k, v in seen_raw.items() if _s(k) == leader or not forgotten(v, wall)}
     names = sorted(set(beats) | ({leader} if leader else set()))
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:

@@ -22,8 +22,12 @@ class Node:
         self.redis = Redis.from_url(url)
         self.notices: asyncio.Queue[Notice] = asyncio.Queue()
         self.node = ClusterNode(
-            self.redis, node_id, QUEUES, on_notice=self.notices.put_nowait, ttl_s=1.0, retry_s=0.1
+            self.redis, node_id, QUEUES, on_notice=self._on_notice, ttl_s=1.0, retry_s=0.1
         )
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.op != "place":  # a waiting caller's place (announcements), not routing
+            self.notices.put_nowait(notice)
 
     async def next(self) -> Notice:
         return await asyncio.wait_for(self.notices.get(), WAIT)
