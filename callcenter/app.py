@@ -173,6 +173,7 @@ class Application:
         )
         self.registration = RegistrationService(settings.sip, self.endpoint, self.store)
         self.registration.on_auth_failed = self.sip_auth_failed
+        self.registration.banned = lambda host: self.endpoint.guard.banned(host, self.endpoint.now)
         # Scale-out (issue 10): with redis_url, routing is the elected leader's (callcenter/cluster/).
         self.cluster: Cluster | None = None
         if settings.redis_url is not None:
@@ -198,6 +199,7 @@ class Application:
             snapshot=self.acd.snapshot,
             live_rtp=rtp_of_sessions(lambda: self.calls.sessions.values()),
             sip_connections=self.endpoint.connection_stats,
+            sip_guard=lambda: self.endpoint.guard.stats,
         )
         self.live = LiveHub(self.bus, self.acd.snapshot)
         self.webhooks = WebhookSender(settings.webhooks)

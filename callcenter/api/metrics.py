@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -79,12 +79,14 @@ class Metrics:
         snapshot: Callable[[], dict[str, Any]] | None = None,
         live_rtp: LiveRtp | None = None,
         sip_connections: ConnectionStats | None = None,
+        sip_guard: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.active_calls = active_calls
         self.snapshot = snapshot
         self.live_rtp = live_rtp
         self.sip_connections = sip_connections
+        self.sip_guard = sip_guard  # SipGuard.stats: what the flood/brute-force/scan protection did
         self.calls_total = Counter(
             "callcenter_calls", "Calls ended, by disposition", ["disposition"], registry=self.registry
         )
@@ -180,6 +182,16 @@ class _Collector(Collector):
                 yield CounterMetricFamily(name, f"RTP packets {what}", value=value)
         if m.sip_connections is not None:
             yield from _connection_families(m.sip_connections())
+        if m.sip_guard is not None:
+            guard = CounterMetricFamily(
+                "callcenter_sip_protection",
+                "SIP protection actions: scanners/rate_limited/banned_dropped (requests dropped), bans, "
+                "calls_refused (503 over a call cap), numbers_refused (404 to an unknown source)",
+                labels=["action"],
+            )
+            for action, count in sorted(m.sip_guard().items()):
+                guard.add_metric([action], count)
+            yield guard
 
 
 def _connection_families(stats: dict[str, dict[str, int]]) -> Iterator[Any]:

@@ -220,6 +220,10 @@ class AgentCallSession(CallSession):
         """The agent's username once the Proxy-Authorization checks out; else the INVITE is answered
         (407 challenge, or 403) and None."""
         call, registration = self.call, self.calls.acd.registration
+        origin = self.calls.origin(call)
+        if origin != call.source and registration.banned is not None and registration.banned(origin.host):
+            call.reject(403)  # banned behind a trusted proxy: the guard cannot drop the proxy's packets
+            return None
         try:
             result = await registration.authenticate(call.invite)
         except Exception as exc:  # noqa: BLE001 - a database hiccup must answer, not hang the phone
@@ -229,15 +233,14 @@ class AgentCallSession(CallSession):
         if result.status in (AuthStatus.CHALLENGE, AuthStatus.STALE):
             call.reject(407, extra=registration.proxy_challenge(stale=result.status is AuthStatus.STALE))
             return None
-        origin = self.calls.origin(call)
         agents = registration.agents_at(origin)
         if result.status is not AuthStatus.OK or result.username not in agents:
             reason = result.reason or "not this phone's agent"
             log_event(log, "agent_call_auth_failed", call_id=call.call_id, username=result.username,
                       source=f"{origin.host}:{origin.port}", reason=reason)
             call.reject(403)
-            if self.calls.on_auth_failed is not None:
-                self.calls.on_auth_failed(call.source.host, result.username)
+            if self.calls.on_auth_failed is not None:  # the phone's address, also behind Kamailio
+                self.calls.on_auth_failed(origin.host, result.username)
             return None
         return result.username
 

@@ -21,6 +21,7 @@ __all__ = [
     "RegisterResult",
     "Registrar",
     "contact_key",
+    "path_received",
     "normalize_aor",
 ]
 
@@ -65,6 +66,27 @@ def contact_key(uri: str, params: Mapping[str, str | None] | None = None) -> str
     host, *uri_params = hostpart.split(";")
     sorted_params = ";".join(sorted(p.strip().lower() for p in uri_params if p.strip()))
     return f"uri:{scheme.lower()}:{user}{at}{host.lower()};{sorted_params}?{headers.lower()}"
+
+
+def path_received(path: Sequence[str], *, fallback: str | None = None) -> tuple[str, str, int] | None:
+    """(transport, host, port) the phone sent a REGISTER from, as the Path proxy nearest to it says: the
+    ``received`` parameter of the last Path entry (RFC 3327 §4; Kamailio's add_path_received(),
+    percent-escaped), else ``fallback`` (a URI, e.g. the Contact); None when neither can be read."""
+    if not path:
+        return None
+    try:
+        last = parse_name_addr(path[-1])
+        hop = parse_uri(last.uri)
+        received = hop.params.get("received") or last.params.get("received")
+        if received:
+            uri = parse_uri(unquote(received.strip('"')))
+        elif fallback is not None:
+            uri = parse_uri(fallback)
+        else:
+            return None
+    except SipParseError:
+        return None
+    return uri.transport, uri.host_for_socket, uri.port or 5060
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +137,8 @@ class Binding:
         (Kamailio's add_path_received(), percent-escaped), else the Contact's own address."""
         if not self.path:
             return self.transport, self.source[0], self.source[1]
-        try:
-            last = parse_name_addr(self.path[-1])
-            hop = parse_uri(last.uri)
-            received = hop.params.get("received") or last.params.get("received")
-            uri = parse_uri(unquote(received.strip('"'))) if received else parse_uri(self.contact)
-        except SipParseError:
-            return self.transport, self.source[0], self.source[1]
-        return uri.transport, uri.host_for_socket, uri.port or 5060
+        found = path_received(self.path, fallback=self.contact)
+        return found if found is not None else (self.transport, self.source[0], self.source[1])
 
     def contact_header(self, now: float) -> str:
         """A Contact value for the 200 OK: ``<uri>;params;q=..;expires=N`` (RFC 3261 §10.3 step 8)."""

@@ -8,6 +8,7 @@ agent's SIP username: one domain per server, whatever host the phone put in its 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from callcenter.core.config import SipSettings
 from callcenter.core.logging import log_event
 from callcenter.sip.auth import AuthResult, AuthStatus, DigestAuthenticator, DigestCredentials
 from callcenter.sip.message import SipParseError, SipRequest, make_response
-from callcenter.sip.registrar import Binding, ContactRequest, Registrar, normalize_aor
+from callcenter.sip.registrar import Binding, ContactRequest, Registrar, normalize_aor, path_received
 from callcenter.sip.transaction import Addr, ServerTransaction, State
 from callcenter.sip.uri import parse_name_addr, parse_uri
 
@@ -70,6 +71,10 @@ class RegistrationService:
         self.clock = clock
         # (source address, username) of each failed digest attempt: the SIP guard bans brute force.
         self.on_auth_failed: Callable[[str, str | None], object] | None = None
+        # Whether the SIP guard bans an address (set by the app): a banned phone behind a trusted proxy
+        # gets 403 here, since the guard cannot drop the proxy's packets.
+        self.banned: Callable[[str], bool] | None = None
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.protection.trusted)
         self.auth = DigestAuthenticator(
             settings.realm, secret, settings.nonce_ttl_s, algorithms=tuple(settings.digest_algorithms)
         )
@@ -97,8 +102,25 @@ class RegistrationService:
             await asyncio.wait(tasks, timeout=1.0)
 
     # --- the REGISTER path ---------------------------------------------------------------------
+    def origin(self, request: SipRequest, source: Addr) -> str:
+        """The address the phone sent the REGISTER from: behind a trusted proxy (Kamailio) the one its
+        Path entry names (``received``, RFC 3327), else the packet's source. Failed digests count
+        against it, so one phone guessing passwords through Kamailio is banned, not Kamailio."""
+        try:
+            sender = ipaddress.ip_address(source.host.strip("[]"))
+        except ValueError:
+            return source.host
+        if not any(sender in net for net in self._trusted):
+            return source.host
+        found = path_received(request.headers.get_all("Path"))
+        return found[1] if found is not None else source.host
+
     def on_register(self, txn: ServerTransaction, request: SipRequest, source: Addr) -> None:
         now = self.clock()
+        origin = self.origin(request, source)
+        if origin != source.host and self.banned is not None and self.banned(origin):
+            self._reply(txn, request, 403, "Forbidden")
+            return
         try:
             to_uri = parse_uri(parse_name_addr(request.headers.get("To") or "").uri)
         except SipParseError:
@@ -116,7 +138,7 @@ class RegistrationService:
             self._reply(txn, request, 403, "Forbidden")
             self.stats["failed"] += 1
             if self.on_auth_failed is not None:
-                self.on_auth_failed(source.host, step.username)
+                self.on_auth_failed(origin, step.username)
             return
         cached = self._cache.get(step.username)
         if cached is not None and (cached[0] is not None or now - cached[1] < _NEGATIVE_TTL_S):
@@ -172,7 +194,7 @@ class RegistrationService:
             )
             self._reply(txn, request, 403, "Forbidden")
             if self.on_auth_failed is not None:
-                self.on_auth_failed(source.host, result.username)
+                self.on_auth_failed(self.origin(request, source), result.username)
             return
         self.stats["challenged"] += 1
         stale = result.status is AuthStatus.STALE

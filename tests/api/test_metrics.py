@@ -147,3 +147,21 @@ def test_http_latency_is_labelled_by_route_template_not_path(client: TestClient)
     unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
     assert m[("callcenter_http_request_duration_seconds_count", unmatched)] == 1
     assert not any("/api/things/a" in str(labels) for _, labels in m)
+
+
+def test_the_sip_guards_actions_are_counted(access: Access) -> None:
+    """Wired as app.py does (the guard's stats read at scrape time): a number scan shows up."""
+    from callcenter.sip.guard import GuardSettings, SipGuard
+
+    guard = SipGuard(GuardSettings(trusted=(), number_scan_failures=3))
+    metrics = Metrics(sip_guard=lambda: guard.stats)
+    app = FastAPI()
+    app.include_router(access.router())
+    app.include_router(create_metrics_router(metrics, access, scrape_token=SCRAPE))
+    with TestClient(app) as c:
+        assert scrape(c)[("callcenter_sip_protection_total", (("action", "numbers_refused"),))] == 0
+        for number in ("900", "901", "902"):
+            guard.number_refused("198.51.100.4", number, 1.0)
+        m = scrape(c)
+    assert m[("callcenter_sip_protection_total", (("action", "numbers_refused"),))] == 3
+    assert m[("callcenter_sip_protection_total", (("action", "bans"),))] == 1

@@ -158,3 +158,62 @@ async def test_a_challenge_or_a_good_password_is_no_failure(
         await acd.agent_calls.session(call, deps).run()  # type: ignore[arg-type]
         assert call.rejected == status and failures == []
         await acd.stop()
+
+
+# -- behind Kamailio: the phone it names is counted and banned, not Kamailio -----------------------
+
+REMOTE_PHONE = Addr("udp", "203.0.113.7", 40000)
+KAMAILIO = Addr("udp", "127.0.0.1", 5060)  # trusted (loopback, the default)
+
+
+class _RemoteRegistration(_Registration):
+    banned: Any = None
+
+    def agents_at(self, source: Addr) -> list[str]:
+        return ["amy"] if source == REMOTE_PHONE else []
+
+
+class _ProxiedCall(_Call):
+    source = KAMAILIO
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.invite = SimpleNamespace(
+            uri=uri,
+            headers=SimpleNamespace(
+                get_all=lambda name: ["sip:203.0.113.7:40000"] if name == "X-Callcenter-Source" else []
+            ),
+        )
+
+
+async def test_a_wrong_password_through_kamailio_counts_against_the_phone(tmp_path: Path) -> None:
+    registration = _RemoteRegistration(password_ok=False)
+    acd = _acd(tmp_path, registration)
+    failures: list[tuple[str, str | None]] = []
+    acd.agent_calls.on_auth_failed = lambda host, username: failures.append((host, username))
+    deps = CallDeps(acd.settings, SimpleNamespace(), SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
+    call = _ProxiedCall("sip:ben@127.0.0.1")
+    assert acd.agent_calls.claims(call)  # type: ignore[arg-type]
+    await acd.agent_calls.session(call, deps).run()  # type: ignore[arg-type]
+    assert call.rejected == [403]
+    assert failures == [("203.0.113.7", "amy")]  # so the guard bans that phone, never Kamailio
+    await acd.stop()
+
+
+async def test_a_banned_phone_behind_kamailio_is_refused_before_any_password_check(tmp_path: Path) -> None:
+    registration = _RemoteRegistration(password_ok=True)
+    registration.banned = lambda host: host == "203.0.113.7"
+    checked: list[Any] = []
+    original = registration.authenticate
+
+    async def authenticate(invite: Any) -> AuthResult:
+        checked.append(invite)
+        return await original(invite)
+
+    registration.authenticate = authenticate  # type: ignore[method-assign]
+    acd = _acd(tmp_path, registration)
+    deps = CallDeps(acd.settings, SimpleNamespace(), SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
+    call = _ProxiedCall("sip:support@127.0.0.1")
+    await acd.agent_calls.session(call, deps).run()  # type: ignore[arg-type]
+    assert call.rejected == [403] and checked == []
+    await acd.stop()

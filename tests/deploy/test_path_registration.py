@@ -78,12 +78,12 @@ class _Responder:
         self.responses.append(response)
 
 
-def _register(supported: bool, call_id: str = "reg-1") -> SipRequest:
+def _register(supported: bool, call_id: str = "reg-1", path: str = PATH) -> SipRequest:
     lines = [
         "REGISTER sip:127.0.0.1 SIP/2.0",
         "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-k1",
         "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-p1;received=127.0.0.1;rport=40000",
-        f"Path: {PATH}",
+        f"Path: {path}",
         "From: <sip:agent1@127.0.0.1>;tag=f1",
         "To: <sip:agent1@127.0.0.1>",
         f"Call-ID: {call_id}",
@@ -146,3 +146,58 @@ async def test_path_not_echoed_to_a_phone_without_path_support_but_still_used() 
     assert ok.status == 200
     assert ok.headers.get_all("Path") == []
     assert RingTarget.from_binding(service.lookup("agent1")[0]).route == (PATH,)
+
+
+# -- brute force through the proxy: the phone is counted (and banned), not Kamailio -----------------
+
+REMOTE_PATH = "<sip:127.0.0.1:5060;lr;received=sip:203.0.113.7%3A40000>"
+
+
+async def _wrong_password(service: RegistrationService, responder: _Responder, source: Addr) -> None:
+    layer = TransactionLayer()
+    request = _register(supported=True, call_id="guess", path=REMOTE_PATH)
+    service.on_register(ServerTransaction(layer, server_key(request), request, source), request, source)
+    challenge = pick_challenge(responder.responses[-1])
+    assert challenge is not None
+    again = authorize(request, challenge, ClientCredentials("agent1", "guess"), branch="z9hG4bK-g2")
+    service.on_register(ServerTransaction(layer, server_key(again), again, source), again, source)
+    for _ in range(50):  # the HA1 lookup runs in a worker thread
+        if responder.responses[-1].status != 401:
+            break
+        await asyncio.sleep(0.01)
+    assert responder.responses[-1].status == 403
+
+
+def _service() -> tuple[RegistrationService, _Responder, list[str]]:
+    settings = SipSettings()  # trusted: loopback, i.e. this Kamailio
+    responder = _Responder()
+    service = RegistrationService(
+        settings, responder, _Store(settings.realm), secret=b"k" * 32, clock=lambda: 100.0
+    )
+    failed: list[str] = []
+    service.on_auth_failed = lambda host, username: failed.append(host)
+    return service, responder, failed
+
+
+async def test_a_wrong_password_through_the_proxy_counts_against_the_phone() -> None:
+    service, responder, failed = _service()
+    await _wrong_password(service, responder, KAMAILIO)
+    assert failed == ["203.0.113.7"]  # the phone Kamailio named, so the guard bans it and not Kamailio
+
+
+async def test_a_path_from_an_untrusted_sender_is_not_believed() -> None:
+    service, responder, failed = _service()
+    await _wrong_password(service, responder, Addr("udp", "198.51.100.9", 5060))
+    assert failed == ["198.51.100.9"]  # anyone can write a Path header
+
+
+async def test_a_banned_phone_behind_the_proxy_gets_403_without_a_challenge() -> None:
+    service, responder, _ = _service()
+    service.banned = lambda host: host == "203.0.113.7"
+    layer = TransactionLayer()
+    request = _register(supported=True, call_id="banned", path=REMOTE_PATH)
+    service.on_register(ServerTransaction(layer, server_key(request), request, KAMAILIO), request, KAMAILIO)
+    assert responder.responses[-1].status == 403
+    # another phone behind the same Kamailio still registers
+    await _register_with_auth(service, responder, _register(supported=True, call_id="other"))
+    assert responder.responses[-1].status == 200
