@@ -210,6 +210,7 @@ def _connection_families(stats: dict[str, dict[str, int]]) -> Iterator[Any]:
         open_.add_metric([transport], counts.get("open", 0))
         refused.add_metric([transport, "max_total"], counts.get("refused_total", 0))
         refused.add_metric([transport, "max_per_source"], counts.get("refused_source", 0))
+        refused.add_metric([transport, "banned"], counts.get("refused_banned", 0))
         for reason, value in sorted(counts.items()):
             if reason.endswith("_timeout"):
                 closed.add_metric([transport, reason], value)

@@ -182,7 +182,11 @@ class SipEndpoint:
         tcp = TcpTransport(self.receive_message, self._bad_request, self.config.max_message_bytes,
                            self.config.connections)
         tcp.needed = self.connection_needed
+        tcp.banned = self._banned
         return tcp
+
+    def _banned(self, host: str) -> bool:
+        return self.guard.banned(host, self.now)
 
     def connection_needed(self, peer: Addr) -> bool:
         """Whether the connection to ``peer`` must stay open though idle: a registration binding, a
@@ -214,6 +218,7 @@ class SipEndpoint:
             limits=c.connections,
         )
         tls.needed = self.connection_needed
+        tls.banned = self._banned
         return tls
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -18,6 +18,7 @@ from callcenter.core.config import SipSettings
 from callcenter.sip.auth import compute_ha1
 from callcenter.sip.client_auth import ClientCredentials, authorize, pick_challenge
 from callcenter.sip.endpoint import EndpointConfig, SipEndpoint
+from callcenter.sip.guard import GuardSettings, SipGuard
 from callcenter.sip.message import SipRequest
 from callcenter.sip.parser import parse_message
 from callcenter.sip.registration import RegistrationService
@@ -165,6 +166,24 @@ async def a_tls_connection_beyond_the_cap_gets_no_handshake(
     first[1].close()
 
 
+async def a_banned_sources_new_connections_are_closed_at_once(
+    certs: tuple[Path, Path], sites: list[Site]
+) -> None:
+    site = await start(certs, first_message_timeout_s=60.0, handshake_timeout_s=60.0)
+    sites.append(site)
+    before = await TcpClient(site.tcp).connect()
+    assert await options_ok(before)
+    site.ep.guard = SipGuard(GuardSettings(trusted=(), auth_failures=1))
+    site.ep.guard.auth_failed("127.0.0.1", site.ep.now, username="guess")  # banned from now on
+    for port in (site.tcp.port, site.tls_port):  # TCP, and TLS without a handshake
+        reader, writer = await raw(site, port)
+        assert await closed_by_server(reader)
+        writer.close()
+    stats = site.ep.connection_stats()
+    assert stats["tcp"]["refused_banned"] == 1 and stats["tls"]["refused_banned"] == 1
+    before.close()
+
+
 # -- timeouts ------------------------------------------------------------------------------------
 
 
@@ -260,6 +279,7 @@ Scenario = Callable[[tuple[Path, Path], list[Site]], Awaitable[None]]
 SCENARIOS: list[Scenario] = [
     the_connection_beyond_the_per_source_cap_is_closed_and_the_others_keep_working,
     a_tls_connection_beyond_the_cap_gets_no_handshake,
+    a_banned_sources_new_connections_are_closed_at_once,
     a_tls_connection_that_never_handshakes_is_closed,
     silent_and_trickling_connections_are_closed_and_the_server_still_registers,
     an_idle_connection_is_closed_while_one_sending_keep_alives_stays,

@@ -109,6 +109,7 @@ class ConnectionTable:
         self.stats = {
             "refused_total": 0,
             "refused_source": 0,
+            "refused_banned": 0,  # counted by the transport (the SIP guard's ban, not a cap)
             **{e.value: 0 for e in Expiry},
         }
 

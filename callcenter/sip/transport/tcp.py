@@ -155,6 +155,9 @@ class TcpTransport:
         # Whether an idle connection is still in use (a registration binding or dialog rides on it,
         # RFC 3261 §18.2.2): asked before the idle timeout closes it. Set by the endpoint.
         self.needed: Callable[[Addr], bool] | None = None
+        # Whether the SIP guard bans an address (set by the endpoint): its new connections are closed
+        # at once, as its datagrams are dropped — a banned scanner costs no TLS handshake.
+        self.banned: Callable[[str], bool] | None = None
         self._listeners: list[tuple[socket.socket, ssl.SSLContext | None]] = []
         self._handshakes: dict[int, asyncio.Task[None]] = {}  # accepted, not yet established
         self._housekeeper: asyncio.Task[None] | None = None
@@ -208,6 +211,10 @@ class TcpTransport:
             asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock, context)
 
     def _admit(self, conn: socket.socket, host: str, context: ssl.SSLContext | None) -> None:
+        if self.banned is not None and self.banned(host):
+            self.table.stats["refused_banned"] += 1
+            conn.close()
+            return
         cid = self.table.admit(host, self.now(), handshake=context is not None)
         if cid is None:
             conn.close()  # over a cap: nothing read, no TLS handshake
