@@ -118,6 +118,9 @@ def create_chat_router(
                 and r.get("state") == shown
                 and (agent is None or r.get("agent") == agent)
             ]
+            for r in found:  # the place in the whole cluster's line (the holder wrote it when it changed)
+                if r.get("state") == "waiting" and isinstance(r.get("id"), int):
+                    r["position"] = engine.position(r["id"], r.get("queue")) or r.get("position")
             found.sort(key=lambda r: int(r.get("id") or 0))
         return found
 
@@ -134,6 +137,8 @@ def create_chat_router(
             if agent is not None and held.get("agent") != agent:
                 raise not_found(conversation_id)
             info = {k: v for k, v in held.items() if k not in ("language", "node")}
+            if info.get("state") == "waiting":
+                info["position"] = engine.position(conversation_id, info.get("queue")) or info.get("position")
         else:
             conv = await asyncio.to_thread(engine.store.conversation, conversation_id)
             if conv is None or (agent is not None and conv.agent != agent):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -24,8 +25,8 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from callcenter.calls.agent_calls import AgentCalls
 from callcenter.calls.agent_leg import AgentRing, RingResult, RingTarget, close_leg
@@ -33,6 +34,7 @@ from callcenter.calls.callback import CallbackRunner, ask_callback_number, confi
 from callcenter.calls.outbound import TrunkRing, install_trunk, normalise_number, number_uri, outside_dest
 from callcenter.calls.talk import LiveTalk
 from callcenter.calls.transfer import HoldLog, names_dialog, parse_replaces
+from callcenter.core.clock import local_day
 from callcenter.core.config import QueueSettings, Settings
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
@@ -208,7 +210,10 @@ class Acd:
         self.router.agents.default_max_chats = settings.routing.default_max_chats
         self.callbacks = CallbackRunner(self)
         self.prompts: PromptCache | None = None  # the IVR's TTS cache (callback announcements to agents)
-        self.local_day: Callable[[], float] = _seconds_to_local_midnight
+        # per-day counters end at midnight of routing.timezone: the day the reports count in
+        self.local_day: Callable[[], float] = functools.partial(
+            _seconds_to_midnight, settings.routing.timezone
+        )
         install_trunk(endpoint, settings)
         # INVITEs from agents' registered phones: calls placed through us (CallManager routes them here)
         self.agent_calls = AgentCalls(self)
@@ -1200,11 +1205,10 @@ class Acd:
         return [PromptItem(text, None, language)]
 
 
-def _seconds_to_local_midnight() -> float:
-    """Seconds from now to the next local midnight (the system's time zone)."""
-    now = datetime.now().astimezone()
-    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1.0, (tomorrow - now).total_seconds())
+def _seconds_to_midnight(timezone: str) -> float:
+    """Seconds from now to the next midnight in ``timezone`` (an IANA name)."""
+    wall = time.time()
+    return max(1.0, local_day(wall, ZoneInfo(timezone))[1] - wall)
 
 
 def _is_own_address(host: str) -> bool:

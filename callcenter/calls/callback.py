@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -197,6 +198,7 @@ class CallbackRunner:
         self.numbers: dict[str, str] = {}  # call id → number (in memory; the book persists it)
         self.attempts: dict[str, int] = {}
         self.requested: dict[str, CallbackRequest] = {}
+        self._dropped: deque[str] = deque(maxlen=1000)  # entries made to leave (each logged once)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -227,18 +229,25 @@ class CallbackRunner:
     async def number(self, call_id: str) -> str | None:
         """The number to call back: remembered here, or (a cluster: the callback was left on a node
         that died, and the leader handed its entry to this one) a pending row of the shared book."""
+        return (await self._lookup(call_id))[0]
+
+    async def _lookup(self, call_id: str) -> tuple[str | None, str | None]:
+        """The number, or None and why not for good: ``missing`` / the row's status when no pending
+        request has this id (the entry must leave the line), None when the database is away."""
         number = self.numbers.get(call_id)
-        if number is not None or self.book is None:
-            return number
+        if number is not None:
+            return number, None
+        if self.book is None:
+            return None, "missing"
         try:
             row = await asyncio.to_thread(self.book.get, call_id)
         except Exception as exc:  # noqa: BLE001 - the database is away: the entry is tried again later
             log_event(log, "callback_not_read", level=logging.ERROR, call_id=call_id, error=repr(exc))
-            return None
+            return None, None
         if row is None or row.status != PENDING:
-            return None
+            return None, "missing" if row is None else row.status
         self._remember(row)
-        return row.number
+        return row.number, None
 
     def _remember(self, row: CallbackRequest) -> None:
         self.numbers[row.call_id] = row.number
@@ -269,8 +278,19 @@ class CallbackRunner:
     async def run(self, offer: Offer) -> None:
         acd, router = self.acd, self.acd.router
         call_id = offer.call_id
-        number = await self.number(call_id)
-        if number is None:  # not ours after all: give the agents back
+        number, gone = await self._lookup(call_id)
+        if number is None and gone is not None:
+            # No pending request any more (a cluster: the node that took it died after finishing or
+            # dropping it, or the row was deleted): the entry leaves the line (a ``leave`` command to
+            # the leader), which frees the offer's agents, rather than being offered again and again.
+            router.leave(call_id, acd.clock(), reason="callback_failed")
+            if call_id not in self._dropped:
+                self._dropped.append(call_id)
+                log_event(log, "callback_dropped", level=logging.WARNING, call_id=call_id, queue=offer.queue,
+                          request=gone)
+            acd._kick()
+            return
+        if number is None:  # the database is away: give the agents back, the entry is tried again
             for name in offer.agents:
                 router.offer_failed(call_id, name, acd.clock(), missed=False)
             acd._kick()

@@ -15,12 +15,27 @@ keys (prefix ``cc:``):
   expired: a dead node's chats are taken over by exactly one survivor;
 - ``chat:open`` hash — ``channel|account|visitor`` → open conversation id (a visitor's next message
   or reload on any node finds it);
+- ``chat:opening:<channel|account|visitor>`` — the node creating that visitor's conversation (SET by
+  :data:`OPEN_LUA` only when ``chat:open`` has none, expires after ``open_claim_s``): a visitor whose
+  first messages reach two nodes within milliseconds gets one conversation — the other node waits
+  (bounded) for ``chat:open`` and forwards its message to the first;
+- ``chat_lines`` hash — the leader's line per queue (:mod:`callcenter.cluster.chats`): a waiting chat's
+  place and a queue's length over every node;
 - ``chat:info`` hash — conversation id → its summary for the inbox of every node (what
   ``GET /api/chats`` lists), written by the holder on every change;
 - pub/sub ``chat:node:<node>`` — requests to the holder and their answers (a visitor message that
   arrived elsewhere, an agent's reply / close / hand-back / transfer made through another node), and
   ``chat:out`` — every web chat message the holder sends, so the node where the visitor's widget is
-  connected delivers it (a node only keeps mailboxes of visitors it serves: ``watching``).
+  connected delivers it (a node only keeps mailboxes of visitors it serves: ``watching``), and an
+  agent's typing (fire-and-forget, :class:`TypingThrottle`). A visitor's typing needs no hop: the node
+  serving the widget logs ``chat_typing`` naming the conversation's agent (from ``chat:info``) and the
+  event bridge shows it on every node.
+
+WeChat's passive reply (the bot's answer in the HTTP response, within ~5 s): a message WeChat posted to
+a node that does not hold the conversation is forwarded with the time left (``passive_s``); the holder
+captures the conversation's next Outbound for that customer within it (the channel's passive slot,
+:meth:`ConversationEngine.register_passive`) and returns it in the answer, and the first node replies
+passively with it. Too late: the holder sends it through the customer-service API, as before.
 
 Requests are answered within ``rpc_timeout_s`` or fail (the inbox gets 503; the widget retries); a
 request to a node whose heartbeat is gone takes the conversation over first. Every ``sweep_s`` each
@@ -37,6 +52,7 @@ import itertools
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,13 +65,22 @@ from callcenter.chat.routing import ChatRouter, ChatWaiting
 from callcenter.cluster.messages import Notice
 from callcenter.cluster.node import ClusterNode
 from callcenter.core.logging import log_event
+from callcenter.core.ratelimit import KeyedBuckets
 from callcenter.routing.agents import Agent, AgentState
 from callcenter.routing.queues import QueueConfig
 
 if TYPE_CHECKING:
     from callcenter.chat.engine import ConversationEngine
 
-__all__ = ["CLAIM_LUA", "ChatCluster", "ClusterChatRouter", "inbound_from_json", "inbound_to_json"]
+__all__ = [
+    "CLAIM_LUA",
+    "OPEN_LUA",
+    "ChatCluster",
+    "ClusterChatRouter",
+    "TypingThrottle",
+    "inbound_from_json",
+    "inbound_to_json",
+]
 
 log = logging.getLogger("callcenter.chat.cluster")
 
@@ -75,6 +100,48 @@ if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[
 redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
+
+
+# KEYS: open hash, opening key. ARGV: open field, this node, claim lifetime (ms). Returns {what, value}:
+# {'open', id} the visitor's open conversation; {'mine', node} this node creates it (claim taken or
+# already ours); {'wait', node} another node is creating it right now.
+OPEN_LUA = """
+local conv = redis.call('HGET', KEYS[1], ARGV[1])
+if conv then return {'open', conv} end
+local holder = redis.call('GET', KEYS[2])
+if not holder then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return {'mine', ARGV[2]}
+end
+if holder == ARGV[2] then return {'mine', holder} end
+return {'wait', holder}
+"""
+
+
+class TypingThrottle:
+    """Which typing reports go to other nodes (sans-I/O, ``now`` passed in): a change of state, or the
+    same state again after ``repeat_s``; at most ``rate`` per second per key (``burst`` at once) so a
+    widget toggling in a loop costs Redis nothing more. At most ``max_keys`` keys are remembered."""
+
+    def __init__(
+        self, *, repeat_s: float = 2.0, rate: float = 2.0, burst: int = 6, max_keys: int = 10_000
+    ) -> None:
+        self.repeat_s = repeat_s
+        self.max_keys = max_keys
+        self._last: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self._buckets = KeyedBuckets(rate, burst, max_keys=max_keys)
+
+    def allow(self, key: str, typing: bool, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and last[0] == typing and now - last[1] < self.repeat_s:
+            return False
+        if not self._buckets.take(key, now):
+            return False
+        self._last[key] = (typing, now)
+        self._last.move_to_end(key)
+        while len(self._last) > self.max_keys:
+            self._last.popitem(last=False)
+        return True
 
 
 def _s(value: Any) -> str:
@@ -270,6 +337,9 @@ class ChatCluster:
         rpc_timeout_s: float = 5.0,
         sweep_s: float = 2.0,
         refresh_s: float = 0.5,
+        open_claim_s: float = 5.0,
+        open_poll_s: float = 0.02,
+        passive_margin_s: float = 0.3,
     ) -> None:
         self.redis = redis
         self.node = node
@@ -280,8 +350,14 @@ class ChatCluster:
         self.rpc_timeout_s = rpc_timeout_s
         self.sweep_s = sweep_s
         self.refresh_s = refresh_s
+        self.open_claim_s = open_claim_s  # how long a node's claim to open a visitor's conversation lasts
+        self.open_poll_s = open_poll_s  # how often a node waiting for that conversation looks again
+        self.passive_margin_s = passive_margin_s  # kept for the passive reply's way back
         self.engine: ConversationEngine | None = None
         self._claim = redis.register_script(CLAIM_LUA)
+        self._open = redis.register_script(OPEN_LUA)
+        self._lines: dict[str, list[int]] = {}  # the leader's chat_lines, as last read
+        self.typing_throttle = TypingThrottle()
         self._forget = redis.register_script(FORGET_LUA)
         self._agents: list[Agent] | None = None
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -357,11 +433,19 @@ class ChatCluster:
         return list(self._agents) if self._agents is not None else list(self.local_agents())
 
     async def refresh_agents(self) -> None:
+        """The leader's agents and chat lines, as last mirrored."""
         try:
-            raw = await self.redis.hgetall(self.key("agents"))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.key("agents"))
+                pipe.hgetall(self.key("chat_lines"))
+                raw, lines = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - Redis away: keep the last copy
             log.debug("chat cluster: agents not read: %r", exc)
             return
+        self._lines = {}
+        for queue, value in lines.items():
+            with contextlib.suppress(TypeError, ValueError):
+                self._lines[_s(queue)] = [int(c) for c in json.loads(value)]
         out = []
         for name, value in raw.items():
             try:
@@ -380,6 +464,11 @@ class ChatCluster:
                 log.warning("chat cluster: agent record %r skipped: %r", name, exc)
         if out or self._agents is not None:
             self._agents = out
+
+    def line(self, queue: str) -> list[int]:
+        """The conversations waiting in ``queue`` on every node, in service order (the leader's mirror,
+        read every ``refresh_s``)."""
+        return self._lines.get(queue, [])
 
     async def _refresh_agents(self) -> None:
         while not self._closing:
@@ -413,15 +502,20 @@ class ChatCluster:
                 return
             self.router.noted_requeue(conv, now)
             engine.requeued(conv, agent, notice.reason or "offline")
+        elif notice.op == "chat_full":
+            if live is not None and live.refused(notice.queue):
+                log_event(log, "chat_queue_full", conversation_id=conv, queue=notice.queue, node=self.node_id)
 
     # -- conversations: ownership, summaries ----------------------------------------------------------
 
     async def opened(self, live: LiveChat) -> None:
         """A conversation started here."""
         try:
+            field = open_field(*live.key)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(self.key("chat:owner"), str(live.id), self.node_id)
-                pipe.hset(self.key("chat:open"), open_field(*live.key), str(live.id))
+                pipe.hset(self.key("chat:open"), field, str(live.id))
+                pipe.delete(self.key(f"chat:opening:{field}"))
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the sweep claims it again later
             log.warning("chat cluster: conversation %s not registered: %r", live.id, exc)
@@ -577,6 +671,38 @@ class ChatCluster:
         except Exception as exc:  # noqa: BLE001 - stored anyway; the widget's history has it
             log.warning("chat cluster: message not fanned out: %r", exc)
 
+    # -- typing ------------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.engine.clock.now() if self.engine is not None else asyncio.get_running_loop().time()
+
+    async def typing(self, conversation_id: int, channel: str, visitor: str, typing: bool, name: str) -> None:
+        """An agent typing in a conversation (through any node): to every node, whichever serves the
+        visitor's widget shows it. Fire-and-forget, throttled per conversation."""
+        if not self.typing_throttle.allow(f"agent:{conversation_id}", typing, self._now()):
+            return
+        data = {"channel": channel, "visitor": visitor, "typing": typing, "name": name}
+        msg = json.dumps({"from": self.node_id, "typing": data})
+        try:
+            await self.redis.publish(self.key("chat:out"), msg)
+        except Exception as exc:  # noqa: BLE001 - only an indicator
+            log.debug("chat cluster: typing not sent: %r", exc)
+
+    async def visitor_typing(self, channel: str, account: str, visitor: str, typing: bool) -> None:
+        """A visitor typing on this node while another node holds the conversation: ``chat_typing``
+        naming its agent (the event bridge shows it on every node). Throttled per visitor."""
+        if not self.typing_throttle.allow(f"visitor:{channel}|{account}|{visitor}", typing, self._now()):
+            return
+        try:
+            found = await self.lookup(channel, account, visitor)
+        except Exception as exc:  # noqa: BLE001 - only an indicator
+            log.debug("chat cluster: typing not reported: %r", exc)
+            return
+        if found is not None and found[1]:
+            log_event(
+                log, "chat_typing", conversation_id=found[0], agent=found[1], who="customer", typing=typing
+            )
+
     # -- requests to the holder -------------------------------------------------------------------------
 
     async def forward(self, conversation_id: int, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
@@ -591,20 +717,50 @@ class ChatCluster:
 
     async def inbound(self, message: Inbound) -> int | None:
         """A customer's message with no conversation here: its id when the node holding the visitor's
-        conversation took it; None to handle it here (no open conversation anywhere, or taken over)."""
-        found = await self.lookup(message.channel, message.account, message.visitor)
-        if found is None:
+        conversation took it; None to handle it here (no open conversation anywhere — this node has the
+        claim to open it — or taken over)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conv = await self._open_or_claim(message)
+        if conv is None:
             return None
-        conv = found[0]
         owner = await self.owner(conv)
         if owner is None or owner == self.node_id:
-            if owner == self.node_id or await self.take_over(conv):
-                return None
+            if owner != self.node_id:
+                await self.take_over(conv)
             return None
-        result = await self._request_or_take_over(
-            conv, owner, "inbound", {"message": inbound_to_json(message)}
-        )
-        return None if result is None else int(result["conversation_id"])
+        args: dict[str, Any] = {"message": inbound_to_json(message)}
+        passive = self.engine.passive(message.channel) if self.engine is not None else None
+        if passive is not None:
+            # what is left of the channel's budget, less the answer's way back (and within the request's)
+            left = min(passive[1], self.rpc_timeout_s) - (loop.time() - started) - self.passive_margin_s
+            if left > 0:
+                args["passive_s"] = round(left, 3)
+        result = await self._request_or_take_over(conv, owner, "inbound", args)
+        if result is None:
+            return None
+        reply = result.get("passive")
+        if reply and self.engine is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                await self.engine.deliver_forwarded(outbound_from_json(reply))
+        return int(result["conversation_id"])
+
+    async def _open_or_claim(self, message: Inbound) -> int | None:
+        """The visitor's open conversation anywhere, or None once this node holds the claim to open it;
+        while another node is opening it, wait for it (bounded: that node's claim expires)."""
+        field = open_field(message.channel, message.account, message.visitor)
+        keys = [self.key("chat:open"), self.key(f"chat:opening:{field}")]
+        args: list[str | int] = [field, self.node_id, int(self.open_claim_s * 1000)]
+        deadline = asyncio.get_running_loop().time() + self.open_claim_s + 1.0
+        while True:
+            what, value = (_s(x) for x in await self._open(keys=keys, args=args))
+            if what == "open":
+                return int(value)
+            if what == "mine":
+                return None
+            if asyncio.get_running_loop().time() >= deadline:  # not reached: the claim expires first
+                raise ChatError("the visitor's conversation is being opened elsewhere", "unavailable")
+            await asyncio.sleep(self.open_poll_s)
 
     async def _request_or_take_over(
         self, conversation_id: int, owner: str, op: str, args: dict[str, Any]
@@ -640,28 +796,59 @@ class ChatCluster:
 
     async def _answer(self, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"t": "rep", "id": msg.get("id")}
-        try:
-            reply["result"] = await self._run(str(msg.get("op")), dict(msg.get("args") or {}))
-            reply["ok"] = True
-        except ChatError as exc:
-            reply.update(ok=False, error=str(exc), reason=exc.reason)
-        except Exception as exc:  # noqa: BLE001 - answered, not raised: the requester must not wait
-            log.exception("chat cluster: request %s failed", msg.get("op"))
-            reply.update(ok=False, error=repr(exc), reason="unavailable")
-        with contextlib.suppress(Exception):
-            await self.redis.publish(self.key(f"chat:node:{msg.get('from')}"), json.dumps(reply, default=str))
+        # A passive slot stays open until the answer carrying its reply is published: a later Outbound
+        # to that customer waits for it (the channel's order), then takes the usual way.
+        async with contextlib.AsyncExitStack() as after:
+            try:
+                reply["result"] = await self._run(str(msg.get("op")), dict(msg.get("args") or {}), after)
+                reply["ok"] = True
+            except ChatError as exc:
+                reply.update(ok=False, error=str(exc), reason=exc.reason)
+            except Exception as exc:  # noqa: BLE001 - answered, not raised: the requester must not wait
+                log.exception("chat cluster: request %s failed", msg.get("op"))
+                reply.update(ok=False, error=repr(exc), reason="unavailable")
+            with contextlib.suppress(Exception):
+                channel = self.key(f"chat:node:{msg.get('from')}")
+                await self.redis.publish(channel, json.dumps(reply, default=str))
 
-    async def _run(self, op: str, a: dict[str, Any]) -> dict[str, Any]:
+    async def _inbound_here(
+        self, conv: int, message: Inbound, passive_s: float, after: contextlib.AsyncExitStack
+    ) -> dict[str, Any]:
+        """A customer's message another node received, into the conversation held here; with
+        ``passive_s``, the conversation's next Outbound to the customer within that time comes back in
+        the answer (not sent from here) for that node's passive reply."""
+        engine = self.engine
+        assert engine is not None
+        slot = engine.passive(message.channel) if passive_s > 0 else None
+        future = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if slot is not None:
+            future = await after.enter_async_context(slot[0](message.account, message.visitor))
+        got = await engine.receive(message)
+        if got is None:  # a retry we had seen: the visitor's open conversation
+            live = engine.live_for(message.channel, message.account, message.visitor)
+            return {"conversation_id": live.id if live is not None else conv}
+        out: Outbound | None = None
+        if future is not None:
+            left = passive_s - (loop.time() - started)
+            try:
+                out = await asyncio.wait_for(asyncio.shield(future), max(left, 0.0))
+            except TimeoutError:
+                if future.done() and not future.cancelled():
+                    out = future.result()  # came at the very last moment: still the passive reply
+            except asyncio.CancelledError:
+                if not future.cancelled():
+                    raise
+        return {"conversation_id": got, "passive": outbound_to_json(out) if out is not None else None}
+
+    async def _run(self, op: str, a: dict[str, Any], after: contextlib.AsyncExitStack) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
         conv = int(a["conversation_id"])
         if op == "inbound":
             message = inbound_from_json(a["message"])
-            got = await engine.receive(message)
-            if got is None:  # a retry we had seen: the visitor's open conversation
-                live = engine.live_for(message.channel, message.account, message.visitor)
-                got = live.id if live is not None else conv
-            return {"conversation_id": got}
+            return await self._inbound_here(conv, message, float(a.get("passive_s") or 0.0), after)
         live = engine.live(conv)
         if live is None:
             raise ChatError(f"conversation {conv} is not open", "not_found")
@@ -706,7 +893,11 @@ class ChatCluster:
                     except (ValueError, TypeError):
                         continue
                     if _s(message.get("channel")) == out:
-                        if data.get("from") != self.node_id:
+                        if data.get("from") == self.node_id:
+                            continue
+                        if "typing" in data:
+                            self._spawn(self._typing_here(data.get("typing") or {}))
+                        else:
                             self._spawn(self._deliver(data.get("out") or {}))
                     elif data.get("t") == "req":
                         self._spawn(self._answer(data))
@@ -723,6 +914,15 @@ class ChatCluster:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _typing_here(self, data: Mapping[str, Any]) -> None:
+        if self.engine is None:
+            return
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            channel, visitor = str(data["channel"]), str(data["visitor"])
+            await self.engine.typing_here(
+                channel, visitor, bool(data["typing"]), str(data.get("name") or "agent")
+            )
 
     async def _deliver(self, data: Mapping[str, Any]) -> None:
         engine = self.engine

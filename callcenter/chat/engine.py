@@ -26,6 +26,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -57,6 +58,7 @@ __all__ = [
     "ConversationState",
     "FlowSource",
     "LiveChat",
+    "PassiveSlot",
     "RemoteChats",
     "TRANSITIONS",
 ]
@@ -85,6 +87,11 @@ TRANSITIONS: Mapping[tuple[ConversationState, ChatAction], ConversationState] = 
 FlowSource = Callable[[str], "tuple[Flow, Services] | None"]
 TicketHook = Callable[[HandledCall], Awaitable[int | None]]
 AgentSource = Callable[[], Iterable[Agent]]
+# (account, visitor) → a context in which the channel's next Outbound to that customer resolves the
+# future instead of being sent (WeChat's passive reply); cluster mode uses it for forwarded messages.
+PassiveSlot = Callable[[str, str], AbstractAsyncContextManager["asyncio.Future[Outbound]"]]
+# (visitor, typing, agent's name): show an agent's typing on the visitor's connections on this node
+TypingShow = Callable[[str, bool, str], Awaitable[None]]
 
 _SPEAKER_SENDER = {"caller": "customer", "bot": "bot", "system": "system"}
 _TEXT_MAX = 10_000
@@ -125,6 +132,12 @@ class RemoteChats(Protocol):
     async def outbound(self, out: Outbound) -> None: ...
     async def lookup(self, channel: str, account: str, visitor: str) -> tuple[int, str | None] | None: ...
     async def forward(self, conversation_id: int, op: str, args: dict[str, Any]) -> dict[str, Any] | None: ...
+    async def summary(self, conversation_id: int) -> dict[str, Any] | None: ...
+    async def typing(
+        self, conversation_id: int, channel: str, visitor: str, typing: bool, name: str
+    ) -> None: ...
+    async def visitor_typing(self, channel: str, account: str, visitor: str, typing: bool) -> None: ...
+    def line(self, queue: str) -> list[int]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -203,7 +216,7 @@ class LiveChat:
             "agent": self.agent,
             "started_at": self.started_at.isoformat(),
             "unread": self.unread,
-            "position": self.engine.router.position(self.id),
+            "position": self.engine.position(self.id),
         }
 
     # -- lifecycle (one TaskGroup per conversation) --------------------------------------------------------
@@ -356,7 +369,7 @@ class LiveChat:
         if (
             not resumed
             and queue.max_length is not None
-            and sum(1 for w in engine.router.waiting() if w.queue == queue.name) >= queue.max_length
+            and engine.queue_length(queue.name) >= queue.max_length
         ):
             self.queue_outcome = "full"
             return QueueResult("full")
@@ -391,6 +404,17 @@ class LiveChat:
         wait = self._queue_wait
         if wait is not None and not wait.future.done():
             wait.future.set_result(QueueResult("answered", agent, waited_s))
+
+    def refused(self, queue: str) -> bool:
+        """Cluster mode: the leader refused this chat a place in ``queue`` (its ``max_length`` reached
+        over every node): out of line, and the flow goes on as when the queue was full here."""
+        wait = self._queue_wait
+        if wait is None or wait.future.done() or self.state != "waiting" or self.queue != queue:
+            return False
+        if self.engine.router.leave(self.id):
+            self.move("leave")
+        wait.future.set_result(QueueResult("full"))
+        return True
 
     async def transfer_to_agent(self, agent: str) -> TransferResult:
         try:
@@ -463,18 +487,57 @@ class ConversationEngine:
         self._dispatch_due = False
         self.delivery_failures = 0
         self._watching: dict[str, Callable[[str], bool]] = {}
+        self._typing: dict[str, TypingShow] = {}
+        self._passive: dict[str, tuple[PassiveSlot, float]] = {}
         self.remote: RemoteChats | None = None  # cluster mode: the other nodes (chat/cluster.py)
 
     # -- ChatEngine ----------------------------------------------------------------------------------------
 
     def register_channel(
-        self, channel: ChatChannel, deliver: Deliver, *, watching: Callable[[str], bool] | None = None
+        self,
+        channel: ChatChannel,
+        deliver: Deliver,
+        *,
+        watching: Callable[[str], bool] | None = None,
+        typing: TypingShow | None = None,
     ) -> None:
         """``watching(visitor)``: whether this node serves that visitor's connections (cluster mode:
-        messages another node sends them are delivered here too)."""
+        messages another node sends them are delivered here too); ``typing``: shows an agent's typing
+        there (cluster mode: an agent typing through another node)."""
         self._channels[channel] = deliver
         if watching is not None:
             self._watching[channel] = watching
+        if typing is not None:
+            self._typing[channel] = typing
+
+    def register_passive(self, channel: ChatChannel, slot: PassiveSlot, budget_s: float) -> None:
+        """The channel answers a customer's message with the conversation's next Outbound when it comes
+        within ``budget_s`` (WeChat's passive reply). Cluster mode: a message forwarded to the node
+        holding the conversation brings that reply back over the forward's answer."""
+        self._passive[channel] = (slot, budget_s)
+
+    def passive(self, channel: str) -> tuple[PassiveSlot, float] | None:
+        return self._passive.get(channel)
+
+    async def deliver_forwarded(self, out: Outbound) -> None:
+        """A reply the node holding the conversation captured for this node's passive slot: through this
+        node's adapter (which answers the waiting request, or sends it the usual way when too late)."""
+        deliver = self._channels.get(out.channel)
+        if deliver is None:
+            return
+        try:
+            await deliver(out)
+        except Exception as exc:  # noqa: BLE001 - stored by the holder; the adapter decides on retries
+            self.delivery_failures += 1
+            log_event(log, "chat_undelivered", level=logging.WARNING, conversation_id=out.conversation_id,
+                      error=str(exc))  # fmt: skip
+
+    async def typing_here(self, channel: str, visitor: str, typing: bool, name: str) -> None:
+        """An agent typing through another node: shown on the visitor's connections here, if any."""
+        watching = self._watching.get(channel)
+        show = self._typing.get(channel)
+        if watching is not None and show is not None and watching(visitor):
+            await show(visitor, typing, name)
 
     async def deliver_here(self, out: Outbound) -> None:
         """A message another node sent: to the visitor's connections on this node, if any."""
@@ -670,6 +733,42 @@ class ConversationEngine:
         )
         if self.remote is not None:
             self.remote.changed(live)
+
+    # -- queues: places and lengths ----------------------------------------------------------------------
+
+    def position(self, conversation_id: int, queue: str | None = None) -> int | None:
+        """1-based place of a waiting chat in its queue. Cluster mode: in the whole cluster's line as the
+        leader last mirrored it, this node's chats queued since then after it; ``queue`` names the queue
+        of a chat another node holds."""
+        remote = self.remote
+        if remote is None:
+            return self.router.position(conversation_id)
+        w = self.router.entry(conversation_id)
+        if w is None and conversation_id in self._by_id:
+            return None  # held here and not waiting (the mirror may not know yet)
+        name = w.queue if w is not None else queue
+        if name is None:
+            return None
+        line = remote.line(name)
+        if conversation_id in line:
+            return line.index(conversation_id) + 1
+        if w is None:
+            return None
+        known = set(line)
+        newer = [
+            x.conversation_id
+            for x in self.router.waiting()
+            if x.queue == name and x.conversation_id not in known
+        ]
+        return len(line) + newer.index(conversation_id) + 1
+
+    def queue_length(self, queue: str) -> int:
+        """Chats waiting in ``queue``; cluster mode: on every node (the leader's mirror, with this node's
+        own newer ones)."""
+        here = {w.conversation_id for w in self.router.waiting() if w.queue == queue}
+        if self.remote is None:
+            return len(here)
+        return len(here) + sum(1 for c in self.remote.line(queue) if c not in self._by_id)  # others' chats
 
     # -- the agent's side ----------------------------------------------------------------------------------
 

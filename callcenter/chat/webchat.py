@@ -283,7 +283,9 @@ class WebchatGateway:
 
     def attach(self, engine: ConversationEngine) -> None:
         self.engine = engine
-        engine.register_channel("webchat", self.deliver, watching=self.watching)
+        engine.register_channel(
+            "webchat", self.deliver, watching=self.watching, typing=self.show_agent_typing
+        )
 
     def watching(self, visitor: str) -> bool:
         """Whether this node keeps the visitor's mailbox (cluster mode: other nodes' messages to them
@@ -377,27 +379,61 @@ class WebchatGateway:
         return entry
 
     async def visitor_typing(self, visitor: str, typing: bool) -> None:
-        """Tell the agent (a ``chat_typing`` live event) — only on a change."""
+        """Tell the agent (a ``chat_typing`` live event) — only on a change. Cluster mode, the
+        conversation held by another node: reported from here with its agent (chat/cluster.py)."""
         box = await self.box(visitor)
         if box.visitor_typing == typing:
             return
         box.visitor_typing = typing
-        live = self.engine.live(box.conversation_id) if self.engine and box.conversation_id else None
-        if live is not None and live.agent is not None:
-            log_event(
-                log, "chat_typing", conversation_id=live.id, agent=live.agent, who="customer", typing=typing
-            )
+        engine = self.engine
+        live = engine.live_for("webchat", ACCOUNT, visitor) if engine is not None else None
+        if live is not None:
+            if live.agent is not None:
+                log_event(
+                    log,
+                    "chat_typing",
+                    conversation_id=live.id,
+                    agent=live.agent,
+                    who="customer",
+                    typing=typing,
+                )
+            return
+        if engine is not None and engine.remote is not None:
+            await engine.remote.visitor_typing("webchat", ACCOUNT, visitor, typing)
 
     async def agent_typing(self, conversation_id: int, typing: bool, *, agent: str | None) -> bool:
-        """An agent (``agent`` None: a supervisor) typing in the conversation; False when not theirs."""
-        live = self._engine().live(conversation_id)
-        if live is None or live.channel != "webchat" or (agent is not None and live.agent != agent):
+        """An agent (``agent`` None: a supervisor) typing in the conversation; False when not theirs.
+        Cluster mode: the conversation may be held by another node and the visitor's widget served by
+        any node — the typing goes to every node (throttled), each shows it to the widgets it serves."""
+        engine = self._engine()
+        live = engine.live(conversation_id)
+        channel: str | None
+        if live is not None:
+            channel, visitor, holder = live.channel, live.visitor, live.agent
+        elif engine.remote is not None:
+            info = await engine.remote.summary(conversation_id)
+            if info is None:
+                return False
+            channel, visitor, holder = info.get("channel"), str(info.get("visitor")), info.get("agent")
+        else:
             return False
-        box = await self.box(live.visitor)
+        if channel != "webchat" or (agent is not None and holder != agent):
+            return False
+        name = str(holder or "agent")
+        await self.show_agent_typing(visitor, typing, name, create=live is not None)
+        if engine.remote is not None:
+            await engine.remote.typing(conversation_id, "webchat", visitor, typing, name)
+        return True
+
+    async def show_agent_typing(self, visitor: str, typing: bool, name: str, *, create: bool = False) -> None:
+        """The agent's typing on the visitor's connections here — only on a change. ``create``: make the
+        mailbox when this node has none (else only a node serving the visitor shows it)."""
+        if not create and visitor not in self._boxes:
+            return
+        box = await self.box(visitor)
         if box.agent_typing != typing:
             box.agent_typing = typing
-            await self._publish(box, {"type": "typing", "typing": typing, "name": live.agent or "agent"})
-        return True
+            await self._publish(box, {"type": "typing", "typing": typing, "name": name})
 
     async def wait(self, visitor: str, after: int, timeout_s: float) -> tuple[list[dict[str, Any]], Mailbox]:
         """Messages after ``after``; waits up to ``timeout_s`` for the first one (long-poll)."""

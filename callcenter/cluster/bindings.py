@@ -4,8 +4,8 @@ the calls of — an agent whose phone registered through another node.
 Redis layout (``prefix`` default ``cc:``):
 
 - ``reg:<aor>`` hash, one field per binding: ``<node>|<contact key>`` → JSON record (contact, key,
-  path, transport, source, q, params, Call-ID, CSeq, registered / expires as wall-clock seconds, node);
-- ``reg:exp`` sorted set: ``<aor>\\n<field>`` scored by its wall-clock expiry;
+  path, transport, source, q, params, Call-ID, CSeq, registered / expires on Redis's clock, node);
+- ``reg:exp`` sorted set: ``<aor>\\n<field>`` scored by its expiry on Redis's clock;
 - ``reg:changed`` channel: the AOR whose hash changed (each node re-reads it into its mirror).
 
 Who writes: the node whose registrar bound or unbound the contact (:meth:`SharedBindings.bind` /
@@ -17,8 +17,14 @@ none (LOGOUT): presence is raised once cluster-wide, whichever node the phones r
 
 Each node keeps a mirror of every AOR's bindings in memory (loaded at start, refreshed on each
 ``reg:changed`` message and every ``resync_s``), so ringing and recognising agents never wait on Redis.
-Records carry wall-clock times (nodes' monotonic clocks differ); the mirror converts them with the
-current ``now``/``wall`` pair. Clock skew between nodes shifts an expiry by that skew.
+
+The shared clock: records and sweeps use Redis's own clock (its TIME), not the nodes' wall clocks, so
+a node whose clock is off by minutes neither expires other nodes' bindings early nor keeps them late.
+Each node measures Redis's time against its monotonic clock (at start, then every ``clock_sync_s``;
+the round trip's midpoint, so it is off by at most half a round trip plus the monotonic clock's drift
+since: milliseconds) and converts with that offset (:meth:`SharedBindings.shared_now`). The scripts
+take that time as an argument rather than calling TIME themselves, so the conversion of a record into a
+binding on this node's monotonic clock agrees with the expiry the sweep applies.
 
 A node restarted under the same ``node_id`` keeps its previous run's bindings in Redis (the phones are
 still registered through Kamailio): they ring like any other node's until they expire or are refreshed.
@@ -32,7 +38,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +72,7 @@ local function live_count(h, now)
 end
 """
 
-# KEYS: hash, zset. ARGV: field, record, expires (wall), now (wall), aor, channel, contact key.
+# KEYS: hash, zset. ARGV: field, record, expires, now (both on the shared clock), aor, channel, contact key.
 # Returns how many live bindings the AOR had before (0: this REGISTER logs the agent in).
 BIND_LUA = (
     _LIVE
@@ -88,7 +94,7 @@ return before
 """
 )
 
-# KEYS: hash, zset. ARGV: field, now (wall), aor, channel.
+# KEYS: hash, zset. ARGV: field, now (the shared clock), aor, channel.
 # Returns -1 when the binding was not there (someone else removed it), else the live bindings left.
 UNBIND_LUA = (
     _LIVE
@@ -100,7 +106,7 @@ return live_count(KEYS[1], tonumber(ARGV[2]))
 """
 )
 
-# KEYS: zset. ARGV: now (wall), limit, hash prefix, channel.
+# KEYS: zset. ARGV: now (the shared clock), limit, hash prefix, channel.
 # Returns flat groups of four for each binding it removed: aor, field, record, live bindings left.
 SWEEP_LUA = (
     _LIVE
@@ -136,7 +142,7 @@ Origin = tuple[str, str, int]  # (transport, host, port): Binding.origin()
 
 
 def encode_binding(binding: Binding, node: str, now: float, wall: float) -> str:
-    """The JSON record of ``binding`` (monotonic times turned into wall-clock ones)."""
+    """The JSON record of ``binding`` (monotonic times turned into ``wall``: the shared clock, Redis's)."""
     return json.dumps(
         {
             "c": binding.contact,
@@ -221,6 +227,8 @@ class SharedBindings:
         resync_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        redis_time: Callable[[], Awaitable[float]] | None = None,
+        clock_sync_s: float = 300.0,
     ) -> None:
         self.redis = redis
         self.node_id = node_id
@@ -228,7 +236,12 @@ class SharedBindings:
         self.sweep_s = sweep_s
         self.resync_s = resync_s
         self.clock = clock
-        self.wall = wall
+        self.wall = wall  # only until the first measurement of Redis's clock
+        # Reads the shared clock (default: Redis TIME); tests give every node one fake clock.
+        self.redis_time: Callable[[], Awaitable[float]] = redis_time or self._redis_time
+        self.clock_sync_s = clock_sync_s
+        self._offset: float | None = None  # Redis's clock − our monotonic clock
+        self._next_sync = 0.0
         self.registration: RegistrationService | None = None
         self._bind = redis.register_script(BIND_LUA)
         self._unbind = redis.register_script(UNBIND_LUA)
@@ -262,6 +275,7 @@ class SharedBindings:
 
     async def start(self) -> None:
         self._closing = False
+        await self.sync_clock()
         await self.resync()
         self.ready.set()
         self._tasks = [
@@ -288,6 +302,26 @@ class SharedBindings:
             await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks = []
 
+    # -- the shared clock --------------------------------------------------------------------------------
+
+    async def _redis_time(self) -> float:
+        seconds, micros = await self.redis.time()
+        return float(seconds) + float(micros) / 1e6
+
+    async def sync_clock(self) -> None:
+        """Measure Redis's clock against our monotonic clock (at the round trip's midpoint)."""
+        before = self.clock()
+        shared = await self.redis_time()
+        after = self.clock()
+        self._offset = shared - (before + after) / 2
+        self._next_sync = after + self.clock_sync_s
+
+    def shared_now(self, now: float) -> float:
+        """Redis's clock at our monotonic ``now`` (our wall clock until the first measurement)."""
+        if self._offset is None:
+            return self.wall() + (now - self.clock())
+        return now + self._offset
+
     async def flush(self) -> None:
         """Until every queued write reached Redis (tests, orderly stop)."""
         while self._outbox:
@@ -313,7 +347,7 @@ class SharedBindings:
     def remote(self, aor: str, now: float) -> list[Binding]:
         """The mirror's bindings of ``aor`` (every node's, this one's included: a restarted node's
         previous run left them), unexpired."""
-        wall = self.wall()
+        wall = self.shared_now(now)
         out: list[Binding] = []
         for entry in self._mirror.get(aor, {}).values():
             try:
@@ -350,7 +384,8 @@ class SharedBindings:
         b = w.binding
         aor = b.aor
         field = f"{self.node_id}|{b.key}"
-        now, wall = self.clock(), self.wall()
+        now = self.clock()
+        wall = self.shared_now(now)
         keys = [self.hash_key(aor), self.zset_key]
         if w.bind:
             record = encode_binding(b, self.node_id, now, wall)
@@ -451,9 +486,12 @@ class SharedBindings:
     # -- expiry of bindings whose node is gone -----------------------------------------------------------
 
     async def sweep(self, limit: int = 200) -> int:
-        """Remove bindings expired by the wall clock (any node's); each AOR left without a live binding
+        """Remove bindings expired by Redis's clock (any node's); each AOR left without a live binding
         is announced unregistered here, once. Returns how many were removed."""
-        now, wall = self.clock(), self.wall()
+        if self._offset is None or self.clock() >= self._next_sync:
+            await self.sync_clock()
+        now = self.clock()
+        wall = self.shared_now(now)
         out: list[Any] = await self._sweep_script(
             keys=[self.zset_key], args=[f"{wall:.3f}", limit, self.prefix + "reg:", self.channel]
         )

@@ -16,6 +16,15 @@ Lua) at the price of the leader's latency (a stream round trip, ~ms) and a pause
 The mirror (``chats`` hash, one JSON record per conversation the ACD knows: waiting with its place, or
 held by an agent; and the node holding it) lets a new leader rebuild (:meth:`ChatLeader.restore`).
 
+The line (``chat_lines`` hash, queue → JSON list of the conversation ids waiting in it, in service
+order; written when it changes): every node reads it to show a waiting chat's place among the chats of
+every node, and to refuse a new chat at once when the queue's ``max_length`` is reached. The leader
+alone decides that limit, though: two nodes reading the same mirror could both admit the last place,
+so a ``chat_enqueue`` beyond ``max_length`` (counting the waiting chats of every node, parked ones
+too) is refused with a ``chat_full`` notice — the node's flow then takes its ``on_overflow`` path as on
+one node, a few milliseconds later. Chats going back in line (``front``: handed back, transferred,
+taken over) are never refused, as on one node.
+
 A node that dies leaves its conversations in PostgreSQL and their owner entry in Redis;
 ``callcenter.chat.cluster`` on a surviving node claims them (atomically) and tells the leader with the
 same commands. Meanwhile the leader parks the dead node's waiting chats (:meth:`node_gone`: out of
@@ -49,6 +58,7 @@ CHAT_OPS = frozenset(
 class ChatOutput:
     notices: list[tuple[str, Notice]] = field(default_factory=list)  # (node, notice)
     writes: list[tuple[str, str | None]] = field(default_factory=list)  # chats hash: (field, JSON | None)
+    lines: list[tuple[str, str | None]] = field(default_factory=list)  # chat_lines hash: (queue, JSON)
 
 
 class ChatLeader:
@@ -68,6 +78,7 @@ class ChatLeader:
         self.parked: dict[int, ChatWaiting] = {}  # waiting chats of a dead node, out of line
         self._dirty: set[int] = set()
         self._out = ChatOutput()
+        self._lines_written: dict[str, str] = {}  # queue → the line JSON last written
 
     # -- commands -------------------------------------------------------------------------------------
 
@@ -90,6 +101,12 @@ class ChatLeader:
                 r.attach(kept)  # taken over from a dead node, or back after a restart: same place
                 return
             front = bool(a.get("front"))
+            if not front and self.full(queue):
+                self._out.notices.append(
+                    (cmd.node, Notice("chat_full", str(conv), self.token, queue, reason="full"))
+                )
+                r.leave(conv)  # a stale entry in another queue, if any
+                return
             since = now if front else to_mono(float(a.get("since_wall") or cmd.at or wall), now, wall)
             r.enqueue(
                 conv,
@@ -113,6 +130,18 @@ class ChatLeader:
             r.hand_back(conv, now)
         else:
             raise ValueError(f"not a chat command: {cmd.op}")
+
+    def line(self, queue: str) -> list[int]:
+        """The conversations waiting in ``queue``, in service order (parked ones are out of line)."""
+        return [w.conversation_id for w in self.router.waiting() if w.queue == queue]
+
+    def full(self, queue: str) -> bool:
+        """Whether a new chat would exceed the queue's ``max_length`` (every node's waiting chats)."""
+        q = self.router.queues.get(queue)
+        if q is None or q.max_length is None:
+            return False
+        parked = sum(1 for w in self.parked.values() if w.queue == queue)
+        return len(self.line(queue)) + parked >= q.max_length
 
     # -- a node went away -------------------------------------------------------------------------------
 
@@ -150,6 +179,7 @@ class ChatLeader:
                 )
                 self._out.notices.append((node, notice))
         out, self._out = self._out, ChatOutput()
+        out.lines = self._line_writes()
         for conv in sorted(self._dirty):
             rec = self.record(conv, now, wall)
             if rec is None:
@@ -157,6 +187,23 @@ class ChatLeader:
             out.writes.append((str(conv), None if rec is None else json.dumps(rec, separators=(",", ":"))))
         self._dirty.clear()
         return out
+
+    def _line_writes(self) -> list[tuple[str, str | None]]:
+        """Each queue's line when it changed since last written (a queue never written: when not empty;
+        after a restore, every queue the mirror had chats in)."""
+        lines: dict[str, list[int]] = {name: [] for name in self.router.queues}
+        for w in self.router.waiting():
+            lines.setdefault(w.queue, []).append(w.conversation_id)
+        writes: list[tuple[str, str | None]] = []
+        for name, convs in lines.items():
+            text = json.dumps(convs, separators=(",", ":"))
+            if self._lines_written.get(name, "[]") != text:
+                self._lines_written[name] = text
+                writes.append((name, text))
+        for name in [n for n in self._lines_written if n not in lines]:
+            del self._lines_written[name]
+            writes.append((name, None))
+        return writes
 
     def _requeued(self, conv: int, agent: str, reason: str) -> None:
         self._dirty.add(conv)
@@ -224,6 +271,7 @@ class ChatLeader:
                 if isinstance(node, str) and node in alive:
                     self.owner[conv] = node
                 self._dirty.add(conv)
+                self._lines_written[str(rec.get("queue"))] = "?"  # rewritten at the next step
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("cluster restore: chat %s skipped: %r", key, exc)
         for w in sorted(waiting, key=lambda x: x.order):

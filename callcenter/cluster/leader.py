@@ -27,8 +27,14 @@ offers, answered). Per-queue statistics (the wallboard's offered / answered / ab
 / ASA / AHT) are mirrored in the ``stats`` hash, written in the same fenced call as the commands they
 count — so they are exact, whereas recomputing them from the call records at takeover would miss the
 records a node's writer had not flushed yet (and those of a dead node), and would need the database
-inside a sans-I/O core. Not kept: recent answer times for estimated waits (rebuilt as calls are
-answered) and which agents missed a given caller.
+inside a sans-I/O core. The recent answer and handle times estimated waits read are mirrored per
+queue in the ``recent`` hash (as many as the router keeps: bounded), answer times as wall times, so a
+successor's estimates go on where its predecessor's were. Not kept: which agents missed a given caller.
+
+The day: per-day talk times (``least_talk_time``) start again at local midnight, as on one node (the
+Acd sets ``Router.day_ends_at``): the leader sets it from its wall clock in ``timezone`` (None: the
+system's zone, as the single node), and each agent record carries the local date its ``talk_s_today``
+counts, so a successor coming up after a midnight its predecessor did not see starts them again.
 """
 
 from __future__ import annotations
@@ -38,16 +44,18 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from callcenter.cluster.chats import CHAT_OPS, ChatLeader
 from callcenter.cluster.messages import Command, Notice, queue_from_json, queue_to_json, to_mono, to_wall
+from callcenter.core.clock import local_day
 from callcenter.core.errors import CallcenterError
 from callcenter.core.logging import log_event
 from callcenter.routing.agents import AgentEvent, AgentState, Transition
 from callcenter.routing.queues import QueueConfig
 from callcenter.routing.router import Offer, OfferGone, Overflow, QueueStats, Router
 
-__all__ = ["LeaderState", "Output", "Write"]
+__all__ = ["LeaderState", "Output", "Write", "local_day"]
 
 log = logging.getLogger("callcenter.cluster.leader")
 
@@ -66,7 +74,7 @@ _LEAVE_REASONS = frozenset({"abandoned", "answered", "overflow", "transferred", 
 class Write:
     """One mirror write: HSET / HDEL on a hash (``value`` None deletes the field)."""
 
-    key: Literal["agents", "waiting", "queues", "stats", "chats"]
+    key: Literal["agents", "waiting", "queues", "stats", "chats", "recent", "chat_lines"]
     field: str
     value: str | None
 
@@ -95,6 +103,7 @@ class LeaderState:
         default_max_chats: int = 3,
         home: str | None = None,
         offer_during_calls: bool = False,
+        timezone: str | None = None,
     ) -> None:
         self.router = Router(queues, max_missed=max_missed, auto_available=auto_available)
         # The chat ACD over the same agents (cluster/chats.py); commands chat_*, mirror ``chats``.
@@ -123,6 +132,11 @@ class LeaderState:
         self.adopted: list[str] = []  # callbacks moved to ``home`` from a dead node (for the log)
         self._new_places: list[str] = []  # callers who joined since the last step (a place notice each)
         self._stats_written: dict[str, str] = {}  # queue → the stats JSON last written to the mirror
+        # queue → (answers, handles) last written to the ``recent`` hash (monotonic: compared as such)
+        self._recent_written: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self.zone = ZoneInfo(timezone) if timezone else None  # None: the system's local zone
+        self.day: str | None = None  # the local date (ISO) agents' talk_s_today counts
+        self._next_day: str | None = None  # the date that begins at router.day_ends_at
 
     # -- commands from nodes --------------------------------------------------------------------------
 
@@ -349,7 +363,15 @@ class LeaderState:
     def step(self, now: float, wall: float) -> Output:
         """Timers due, a dispatch, and everything to send and write since the last step."""
         r = self.router
-        for overflow in r.handle_timer(now):
+        rolled = r.day_ends_at is not None and r.day_ends_at <= now
+        overflows = r.handle_timer(now)  # at day_ends_at: Router.new_day (talk_s_today back to 0)
+        if rolled:
+            self.day = self._next_day
+            self._dirty_agents.update(a.name for a in r.agents)  # their records say the new day
+            log.info("cluster: a new day (%s): per-day talk times start again", self.day)
+        if r.day_ends_at is None:
+            self._schedule_day(now, wall)
+        for overflow in overflows:
             node = self.caller_node.get(overflow.call_id)
             self._forget_caller(overflow.call_id)
             if node is not None:
@@ -371,10 +393,20 @@ class LeaderState:
         self._dirty_agents.clear()
         self._dirty_callers.clear()
         out.writes.extend(self._stats_writes())
+        out.writes.extend(self._recent_writes(now, wall))
         chats = self.chats.step(r.agents, now, wall)
         out.notices.extend(chats.notices)
         out.writes.extend(Write("chats", conv, value) for conv, value in chats.writes)
+        out.writes.extend(Write("chat_lines", queue, value) for queue, value in chats.lines)
         return out
+
+    def _schedule_day(self, now: float, wall: float) -> None:
+        """Arm the router's day boundary at the next local midnight (as the single node's Acd does)."""
+        today, midnight = local_day(wall, self.zone)
+        if self.day is None:
+            self.day = today
+        self._next_day = local_day(midnight + 1.0, self.zone)[0]
+        self.router.day_ends_at = now + (midnight - wall)
 
     def _send_places(self, now: float) -> None:
         """Each caller who joined since the last step learns its place at once (the node's first
@@ -411,6 +443,24 @@ class LeaderState:
         for name in [n for n in self._stats_written if n not in self.router.stats]:
             del self._stats_written[name]
             writes.append(Write("stats", name, None))
+        return writes
+
+    def _recent_writes(self, now: float, wall: float) -> list[Write]:
+        """Each queue's recent answer / handle times that changed since last written (``recent`` hash)."""
+        writes = []
+        for name in self.router.queues:
+            answers, handles = cur = self.router.recent(name)
+            if self._recent_written.get(name) == cur:
+                continue
+            self._recent_written[name] = cur
+            data = {
+                "answers": [round(to_wall(t, now, wall), 3) for t in answers],
+                "handles": [round(h, 3) for h in handles],
+            }
+            writes.append(Write("recent", name, json.dumps(data)))
+        for name in [n for n in self._recent_written if n not in self.router.queues]:
+            del self._recent_written[name]
+            writes.append(Write("recent", name, None))
         return writes
 
     def _send_offer(self, offer: Offer, now: float) -> None:
@@ -539,6 +589,7 @@ class LeaderState:
             "answered": agent.answered,
             "talk_s_total": agent.talk_s_total,
             "talk_s_today": agent.talk_s_today,
+            "day": self.day,  # the local date talk_s_today counts
         }
 
     def caller_record(self, call_id: str, now: float, wall: float) -> dict[str, Any] | None:
@@ -560,10 +611,13 @@ class LeaderState:
         wall: float,
         queues: Mapping[str, Mapping[str, Any]] | None = None,
         stats: Mapping[str, Mapping[str, Any]] | None = None,
+        recent: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Rebuild from the mirror (module docstring). Every record is rewritten at the next step.
         ``queues``: the ones made in the admin console (the ``queues`` hash), over the configured;
-        ``stats``: the per-queue counters (the ``stats`` hash)."""
+        ``stats``: the per-queue counters (the ``stats`` hash); ``recent``: the answer / handle times
+        for estimated waits (the ``recent`` hash)."""
+        self.day = local_day(wall, self.zone)[0]
         for name, data in (queues or {}).items():
             try:
                 self.router.upsert_queue(queue_from_json(data))
@@ -575,6 +629,7 @@ class LeaderState:
         finally:
             self._restoring = False
         self._restore_stats(stats or {})
+        self._restore_recent(recent or {}, now, wall)
 
     def _restore(
         self,
@@ -756,7 +811,10 @@ class LeaderState:
         agent.offers = int(rec.get("offers") or 0)
         agent.answered = int(rec.get("answered") or 0)
         agent.talk_s_total = float(rec.get("talk_s_total") or 0.0)
-        agent.talk_s_today = float(rec.get("talk_s_today") or 0.0)
+        day = rec.get("day")
+        # A midnight passed since the record was written (the predecessor did not roll it): a new day.
+        stale = day is not None and self.day is not None and str(day) < self.day
+        agent.talk_s_today = 0.0 if stale else float(rec.get("talk_s_today") or 0.0)
         if rec.get("idle_since") is not None:
             agent.idle_since = to_mono(float(rec["idle_since"]), now, wall)
         if rec.get("since") is not None and str(agent.state) == rec.get("state"):
@@ -774,3 +832,17 @@ class LeaderState:
                 except TypeError as exc:
                     log.warning("cluster restore: statistics of %s skipped: %r", name, exc)
         self._stats_written = {n: json.dumps(asdict(st), sort_keys=True) for n, st in r.stats.items()}
+
+    def _restore_recent(self, recent: Mapping[str, Mapping[str, Any]], now: float, wall: float) -> None:
+        """The estimates' answer / handle times as mirrored (the restore's replays answered nothing real)."""
+        r = self.router
+        for name in r.queues:
+            data = recent.get(name) or {}
+            try:
+                answers = [to_mono(float(t), now, wall) for t in data.get("answers") or ()]
+                handles = [float(h) for h in data.get("handles") or ()]
+            except (TypeError, ValueError, AttributeError) as exc:
+                log.warning("cluster restore: recent times of %s skipped: %r", name, exc)
+                answers, handles = [], []
+            r.set_recent(name, answers, handles)
+        self._recent_written = {name: r.recent(name) for name in r.queues}

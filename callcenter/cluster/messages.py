@@ -67,8 +67,11 @@ CommandOp = Literal[
 # wrap_up: agents[0]'s ended, after seconds. place: a caller just joined, its place in line (position,
 # wait_s: estimated wait or None), so its first announcement can say it.
 # chat_assign: conversation call_id to agents[0] (queue, seconds waited); chat_requeued: taken back
-# from agents[0] (reason offline / away) — cluster/chats.py.
-NoticeOp = Literal["offer", "overflow", "gone", "wrap_up", "place", "chat_assign", "chat_requeued"]
+# from agents[0] (reason offline / away); chat_full: the chat_enqueue into queue was refused, the queue's
+# max_length being reached over every node (the flow goes on_overflow) — cluster/chats.py.
+NoticeOp = Literal[
+    "offer", "overflow", "gone", "wrap_up", "place", "chat_assign", "chat_requeued", "chat_full"
+]
 
 
 class MessageError(ValueError):

@@ -11,7 +11,8 @@ Redis keys (``prefix`` default ``cc:``):
   silent for ``FORGET_AFTER_TTLS`` ttls;
 - ``cmd`` — stream of :class:`Command` from every node to the leader;
 - ``node:<node>`` — stream of :class:`Notice` from the leader to that node;
-- ``agents``, ``waiting``, ``stats``, ``chats`` — the mirror (:mod:`.leader`, :mod:`.chats`),
+- ``agents``, ``waiting``, ``stats``, ``recent``, ``chats``, ``chat_lines`` — the mirror (:mod:`.leader`,
+  :mod:`.chats`),
   ``applied`` — the last ``cmd`` entry it reflects, ``snapshot`` — the router's wallboard snapshot as
   JSON for every node's API,
   ``positions:<node>`` — that node's waiting callers' places and estimated waits (announcements).
@@ -85,6 +86,7 @@ class ClusterNode:
         max_missed: int = 3,
         auto_available: bool = True,
         default_max_chats: int = 3,
+        timezone: str | None = None,
         prefix: str = "cc:",
         ttl_s: float = 6.0,
         retry_s: float = 1.0,
@@ -99,6 +101,7 @@ class ClusterNode:
             "max_missed": max_missed,
             "auto_available": auto_available,
             "default_max_chats": default_max_chats,
+            "timezone": timezone,  # whose midnight ends the per-day talk times (None: the system's)
         }
         self.prefix = prefix
         self.clock = clock
@@ -403,11 +406,12 @@ class ClusterNode:
             await self._fenced(keys=[self.key("leader")], args=args)
 
     async def _rebuild(self, token: int) -> tuple[LeaderState, Any]:
-        agents_raw, waiting_raw, queues_raw, stats_raw, applied = await asyncio.gather(
+        agents_raw, waiting_raw, queues_raw, stats_raw, recent_raw, applied = await asyncio.gather(
             self.redis.hgetall(self.key("agents")),
             self.redis.hgetall(self.key("waiting")),
             self.redis.hgetall(self.key("queues")),
             self.redis.hgetall(self.key("stats")),
+            self.redis.hgetall(self.key("recent")),
             self.redis.get(self.key("applied")),
         )
         agents = {_s(k): json.loads(v) for k, v in agents_raw.items()}
@@ -418,7 +422,8 @@ class ClusterNode:
         state = LeaderState(self.queues, token, home=self.node_id, **self.router_args)
         queues = {_s(k): json.loads(v) for k, v in queues_raw.items()}
         stats = {_s(k): json.loads(v) for k, v in stats_raw.items()}
-        state.restore(agents, waiting, alive, self.clock(), self.wall(), queues, stats)
+        recent = {_s(k): json.loads(v) for k, v in recent_raw.items()}
+        state.restore(agents, waiting, alive, self.clock(), self.wall(), queues, stats, recent)
         await self._restore_chats(state)
         return state, _s(applied) if applied else "0-0"
 

@@ -35,6 +35,7 @@ class Cluster:
             max_missed=routing.max_missed_offers,
             auto_available=routing.available_on_register,
             default_max_chats=routing.default_max_chats,
+            timezone=routing.timezone,  # the leader's midnight: per-day counters, as on one node
         )
         self.router = ForwardingRouter(
             queues,

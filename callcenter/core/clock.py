@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -29,3 +31,12 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self._now += seconds
         return self._now
+
+
+def local_day(wall: float, zone: ZoneInfo | None) -> tuple[str, float]:
+    """The local date (ISO) at wall-clock time ``wall`` in ``zone`` (None: the system's zone) and the
+    wall-clock time of the next local midnight. Naive local times and ZoneInfo ones both follow the
+    zone's rules when turned back into a timestamp, so a day with a DST change is 23 or 25 hours long."""
+    here = datetime.fromtimestamp(wall) if zone is None else datetime.fromtimestamp(wall, zone)
+    midnight = here.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return here.date().isoformat(), max(wall, midnight.timestamp())

@@ -592,7 +592,11 @@ class RoutingSettings(_Section):
         default_factory=_default_wrap_up_codes,
         description="codes an agent picks after a call (stored on the call record as wrap_up_code)",
     )
-    timezone: str = Field("UTC", description="IANA timezone of the reports' local day, e.g. Europe/Berlin")
+    timezone: str = Field(
+        "UTC",
+        description="IANA timezone of the local day (reports; per-day talk times reset at its midnight), "
+        "e.g. Europe/Berlin",
+    )
 
     @field_validator("timezone")
     @classmethod

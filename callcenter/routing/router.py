@@ -26,7 +26,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -599,6 +599,21 @@ class Router:
     def reset_stats(self) -> None:
         """Start the counters again (e.g. at midnight)."""
         self.stats = {name: QueueStats() for name in self.queues}
+
+    def recent(self, queue: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """What estimated waits read for ``queue``: recent answer times (monotonic, oldest first) and
+        recent handle times (talk + wrap-up, seconds); empty for an unknown queue."""
+        r = self._recent.get(queue)
+        return ((), ()) if r is None else (tuple(r.answers), tuple(r.handles))
+
+    def set_recent(self, queue: str, answers: Iterable[float], handles: Iterable[float]) -> None:
+        """Replace them (a cluster successor continues its predecessor's estimates); the newest are
+        kept when there are more than the router keeps. Unknown queue: ignored."""
+        if queue in self._recent:
+            r = _Recent()
+            r.answers.extend(sorted(float(t) for t in answers))
+            r.handles.extend(float(h) for h in handles)
+            self._recent[queue] = r
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -43,6 +43,10 @@ class Clocks:
     def advance(self, seconds: float) -> None:
         self.wall += seconds
 
+    async def shared(self) -> float:
+        """The shared clock the nodes read (Redis's TIME in production), advanced with the others."""
+        return self.wall
+
 
 class _Store:
     def __init__(self, realm: str) -> None:
@@ -74,7 +78,9 @@ class Node:
         )
         self.presence: list[tuple[str, bool]] = []
         self.service.listeners.append(lambda user, b, registered: self.presence.append((user, registered)))
-        self.shared = SharedBindings(redis, name, sweep_s=3600.0, clock=self.clock, wall=lambda: clocks.wall)
+        self.shared = SharedBindings(
+            redis, name, sweep_s=3600.0, clock=self.clock, wall=lambda: clocks.wall, redis_time=clocks.shared
+        )
         self.shared.attach(self.service)
 
     async def register(self, user: str, phone_port: int, expires: int = 60, cseq: int = 1) -> int:

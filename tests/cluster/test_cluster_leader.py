@@ -26,6 +26,7 @@ class Mirror:
         self.waiting: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.queues: dict[str, dict[str, Any]] = {}
+        self.recent: dict[str, dict[str, Any]] = {}
 
     def take(self, out: Output) -> Output:
         for w in out.writes:

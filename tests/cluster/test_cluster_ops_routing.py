@@ -67,7 +67,7 @@ def test_wrap_up_ended_early_by_the_agent_on_another_node() -> None:
     # bob's phone is on node a: the presence change comes from a, the record is b's
     state.apply(cmd("presence", "a", agent="bob", event="set_available"), 112.5, WALL0 + 112.5)
     assert wrap_ups(state.step(112.5, WALL0 + 112.5).notices) == [("b", "c1", ("bob",), 12.5)]
-    assert state.get_timer() is None  # nothing left to send later
+    assert state.get_timer() == state.router.day_ends_at  # nothing left to send later (but the day's end)
 
 
 def test_no_wrap_up_notice_for_a_call_that_died_with_its_node() -> None:

@@ -16,6 +16,12 @@ One request, in order (each failure ends it):
    the passive reply (encrypted in safe mode); otherwise ``success`` and every later message goes
    through the customer-service API.
 
+Cluster mode (``redis_url``): the gateway also offers its passive slot to the engine
+(:meth:`passive_slot`, registered with ``passive_reply_s``). A message posted to a node that does not
+hold the conversation is forwarded to the holder with the time left; the holder waits in its own slot for
+the bot's answer and returns it, and this node's waiting request answers passively with it (see
+callcenter/chat/cluster.py). Otherwise, as on one node: ``success``, and the CS API.
+
 Outbound ordering per customer: an Outbound arriving while an earlier one is still on its way back as a
 passive reply waits until that HTTP answer has been handed over; CS API sends to one customer go one
 at a time (an asyncio.Lock, FIFO).
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -133,6 +140,28 @@ class WechatGateway:
     def attach(self, engine: ChatEngine) -> None:
         self.engine = engine
         engine.register_channel("wechat", self.deliver)
+        register = getattr(engine, "register_passive", None)  # the conversation engine (cluster mode)
+        if register is not None:
+            register("wechat", self.passive_slot, self.settings.passive_reply_s)
+
+    @contextlib.asynccontextmanager
+    async def passive_slot(self, account: str, visitor: str) -> AsyncIterator[asyncio.Future[Outbound]]:
+        """While open, the next Outbound to this customer resolves the future instead of being sent;
+        later ones wait until the slot closes (their order), then go through the CS API."""
+        key = (account, visitor)
+        waiter = _Waiter(asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(key, []).append(waiter)
+        try:
+            yield waiter.future
+        finally:
+            if not waiter.future.done():
+                waiter.future.cancel()
+            waiters = self._waiting.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiting.pop(key, None)
+            waiter.released.set()
 
     def account(self, name: str | None) -> _Account | None:
         return self.accounts.get(name if name is not None else (self._default or ""))
@@ -271,31 +300,20 @@ class WechatGateway:
         visitor = (account.name, inbound.visitor)
         if self._held.get(visitor):
             self._spawn(self._release_held(visitor))  # 45047 lifted: the customer wrote again
-        waiter = _Waiter(asyncio.get_running_loop().create_future())
-        self._waiting.setdefault(visitor, []).append(waiter)
-        started = asyncio.get_running_loop().time()
-        try:
+        async with self.passive_slot(*visitor) as future:
+            started = asyncio.get_running_loop().time()
             conversation = await self.engine.receive(inbound)
             if conversation is None:
                 return Reply(200, SUCCESS)  # the engine had it already
             left = self.settings.passive_reply_s - (asyncio.get_running_loop().time() - started)
             try:
-                out = await asyncio.wait_for(asyncio.shield(waiter.future), max(left, 0.0))
+                out = await asyncio.wait_for(asyncio.shield(future), max(left, 0.0))
             except TimeoutError:
-                if not waiter.future.done() or waiter.future.cancelled():
+                if not future.done() or future.cancelled():
                     log_event(log, "wechat_passive_timeout", account=account.name, conversation=conversation)
                     return Reply(200, SUCCESS)
-                out = waiter.future.result()  # delivered at the very last moment: still ours to answer
+                out = future.result()  # delivered at the very last moment: still ours to answer
             return self._passive(account, parsed, out, encrypted, nonce)
-        finally:
-            if not waiter.future.done():
-                waiter.future.cancel()
-            waiters = self._waiting.get(visitor, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._waiting.pop(visitor, None)
-            waiter.released.set()
 
     def _passive(
         self, account: _Account, parsed: Parsed, out: Outbound, encrypted: bool, nonce: str
