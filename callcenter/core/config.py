@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from callcenter import __version__
 from callcenter.core.errors import ConfigError
+from callcenter.core.yamlsafe import SafeLoader
 
 __all__ = [
     "CallsSettings",
@@ -1057,7 +1058,7 @@ def load_settings(
         raise ConfigError(_describe(exc, sources)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(SafeLoader):
     """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from callcenter.core.yamlsafe import safe_load
 from callcenter.ivr.engine import CallInfo, FlowRunner
 from callcenter.ivr.graph import FlowContext
 from callcenter.ivr.loader import FlowLoadError, check_flows, flow_files, load_flow
@@ -135,7 +136,7 @@ def _pairs(items: Sequence[str], option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=option)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""  # 3 → int, true → bool
+        out[key.strip()] = safe_load(value) if value.strip() else ""  # 3 → int, true → bool
     return out
 
 
@@ -148,7 +149,7 @@ def _find_flow(flow: str, flows_dir: Path) -> Path:
             return candidate
     for file in flow_files([flows_dir]) if flows_dir.is_dir() else []:
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            data = safe_load(file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(data, dict) and data.get("id") == flow:

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from callcenter.core.yamlsafe import SafeLoader
+
 __all__ = ["FlowError", "Mark", "Reporter", "SourceMap", "parse_yaml"]
 
 Loc = tuple[Any, ...]
@@ -75,7 +77,7 @@ class SourceMap:
         return Mark(1, 1)
 
 
-class _MarkingLoader(yaml.SafeLoader):
+class _MarkingLoader(SafeLoader):
     """Builds plain data from the composed node tree, recording marks and duplicate keys."""
 
     def __init__(self, stream: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from callcenter.core.errors import CallcenterError
+from callcenter.core.yamlsafe import safe_load
 from callcenter.ivr.schema import Flow
 from callcenter.ivr.source import FlowError, Reporter, parse_yaml
 
@@ -127,7 +128,7 @@ def valid_flow_id(flow_id: str) -> bool:
 def declared_id(text: str) -> str | None:
     """The ``id:`` a flow text declares, or None when the text has none (or is not YAML)."""
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError:
         return None
     value = data.get("id") if isinstance(data, dict) else None

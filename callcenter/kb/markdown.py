@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from callcenter.core.errors import CallcenterError
+from callcenter.core.yamlsafe import safe_load
 
 __all__ = [
     "ArticleData",
@@ -72,7 +73,7 @@ def parse_markdown(source: str, *, default_slug: str, where: str) -> ArticleData
     if match is None:
         raise ArticleFormatError(f"{where}: expected front matter between '---' lines at the top")
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
         raise ArticleFormatError(f"{where}: front matter: {exc}".replace("\n", " ")) from None
     if not isinstance(meta, dict):
