@@ -57,6 +57,7 @@ from callcenter.cluster.status import ClusterStatus, read_status, single_node
 from callcenter.core.config import Settings, SipProtectionSettings
 from callcenter.core.errors import CallcenterError, ConfigError
 from callcenter.core.logging import log_event, setup_logging
+from callcenter.core.memory import MemoryKeeper
 from callcenter.customers import CustomerDirectory, CustomerRepo
 from callcenter.events import EventBus, install_log_bridge
 from callcenter.ivr.prompts import fixed_prompts
@@ -494,6 +495,8 @@ class Application:
                 background.append(
                     asyncio.create_task(monitor.run(self.settings.tickets.sla.check_interval_s))
                 )
+        # After a load ends: collect the calls' garbage and give freed heap back (core/memory.py).
+        background.append(asyncio.create_task(MemoryKeeper(lambda: self.calls.active).run()))
         http_app = create_http_app(self.health, routers=routers)
         http_app.add_middleware(HttpMetricsMiddleware, metrics=self.metrics)
         config = uvicorn.Config(http_app, log_config=None, access_log=False, lifespan="off")

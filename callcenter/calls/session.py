@@ -153,6 +153,10 @@ class CallSession:
                 writer.call_extra(self.call_id, {"transcript": [u.as_json() for u in transcript]})
             if call.state != "terminated":
                 call.reject(500)
+            # Break the call ↔ session cycle (the hooks are bound methods): the INVITE transaction keeps
+            # the call for up to 32 s after the end, and without this the whole session (its media,
+            # flow, transcript) would wait for a full garbage collection to be freed.
+            call.on_reinvite = call.on_info = call.on_refer = None
             ended = call.ended.result() if call.ended.done() else None
             reason = self.end_reason or ended or "unknown"
             writer.call_extra(self.call_id, {"end_reason": reason})

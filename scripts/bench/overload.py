@@ -4,9 +4,12 @@ no retransmission storm), and that its memory returns to the baseline once the l
 
 Calls are INVITE → 100 → 200 → ACK → BYE → 200 (as in sip_signalling.py); a 503 is ACKed and counted.
 Prints completed set-ups/s, 503s/s, failed calls (timeouts or anything unexpected), SIPp's
-retransmissions, and the server's RSS before, at its peak during, and after the load.
+retransmissions, and the server's RSS before, at its peak during, 20 s into the quiet after the load
+(what the allocators still hold) and at the end of the quiet (after the server's quiet-after-load
+collection and malloc_trim, callcenter/core/memory.py, ~45 s after the last call).
 
     .venv/bin/python scripts/bench/overload.py [--ceiling 900] [--factor 2] [--seconds 10]
+        [--env PYTHONMALLOC=malloc]   # server environment, e.g. to compare allocators
 """
 
 from __future__ import annotations
@@ -159,7 +162,10 @@ def load_round(
         raise RuntimeError(f"SIPp did not run: {r.stderr[-1500:]}")
     refused = refused_count(work)
     completed = r.successful - max(0, refused)
-    time.sleep(settle)
+    quiet = min(20.0, settle)
+    time.sleep(quiet)
+    rss_quiet = rss_mb(pid)
+    time.sleep(settle - quiet)
     return {
         "elapsed": r.elapsed_s,
         "completed": completed,
@@ -170,6 +176,7 @@ def load_round(
         "active_after": float(server.health().get("active_calls") or 0),
         "rss_before": before,
         "rss_peak": peak[0],
+        "rss_quiet": rss_quiet,
         "rss_after": rss_mb(pid),
     }
 
@@ -182,10 +189,13 @@ def main() -> int:
     parser.add_argument("--factor", type=float, default=2.0, help="offered load as a multiple of the ceiling")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--settle", type=float, default=40.0, help="quiet seconds after a burst before 'after'"
+        "--settle", type=float, default=60.0, help="quiet seconds after a burst before 'after'"
     )
     parser.add_argument(
         "--rounds", type=int, default=2, help="bursts (a second one tells a leak from a plateau)"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra server environment"
     )
     args = parser.parse_args()
     if not sipp_available():
@@ -204,6 +214,7 @@ def main() -> int:
                 "CALLCENTER_CALLS_DEMO_HANGUP_AFTER_S": "0",
                 "CALLCENTER_MEDIA_RTP_PORT_MIN": "20000",
                 "CALLCENTER_MEDIA_RTP_PORT_MAX": "40000",
+                **dict(item.split("=", 1) for item in args.env),
             },
         )
         rounds = []
@@ -237,7 +248,7 @@ def main() -> int:
                     f"503 {f['refused']:.0f} = {f['refused'] / e:.1f}/s, failed {f['failed']:.0f}, "
                     f"SIPp retransmissions {f['retrans']:.0f}, server CPU {f['cpu']:.1f} s over {e:.1f} s, "
                     f"live calls after {f['active_after']:.0f}; RSS MB before {f['rss_before']:.1f} "
-                    f"peak {f['rss_peak']:.1f} after {f['rss_after']:.1f}",
+                    f"peak {f['rss_peak']:.1f} quiet 20 s {f['rss_quiet']:.1f} after {f['rss_after']:.1f}",
                     flush=True,
                 )
     first, last = rounds[0], rounds[-1]
@@ -246,7 +257,7 @@ def main() -> int:
         f"RESULT completed_per_s={first['completed'] / e:.1f} refused_per_s={first['refused'] / e:.1f} "
         f"failed={first['failed']:.0f} retransmissions={first['retrans']:.0f} "
         f"rss_before_mb={first['rss_before']:.1f} rss_peak_mb={first['rss_peak']:.1f} "
-        f"rss_after_mb={last['rss_after']:.1f}"
+        f"rss_quiet_mb={first['rss_quiet']:.1f} rss_after_mb={last['rss_after']:.1f}"
     )
     return 0
 
