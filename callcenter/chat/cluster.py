@@ -363,6 +363,7 @@ class ChatCluster:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._dirty: dict[int, LiveChat] = {}
+        self._summary_lock = asyncio.Lock()  # summaries written one pipeline at a time, in order
         self._flush_due = False
         self._tasks: list[asyncio.Task[None]] = []
         self._spawned: set[asyncio.Task[Any]] = set()
@@ -534,28 +535,33 @@ class ChatCluster:
         loop.call_soon(lambda: self._spawn(self._flush()))
 
     async def _flush(self) -> None:
-        self._flush_due = False
-        dirty, self._dirty = self._dirty, {}
-        if not dirty:
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for conv, live in dirty.items():
-                    if live.state == "closed":
-                        continue
-                    info = {**live.summary(), "language": live.language, "node": self.node_id}
-                    pipe.hset(self.key("chat:info"), str(conv), json.dumps(info, default=str))
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("chat cluster: summaries not written: %r", exc)
+        # One write at a time, each summary taken when its turn comes: two pipelines in flight could
+        # land out of order (a "waiting" summary after the "open" one), and a write still in flight
+        # when the chat closes would bring a closed chat back into every inbox.
+        async with self._summary_lock:
+            self._flush_due = False
+            dirty, self._dirty = self._dirty, {}
+            if not dirty:
+                return
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for conv, live in dirty.items():
+                        if live.state == "closed":
+                            continue
+                        info = {**live.summary(), "language": live.language, "node": self.node_id}
+                        pipe.hset(self.key("chat:info"), str(conv), json.dumps(info, default=str))
+                    await pipe.execute()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("chat cluster: summaries not written: %r", exc)
 
     async def closed(self, live: LiveChat) -> None:
         self._dirty.pop(live.id, None)
-        with contextlib.suppress(Exception):
-            await self._forget(
-                keys=[self.key("chat:owner"), self.key("chat:open"), self.key("chat:info")],
-                args=[str(live.id), open_field(*live.key), self.node_id],
-            )
+        async with self._summary_lock:  # after any summary write in flight (see _flush)
+            with contextlib.suppress(Exception):
+                await self._forget(
+                    keys=[self.key("chat:owner"), self.key("chat:open"), self.key("chat:info")],
+                    args=[str(live.id), open_field(*live.key), self.node_id],
+                )
 
     async def summaries(self) -> list[dict[str, Any]]:
         """Every open conversation of the cluster, as its holder last wrote it."""

@@ -47,6 +47,9 @@ def api(node: ServerProcess, method: str, path: str, body: Any = None, headers: 
         return json.loads(r.read())
 
 
+NODES: list[ServerProcess] = []  # the running test's nodes: their logs go into a timeout's message
+
+
 def until(check: Any, what: str, timeout: float = 30.0) -> Any:
     """Poll ``check()`` until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
@@ -55,7 +58,8 @@ def until(check: Any, what: str, timeout: float = 30.0) -> Any:
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            logs = "\n".join(f"--- node {i + 1}\n{n.log_text()[-4000:]}" for i, n in enumerate(NODES))
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
         time.sleep(0.2)
 
 
@@ -81,7 +85,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         pytest.skip(missing)
     env = {"CALLCENTER_HTTP_ADMIN_TOKEN": TOKEN}
     with Cluster(tmp_path / "cluster", env=env, config=CONFIG) as c:
-        yield c
+        NODES[:] = c.nodes
+        try:
+            yield c
+        finally:
+            NODES.clear()
 
 
 def test_chats_cross_nodes_capacity_is_cluster_wide_and_a_dead_nodes_chat_is_served(
