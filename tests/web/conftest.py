@@ -13,13 +13,6 @@ import pytest
 
 from callcenter.testing.server import ServerProcess
 
-try:  # bounded waits for what a page shows: 15 s, not Playwright's 5 s (CI machines are loaded)
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=15_000)
-except ImportError:  # no Playwright: the browser fixture skips these tests
-    pass
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless as root needs --no-sandbox; the rest stops Chromium reaching for outside hosts.
 CHROMIUM_ARGS = [
