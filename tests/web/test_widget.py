@@ -4,18 +4,15 @@ a reload keeps the history, and a visitor's <script> is shown as text on both si
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import sys
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
+from inprocess import InProcessServer
 
 import callcenter.auth.models  # noqa: F401 - registers the tables
 from callcenter.api.access import STAFF, Access
@@ -27,7 +24,6 @@ from callcenter.auth.service import UserService
 from callcenter.chat.webchat import WebchatGateway, create_webchat_router
 from callcenter.core.config import WebchatSettings
 from callcenter.events import EventBus, install_log_bridge
-from callcenter.testing.server import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chat"))
 from chat_helpers import World  # noqa: E402
@@ -36,16 +32,14 @@ expect = pytest.importorskip("playwright.sync_api").expect
 PASSWORD = "correct-horse-battery"
 
 
-class ChatSite:
+class ChatSite(InProcessServer):
     """The chat API, the widget routes, the live channel and the pages on uvicorn in a thread."""
 
     def __init__(self, world: World, users: UserService, data: Path) -> None:
         self.world = world
-        self.port = free_port(socket.SOCK_STREAM)
-        self.loop = asyncio.new_event_loop()
         access = Access(users)
-        self.bus = EventBus()
-        hub = LiveHub(self.bus)
+        bus = EventBus()
+        hub = LiveHub(bus)
         self.gateway = WebchatGateway(WebchatSettings(), data, clock=world.clock, secret=b"k" * 40)
         self.gateway.attach(world.engine)
         app = create_http_app(
@@ -62,34 +56,7 @@ class ChatSite:
                 create_pages_router(access),
             ],
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.started = threading.Event()
-
-        async def serve() -> None:
-            self.bus.bind()
-            install_log_bridge(self.bus)
-            hub.start()
-            task = asyncio.create_task(self.server.serve())
-            while not self.server.started:
-                await asyncio.sleep(0.01)
-            self.started.set()
-            await task
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True)
-
-    def __enter__(self) -> ChatSite:
-        self.thread.start()
-        assert self.started.wait(30), "uvicorn did not start"
-        return self
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __exit__(self, *exc: object) -> None:
-        self.run(self.world.engine.aclose())
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(app, hub, on_start=lambda: install_log_bridge(bus), on_stop=world.engine.aclose)
 
 
 @pytest.fixture
