@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -539,6 +540,8 @@ class CallSession:
         if s.remote_fraction_lost is not None:
             media["remote_fraction_lost"] = s.remote_fraction_lost
             media["remote_jitter_ms"] = s.remote_jitter_ms
+        if s.playout.played or s.playout.concealed:
+            media["playout"] = dataclasses.asdict(s.playout)
         self.deps.writer.call_extra(self.call_id, {"rtp": media})
 
 

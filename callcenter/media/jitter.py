@@ -11,7 +11,12 @@ sample, so packets of any ptime (10, 20, 30 ms ...) fill the 20 ms frames they o
   (1 → 0.6 → 0.3 → 0, ramped per sample so there is no step), then silence.
 * Latency is bounded: when packets reach further ahead than ``depth`` + two frames (the first packet
   was delayed, the sender's clock runs fast, a burst), whole frames at the front are *dropped* until
-  the buffer holds ``depth`` + one frame again. Nothing else adapts.
+  the buffer holds ``depth`` + one frame again.
+* The other way round — the stream now arrives later than ``depth`` behind where it used to (the
+  network's delay stepped up, the sender stalled and did not catch up, its clock runs slow) — every
+  packet would be late from then on and the stream silent for good. So ``late_resync`` packets late
+  in a row, with none taken in between, re-anchor playout ``depth`` behind the latest of them: one
+  short gap, then audio again (a fixed buffer's resync, as Asterisk's and PJSIP's do).
 * Timestamps are compared in serial-number arithmetic (RFC 1982), so wrap-around is seamless. A new
   SSRC restarts the buffer; so does a timestamp jump beyond ``resync_ms`` confirmed by the next
   packet (one stray packet does not).
@@ -43,23 +48,26 @@ class JitterBuffer:
     __slots__ = (
         "codec", "clock_rate", "frame", "depth", "max_ahead", "resync", "ring_size", "history",
         "ssrc", "played", "concealed", "lost", "late", "duplicates", "dropped", "restarts",
-        "packets", "strays", "ignored", "_data", "_mask", "_silence", "_decode", "_started",
-        "_next", "_anchor", "_last", "_fade_pos", "_fades", "_probe",
+        "packets", "strays", "ignored", "late_resync", "_data", "_mask", "_silence", "_decode",
+        "_started", "_next", "_anchor", "_last", "_fade_pos", "_fades", "_probe", "_late_run",
     )
 
     def __init__(self, codec: str = "PCMU", *, depth_ms: int = 60, frame_ms: int = 20,
-                 clock_rate: int = 8000, resync_ms: int = 1000) -> None:
+                 clock_rate: int = 8000, resync_ms: int = 1000, late_resync: int = 5) -> None:
         codec = codec.upper()
         if codec not in g711.SILENCE_CODE:
             raise ValueError(f"not a G.711 codec: {codec!r}")
         if depth_ms < 0 or frame_ms <= 0:
             raise ValueError("depth_ms must be >= 0 and frame_ms > 0")
+        if late_resync < 1:
+            raise ValueError("late_resync must be >= 1")
         self.codec = codec
         self.clock_rate = clock_rate
         self.frame = clock_rate * frame_ms // 1000
         self.depth = clock_rate * depth_ms // 1000
         self.max_ahead = self.depth + 2 * self.frame  # beyond this, drop frames at the front
         self.resync = clock_rate * resync_ms // 1000
+        self.late_resync = late_resync
         # Ring: half for what lies ahead of the playout point, half remembering what was played
         # (to tell a duplicate from a late packet).
         self.ring_size = max(4 * (self.max_ahead + self.frame), 2 * self.resync)
@@ -72,7 +80,7 @@ class JitterBuffer:
         self.late = 0  # packets that came after their frame was played
         self.duplicates = 0  # packets whose audio was already buffered or played
         self.dropped = 0  # frames skipped unplayed to bound the latency
-        self.restarts = 0  # SSRC changes and timestamp jumps
+        self.restarts = 0  # SSRC changes, timestamp jumps and re-anchors after a run of late packets
         self.packets = 0  # packets accepted into the buffer
         self.strays = 0  # packets far off the stream's timeline that did not start a new one
         self.ignored = 0  # empty or oversized payloads
@@ -88,6 +96,7 @@ class JitterBuffer:
         self._fade_pos = 0  # frames concealed since then
         self._fades = self._fade_ramps()
         self._probe: tuple[int, int, bytes] | None = None  # (expected next ts, ts, payload)
+        self._late_run = 0  # packets late in a row (none taken since)
 
     # --- the producer side -------------------------------------------------------------------
 
@@ -146,9 +155,14 @@ class JitterBuffer:
             # Entirely behind the playout point: a copy of what played, or too late.
             if self._mask[pos % self.ring_size] == _PLAYED and -delta <= self.history:
                 self.duplicates += 1
-            else:
-                self.late += 1
-            return False
+                return False
+            self.late += 1
+            self._late_run += 1
+            if self._late_run < self.late_resync:
+                return False
+            # The stream runs behind our playout for good: play it ``depth`` behind again.
+            self.late -= 1
+            self._anchor_at(pos)
         over = pos + n - self._next - self.max_ahead
         if over > 0:
             # Too far ahead: skip whole frames so that depth + one frame stays buffered. (Before
@@ -165,6 +179,7 @@ class JitterBuffer:
             self.duplicates += 1
             return False
         self._store(pos, payload)
+        self._late_run = 0
         return True
 
     def _store(self, pos: int, payload: bytes) -> None:
@@ -217,18 +232,22 @@ class JitterBuffer:
     # --- ring housekeeping -------------------------------------------------------------------
 
     def _restart(self, ssrc: int, timestamp: int) -> None:
+        self.ssrc = ssrc
+        # Unwrapped positions continue from where playout is, so ``lost`` keeps counting sensibly.
+        self._anchor_at(self._next - (self._next & _M32) + timestamp)
+
+    def _anchor_at(self, pos: int) -> None:
+        """Start a timeline whose first sample is at unwrapped position ``pos``: playout ``depth``
+        behind it, the ring emptied."""
         if self._started:
             self.restarts += 1
         self._started = True
-        self.ssrc = ssrc
         self._probe = None
+        self._late_run = 0
         self._data[:] = bytes([self._silence]) * self.ring_size
         self._mask[:] = bytes(self.ring_size)
-        # Unwrapped positions continue from where playout is, so ``lost`` keeps counting sensibly.
-        base = self._next - (self._next & _M32)
-        start = base + timestamp - self.depth
-        self._next = start
-        self._anchor = start + self.depth
+        self._next = pos - self.depth
+        self._anchor = pos
 
     def _advance(self, n: int) -> None:
         """Move the playout point ``n`` samples on: what it passes counts as played, and the

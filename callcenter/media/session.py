@@ -28,7 +28,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callcenter.core.clock import Clock, MonotonicClock
@@ -188,6 +188,27 @@ class SessionStats:
     remote_fraction_lost: float | None
     remote_cumulative_lost: int | None
     remote_jitter_ms: float | None
+    # What the jitter buffer made of the received audio, summed over the call (zeros while nothing
+    # listened to it: no taps, no in-band DTMF). Frames out = played + concealed.
+    playout: PlayoutStats = field(default_factory=lambda: PlayoutStats())
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutStats:
+    played: int = 0  # frames of received audio
+    concealed: int = 0  # frames made up for missing audio
+    late: int = 0  # packets that came after their frame had been played
+    dropped: int = 0  # frames skipped to keep the latency bounded
+    restarts: int = 0  # new SSRC, timestamp jump, or playout re-anchored after a run of late packets
+
+    @classmethod
+    def of(cls, jb: JitterBuffer) -> PlayoutStats:
+        return cls(jb.played, jb.concealed, jb.late, jb.dropped, jb.restarts)
+
+    def __add__(self, other: PlayoutStats) -> PlayoutStats:
+        return PlayoutStats(self.played + other.played, self.concealed + other.concealed,
+                            self.late + other.late, self.dropped + other.dropped,
+                            self.restarts + other.restarts)
 
 
 def _event_over(event: DtmfEvent) -> None:
@@ -286,6 +307,7 @@ class RtpSession:
         # received audio for taps (and in-band DTMF detection), jitter-buffered
         self.jitter_depth_ms = jitter_depth_ms
         self.jitter: JitterBuffer | None = None
+        self._past_playout = PlayoutStats()  # jitter buffers dropped when their last tap went
         self._audio_taps: list[AudioTap] = []
         self._audio_pacer: Pacer | None = None
         self._relay: PacketHandler | None = None  # a bridge's forwarder
@@ -546,6 +568,8 @@ class RtpSession:
                 self.jitter = JitterBuffer(self.codec, depth_ms=self.jitter_depth_ms)
                 self._audio_pacer = None
         else:
+            if self.jitter is not None:
+                self._past_playout += PlayoutStats.of(self.jitter)
             self.jitter = None
             self._audio_pacer = None
 
@@ -753,6 +777,8 @@ class RtpSession:
             remote_fraction_lost=None if rr is None else rr.fraction_lost / 256.0,
             remote_cumulative_lost=None if rr is None else rr.cumulative_lost,
             remote_jitter_ms=None if rr is None else rr.jitter * 1000.0 / 8000,
+            playout=self._past_playout + PlayoutStats.of(self.jitter) if self.jitter is not None
+            else self._past_playout,
         )
 
     def close(self) -> None:

@@ -159,6 +159,56 @@ def test_latency_stays_bounded_after_a_burst():
     assert frames == [25, 26, 27, 28]  # the newest audio, not 0.6 s behind
 
 
+def _play(jb: JitterBuffer, arrivals_ms: list[float], until_ms: float) -> list[int | None]:
+    """Packet i arrives at ``arrivals_ms[i]``; a frame is popped every 20 ms (at 10, 30, ... ms)."""
+    events = sorted([(t, 0, i) for i, t in enumerate(arrivals_ms)]
+                    + [(t + 10.0, 1, -1) for t in range(0, int(until_ms), 20)])
+    out: list[int | None] = []
+    for _, kind, i in events:
+        if kind == 0:
+            jb.put(SSRC, 160 * i, payload(i))
+        else:
+            out.append(frame_of(jb.pop()))
+    return out
+
+
+def test_a_lasting_delay_step_re_anchors_playout_after_a_short_gap():
+    # From packet 100 on the network delay is 300 ms longer (the route changed, the sender stalled
+    # and did not catch up): every packet would be late for good.
+    jb = JitterBuffer(depth_ms=60)
+    arrivals = [20.0 * i + (300.0 if i >= 100 else 0.0) for i in range(400)]
+    out = _play(jb, arrivals, 20 * 400 + 500)
+    played = [f for f in out if f is not None]
+    assert played[:100] == [i % 128 for i in range(100)]
+    # a gap of the step plus the few late packets it takes to be sure, then everything in order
+    resumed = out.index(105 % 128, 100)
+    assert [f for f in out[resumed:] if f is not None] == [i % 128 for i in range(105, 400)]
+    assert jb.late == 4 and jb.restarts == 1 and jb.dropped == 0
+
+
+def test_a_sender_clock_running_slow_keeps_being_heard():
+    # 0.5 % slow: 60 ms behind after 12 s; a fixed timeline would then drop every packet as late.
+    jb = JitterBuffer(depth_ms=60)
+    n = 3000  # 60 s
+    out = _play(jb, [20.0 * i * 1.005 for i in range(n)], 20 * n * 1.005 + 200)
+    assert sum(f is not None for f in out) >= 0.97 * n
+    assert jb.restarts >= 1
+
+
+def test_isolated_late_packets_do_not_move_playout():
+    jb = JitterBuffer(depth_ms=40)
+    # every fourth packet is 100 ms late: dropped, but never four in a row
+    arrivals = [20.0 * i + (100.0 if i % 4 == 3 else 0.0) for i in range(200)]
+    out = _play(jb, arrivals, 20 * 200 + 300)
+    assert jb.restarts == 0 and jb.late == 50
+    assert [f for f in out if f is not None] == [i % 128 for i in range(200) if i % 4 != 3]
+
+
+def test_late_resync_must_be_positive():
+    with pytest.raises(ValueError):
+        JitterBuffer(late_resync=0)
+
+
 def test_oversized_and_empty_payloads_are_ignored():
     jb = JitterBuffer()
     assert not jb.put(SSRC, 0, b"")
@@ -203,7 +253,9 @@ def test_random_reorder_loss_and_duplication(start_ts, n, depth_ms, data):
     def ts_of(i: int) -> int:
         return (start_ts + 160 * i) % 2**32
 
-    jb = JitterBuffer(depth_ms=depth_ms)
+    # A fixed timeline: with up to 160 ms of random delay, runs of late packets would re-anchor
+    # playout (tested on its own below); here every packet is judged against one timeline.
+    jb = JitterBuffer(depth_ms=depth_ms, late_resync=10**9)
     accepted: set[int] = set()
     first_ts: int | None = None
     outputs = []  # (timestamp, frame, packets accepted before this pop)

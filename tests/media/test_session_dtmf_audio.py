@@ -126,6 +126,11 @@ async def test_audio_taps_get_the_received_audio_in_20ms_frames(open_session):
     assert np.fft.rfftfreq(len(audio), 1 / 8000)[np.argmax(spectrum)] == pytest.approx(1000, abs=10)
     b.remove_audio_tap(tap)
     assert b.jitter is None
+    # what the buffer did stays in the leg's stats (the call record's rtp.playout)
+    playout = b.stats().playout
+    assert playout.played + playout.concealed >= len(frames) and playout.played >= 25
+    a.close()
+    assert b.stats().playout == playout  # nothing listens: nothing more is counted
 
 
 async def test_send_tap_sees_every_audio_payload(open_session):
