@@ -1,6 +1,6 @@
 // Admin console: sections behind tabs (#flows, #queues, #hours, #agents, #skills, #users). Each section's
 // data is fetched when it is shown, so another admin's changes appear on the next visit.
-import { currentUser, renderNav } from "/static/common.js";
+import { currentUser, pageReady, renderNav } from "/static/common.js";
 import { flowsFailed, startFlows } from "/static/admin_flows.js";
 import { loadAgents, loadUsers } from "/static/admin_people.js";
 import { loadHours, loadQueues, loadSkills } from "/static/admin_queues.js";
@@ -36,4 +36,4 @@ async function main() {
   await startFlows();
 }
 
-main().catch(flowsFailed);
+main().catch(flowsFailed).finally(pageReady);

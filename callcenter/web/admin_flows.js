@@ -110,19 +110,26 @@ async function loadHistory() {
   }));
 }
 
+// Each open or load takes a ticket; an answer that comes back after a newer one began is dropped, so a
+// slow load (the first flow, opened as the page starts) never overwrites what the admin opened and
+// typed meanwhile.
+let editorTicket = 0;
+
 async function openFlow(id, { fresh = false } = {}) {
+  const ticket = ++editorTicket;
+  let live = null;
+  if (!fresh) {
+    live = await api("GET", `/api/flows/${encodeURIComponent(id)}`);
+    if (ticket !== editorTicket) return;
+  }
   current.id = id;
   current.errors = [];
+  current.live = live;
   $("errors").replaceChildren();
   $("diff-view").hidden = true;
   status("");
-  if (fresh) {
-    current.live = null;
-    source.value = `id: ${id}\nlanguage: en-US\nstart: hello\nnodes:\n  hello:\n    type: hangup\n    prompt: Hello.\n`;
-  } else {
-    current.live = await api("GET", `/api/flows/${encodeURIComponent(id)}`);
-    source.value = current.live.yaml;
-  }
+  source.value = live ? live.yaml
+    : `id: ${id}\nlanguage: en-US\nstart: hello\nnodes:\n  hello:\n    type: hangup\n    prompt: Hello.\n`;
   $("flow-title").textContent = id;
   $("flow-live").textContent = current.live ? `live: v${current.live.version} by ${current.live.author || "?"}` : "not published yet";
   paint();
@@ -130,7 +137,9 @@ async function openFlow(id, { fresh = false } = {}) {
 }
 
 async function loadVersion(version) {
+  const ticket = ++editorTicket;
   const v = await api("GET", `/api/flows/${encodeURIComponent(current.id)}/versions/${version}`);
+  if (ticket !== editorTicket) return;
   source.value = v.yaml;
   showErrors([]);
   status(`loaded v${version} into the editor (not published)`);

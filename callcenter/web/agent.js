@@ -2,7 +2,8 @@
 // transcript from GET /api/calls/{id}; the customer, their history and open tickets from
 // GET /api/calls/{id}/customer); hold, resume and transfer it; a ticket form prefilled from the
 // transcript (GET /api/calls/{id}/ticket-draft) saved through the tickets API; wrap-up codes after it.
-import { api, currentUser, el, fmtDuration, renderNav, renderTranscript, showError } from "/static/common.js";
+import { api, currentUser, el, fmtDuration, pageReady, renderNav, renderTranscript, showError }
+  from "/static/common.js";
 import { renderCustomer } from "/static/customer_panel.js";
 import { LiveFeed } from "/static/live.js";
 
@@ -213,4 +214,4 @@ async function main() {
   setInterval(renderState, 1000);
 }
 
-main().catch((error) => showError("error", error));
+main().catch((error) => showError("error", error)).finally(pageReady);

@@ -45,6 +45,14 @@ export async function api(method, path, body, { noRedirect = false } = {}) {
 }
 
 // el("td", {class: "x", onclick: f}, "text", child) → an element; strings become text nodes (never HTML).
+// Pages start with <body inert aria-busy="true" aria-disabled="true">: until their script has wired the
+// controls and loaded what they show, a click or keystroke would be lost (a form's native submit
+// reloads the page; a late first load overwrites what was typed). Each page calls this once ready
+// (or failed: its error must be readable and the navigation usable).
+export function pageReady() {
+  for (const name of ["inert", "aria-busy", "aria-disabled"]) document.body.removeAttribute(name);
+}
+
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {

@@ -1,7 +1,7 @@
 // Agent chat inbox: my conversations (web chat, WeChat), the selected one's messages, a reply box,
 // close / hand back / transfer. Live: every /api/live event about my chats re-reads the list and the
 // open conversation (live.js falls back to polling). All text goes in through textContent (el()).
-import { api, currentUser, el, renderNav, showError } from "/static/common.js";
+import { api, currentUser, el, pageReady, renderNav, showError } from "/static/common.js";
 import { renderCustomer } from "/static/customer_panel.js";
 import { LiveFeed } from "/static/live.js";
 
@@ -148,4 +148,4 @@ async function main() {
   feed.start();
 }
 
-main().catch((error) => showError($("error"), error));
+main().catch((error) => showError($("error"), error)).finally(pageReady);

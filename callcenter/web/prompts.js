@@ -1,6 +1,6 @@
 // Admin console: recorded prompts (upload, list, play, delete) and a TTS preview spoken by the IVR's
 // own engine, played in the browser. Supervisors see and play; only admins upload and delete.
-import { api, currentUser, el, renderNav, showError } from "/static/common.js";
+import { api, currentUser, el, pageReady, renderNav, showError } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const view = { me: null };
@@ -85,4 +85,4 @@ async function main() {
   await refresh();
 }
 
-main().catch((error) => showError("error", error));
+main().catch((error) => showError("error", error)).finally(pageReady);

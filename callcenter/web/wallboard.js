@@ -1,7 +1,7 @@
 // Supervisor wallboard: queues (waiting, longest wait, service level, ASA, abandon rate, AHT), agents by
 // state with how long, live calls (click one: its transcript, kept current), change an agent's state.
-import { api, currentUser, el, fmtDuration, fmtPercent, fmtSeconds, renderNav, renderTranscript, showError }
-  from "/static/common.js";
+import { api, currentUser, el, fmtDuration, fmtPercent, fmtSeconds, pageReady, renderNav, renderTranscript,
+  showError } from "/static/common.js";
 import { LiveFeed } from "/static/live.js";
 
 const $ = (id) => document.getElementById(id);
@@ -11,6 +11,10 @@ const state = { queues: {}, agents: {}, calls: [], fetchedAt: performance.now(),
 // (listen/whisper/barge), kept in step with the live calls' `monitor` (so a reload shows it again);
 // stopping: calls whose Stop was clicked, until the server no longer lists their monitor
 const MONITOR_MODES = [["listen", "Listen"], ["whisper", "Whisper"], ["barge", "Barge"]];
+// A state change being prepared in an agent's row (agent → { state, reason }): the board re-renders on
+// every live event, and a supervisor's half-made choice must survive that (it used to snap back, and
+// "Set" then sent the old state).
+const drafts = {};
 
 function elapsed() {
   return (performance.now() - state.fetchedAt) / 1000;
@@ -46,6 +50,7 @@ async function changeState(name, select, reason) {
   try {
     await api("POST", `/api/agents/${encodeURIComponent(name)}/state`,
       { state: select.value, reason: reason.value.trim() || null });
+    delete drafts[name];
     await refresh();
   } catch (error) {
     showError("action-error", `${name}: ${error.message}`);
@@ -58,9 +63,12 @@ function renderAgents() {
   const rows = names.map((name) => {
     const a = state.agents[name];
     counts[a.state] = (counts[a.state] || 0) + 1;
-    const select = el("select", { "aria-label": `state of ${name}`, class: "state-select" },
-      ...STATES.map(([value, label]) => el("option", { value, selected: value === a.state }, label)));
-    const reason = el("input", { class: "reason-input", placeholder: "reason", "aria-label": `reason for ${name}` });
+    const draft = drafts[name] || {};
+    const keep = (field) => (e) => { drafts[name] = { ...drafts[name], [field]: e.target.value }; };
+    const select = el("select", { "aria-label": `state of ${name}`, class: "state-select", onchange: keep("state") },
+      ...STATES.map(([value, label]) => el("option", { value, selected: value === (draft.state ?? a.state) }, label)));
+    const reason = el("input", { class: "reason-input", placeholder: "reason", "aria-label": `reason for ${name}`,
+      value: draft.reason, oninput: keep("reason") });
     const set = el("button", { type: "button", class: "set-state", onclick: () => changeState(name, select, reason) }, "Set");
     return el("tr", { dataset: { agent: name, state: a.state } },
       el("td", {}, name),
@@ -71,7 +79,18 @@ function renderAgents() {
       el("td", {}, a.call_id ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); selectCall(a.call_id); } }, "view") : ""),
       el("td", { class: "actions" }, select, reason, set));
   });
+  // Keep the keyboard where it was: the focused control's replacement gets the focus (and caret) back.
+  const focused = document.activeElement;
+  const row = focused && focused.closest ? focused.closest("#agents tr[data-agent]") : null;
+  const caret = row && focused.tagName === "INPUT" ? [focused.selectionStart, focused.selectionEnd] : null;
   $("agents").tBodies[0].replaceChildren(...rows);
+  if (row) {
+    const again = document.querySelector(`#agents tr[data-agent="${CSS.escape(row.dataset.agent)}"] .${focused.classList[0]}`);
+    if (again) {
+      again.focus();
+      if (caret) again.setSelectionRange(...caret);
+    }
+  }
   $("agent-summary").textContent = Object.entries(counts).map(([s, n]) => `${s.replace("_", " ")}: ${n}`).join(" · ");
 }
 
@@ -225,4 +244,4 @@ async function main() {
   setInterval(tickDurations, 1000);
 }
 
-main().catch((error) => showError("error", error));
+main().catch((error) => showError("error", error)).finally(pageReady);

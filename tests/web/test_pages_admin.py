@@ -120,3 +120,47 @@ def test_errors_are_shown_at_their_line_and_a_published_flow_serves_the_next_cal
     assert call_path(server, tmp_path / "sipp3") == ["v1_menu", "v1_bye"]
     audit = [(e["actor"], e["action"]) for e in api(server, "/api/audit")]
     assert ("ada", "flow_published") in audit and ("ada", "flow_rolled_back") in audit
+
+
+def test_a_slow_load_never_overwrites_a_flow_begun_meanwhile(
+    start_web: Any, new_page: Any, log_in: Any, tmp_path: Path
+) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "demo.yaml").write_text(flow("v1"))
+    server = start_web(CALLCENTER_IVR_FLOWS_DIR=str(flows), CALLCENTER_IVR_NUMBERS=f"{NUMBER}=demo")
+    page = new_page(server)
+    # Until the console has loaded its first flow it takes no input (a click on New would have
+    # submitted the form natively, reloading the page; the late load would overwrite the typing).
+    held: list[Any] = []
+    page.route(re.compile(r"/api/flows/demo$"), lambda route: held.append(route))
+    log_in(page, "ada", path="/admin?flow=demo")
+    for _ in range(300):  # bounded: the page asks for it as soon as it has the flow list
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the console never asked for the first flow"
+    expect(page.locator("#new-flow-id")).to_be_disabled()  # inert and aria-disabled meanwhile
+    expect(page.locator("#source")).not_to_be_editable()
+    held.pop().continue_()
+    expect(page.locator("#source")).to_have_value(flow("v1"))
+    expect(page.locator("#new-flow-id")).to_be_enabled()
+
+    # Ready: the admin opens demo again (its answer is slow), then begins a new flow and types it.
+    page.locator('#flow-list button[data-flow="demo"]').click()
+    for _ in range(300):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the console never asked for the flow"
+    page.fill("#new-flow-id", "fresh")
+    page.click("#new-flow button")
+    mine = flow("v9", on_failure="nowhere").replace("id: demo", "id: fresh")
+    set_source(page, mine)
+    with page.expect_response(re.compile(r"/api/flows/demo$")):
+        held[0].continue_()
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#flow-title")).to_have_text("fresh")
+    expect(page.locator("#source")).to_have_value(mine)
+    page.click("#check")
+    expect(page.locator("#errors .flow-error")).to_contain_text([re.compile(r"line 12, .*nowhere")])

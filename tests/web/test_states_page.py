@@ -1,22 +1,35 @@
 """Agent states changed from the wallboard and from the agent's workspace, in Chromium.
 
-Kept in its own file that runs before the other page tests: run after test_admin_console.py,
-test_agent_workspace.py and test_console_without_numbers.py in the same browser session it fails
-(bob's state stays "offline"), alone or first it passes — an order dependence between page tests,
-still to be found (session 5 notes). The helpers are test_pages_wallboard.py's.
+The board re-renders its agents on every live event; a supervisor's choice half made in a row (state
+picked, reason typed) must survive that — it used to snap back to the current state, and "Set" then
+sent that (seen as a test failing only on a busy machine, where a late refresh fell between picking
+and clicking). The helpers are test_pages_wallboard.py's.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from test_pages_wallboard import agents_live, start
+from test_pages_wallboard import TOKEN, agents_live, start
+
+from callcenter.testing.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
+
+
+def set_state(server: ServerProcess, agent: str, state: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.http_port}/api/agents/{agent}/state", method="POST",
+        data=json.dumps({"state": state}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5):
+        pass
 
 
 def test_states_are_changed_from_the_wallboard_and_the_agent_workspace(
@@ -29,6 +42,15 @@ def test_states_are_changed_from_the_wallboard_and_the_agent_workspace(
     expect(bob).to_have_attribute("data-state", "offline")
     bob.locator("select").select_option("not_ready")
     bob.locator(".reason-input").fill("training")
+    # Live events re-render the board meanwhile (someone changes sam's state twice): bob's row keeps
+    # the choice being made, and the reason field its focus.
+    sam_row = board.locator('#agents tr[data-agent="sam"]')
+    for step in ("not_ready", "offline"):
+        set_state(server, "sam", step)
+        expect(sam_row).to_have_attribute("data-state", step)
+    expect(bob.locator("select")).to_have_value("not_ready")
+    expect(bob.locator(".reason-input")).to_have_value("training")
+    expect(bob.locator(".reason-input")).to_be_focused()
     bob.locator("button.set-state").click()
     expect(bob).to_have_attribute("data-state", "not_ready")
     expect(bob).to_contain_text("training")
