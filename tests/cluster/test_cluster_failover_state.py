@@ -9,19 +9,20 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import leader_model
 import pytest
+from leader_model import WALL0, agent_up, cmd, notices, run
 from redis.asyncio import Redis
 
 from callcenter.cluster.forwarding import ForwardingRouter
-from callcenter.cluster.leader import LeaderState, Output
-from callcenter.cluster.messages import Command, Notice
+from callcenter.cluster.leader import LeaderState
+from callcenter.cluster.messages import Notice
 from callcenter.cluster.node import ClusterNode
 from callcenter.cluster.status import read_status
 from callcenter.routing.agents import AgentEvent, AgentState
 from callcenter.routing.queues import QueueConfig
 from callcenter.routing.router import Offer, Overflow
 
-WALL0 = 1_700_000_000.0
 WAIT = 10.0  # bound on every wait (never asserted on)
 QUEUES = {
     "sales": QueueConfig("sales", skills={"sales": 1}, ring_timeout_s=10.0, wrap_up_s=30.0),
@@ -30,47 +31,8 @@ QUEUES = {
 }
 
 
-class Mirror:
-    """What Redis would hold: the hashes the writes update."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[str, Any]] = {"agents": {}, "waiting": {}, "queues": {}, "stats": {}}
-
-    def take(self, out: Output) -> Output:
-        for w in out.writes:
-            table = self.tables.setdefault(w.key, {})
-            if w.value is None:
-                table.pop(w.field, None)
-            else:
-                table[w.field] = json.loads(w.value)
-        return out
-
-    def successor(self, now: float, alive: set[str], *, home: str | None = None, **kw: Any) -> LeaderState:
-        t = LeaderState(QUEUES, token=2, home=home, **kw)
-        t.restore(
-            self.tables["agents"], self.tables["waiting"], alive, now, WALL0 + now,
-            stats=self.tables["stats"],
-        )  # fmt: skip
-        return t
-
-
-def cmd(op: str, node: str, *, call_id: str | None = None, agent: str | None = None, **args: Any) -> Command:
-    return Command(op, node, call_id, agent, 0.0, args)  # type: ignore[arg-type]
-
-
-def run(s: LeaderState, m: Mirror, now: float, *cmds: Command) -> Output:
-    for c in cmds:
-        s.apply(c, now, WALL0 + now)
-    return m.take(s.step(now, WALL0 + now))
-
-
-def agent_up(s: LeaderState, m: Mirror, name: str, now: float = 0.0) -> None:
-    run(s, m, now, cmd("define", "b", agent=name, skills={"sales": 1}),
-        cmd("presence", "b", agent=name, event="login"))  # fmt: skip
-
-
-def notices(out: Output, op: str) -> list[tuple[str, Notice]]:
-    return [(node, n) for node, n in out.notices if n.op == op]
+class Mirror(leader_model.Mirror):
+    queues = QUEUES
 
 
 def talking(s: LeaderState, m: Mirror, agent: str, call_id: str, queue: str, now: float) -> None:

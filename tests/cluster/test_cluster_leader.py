@@ -4,69 +4,31 @@ own mirror as a successor would be."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import partial
 
-from callcenter.cluster.leader import LeaderState, Output
-from callcenter.cluster.messages import Command
+from leader_model import WALL0, Mirror, apply_agent_up, node_offers
+from leader_model import cmd as model_cmd
+
+from callcenter.cluster.leader import LeaderState
 from callcenter.routing.agents import AgentState
 from callcenter.routing.queues import QueueConfig
 
-WALL0 = 1_700_000_000.0
 QUEUES = {
     "sales": QueueConfig("sales", skills={"sales": 1}, ring_timeout_s=10.0),
     "all": QueueConfig("all", strategy="ring_all", ring_timeout_s=10.0),
 }
 
 
-class Mirror:
-    """What Redis would hold: the hashes the writes update."""
-
-    def __init__(self) -> None:
-        self.agents: dict[str, dict[str, Any]] = {}
-        self.waiting: dict[str, dict[str, Any]] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
-        self.queues: dict[str, dict[str, Any]] = {}
-        self.recent: dict[str, dict[str, Any]] = {}
-
-    def take(self, out: Output) -> Output:
-        for w in out.writes:
-            table = getattr(self, w.key)
-            if w.value is None:
-                table.pop(w.field, None)
-            else:
-                table[w.field] = json.loads(w.value)
-        return out
-
-
-def cmd(
-    op: str,
-    node: str,
-    *,
-    at: float = WALL0,
-    call_id: str | None = None,
-    agent: str | None = None,
-    **args: Any,
-) -> Command:
-    return Command(op, node, call_id, agent, at, args)  # type: ignore[arg-type]
-
-
-def agent_up(
-    state: LeaderState, name: str, node: str, now: float, skills: dict[str, int] | None = None
-) -> None:
-    state.apply(cmd("define", node, agent=name, skills=skills or {"sales": 2}), now, WALL0 + now)
-    state.apply(cmd("presence", node, agent=name, event="login"), now, WALL0 + now)
-
-
-def offers(out: Output) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(node, n.call_id, n.agents) for node, n in out.notices if n.op == "offer"]
+# Commands in this file were sent at WALL0 unless they say otherwise.
+cmd = partial(model_cmd, at=WALL0)
 
 
 def test_caller_on_one_node_is_offered_to_agent_of_another() -> None:
     s, m = LeaderState(QUEUES, token=3), Mirror()
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("enqueue", "a", call_id="c1", at=WALL0 + 1, queue="sales"), 1.0, WALL0 + 1)
     out = m.take(s.step(1.0, WALL0 + 1))
-    assert offers(out) == [("a", "c1", ("bob",))]  # to the node holding the caller
+    assert node_offers(out) == [("a", "c1", ("bob",))]  # to the node holding the caller
     assert all(n.token == 3 for _, n in out.notices)
     assert m.agents["bob"]["state"] == "reserved" and m.agents["bob"]["call_id"] == "c1"
     assert m.waiting["c1"]["offer"] == ["bob"] and m.waiting["c1"]["node"] == "a"
@@ -82,23 +44,23 @@ def test_caller_on_one_node_is_offered_to_agent_of_another() -> None:
 
 def test_one_agent_gets_one_offer_whichever_node_asks() -> None:
     s = LeaderState(QUEUES, token=1)
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("enqueue", "a", call_id="c1", at=WALL0 + 1, queue="sales"), 1.0, WALL0 + 1)
     s.apply(cmd("enqueue", "b", call_id="c2", at=WALL0 + 1.5, queue="sales"), 1.5, WALL0 + 1.5)
-    assert offers(s.step(1.5, WALL0 + 1.5)) == [("a", "c1", ("bob",))]  # the earlier arrival first
-    assert offers(s.step(1.6, WALL0 + 1.6)) == []  # bob rings for c1: c2 waits
+    assert node_offers(s.step(1.5, WALL0 + 1.5)) == [("a", "c1", ("bob",))]  # the earlier arrival first
+    assert node_offers(s.step(1.6, WALL0 + 1.6)) == []  # bob rings for c1: c2 waits
     s.apply(cmd("failed", "a", call_id="c1", agent="bob", missed=True), 12.0, WALL0 + 12)
     # nobody else qualifies, so c1 (first in line) rings bob again: still one offer at a time
-    assert offers(s.step(12.0, WALL0 + 12)) == [("a", "c1", ("bob",))]
+    assert node_offers(s.step(12.0, WALL0 + 12)) == [("a", "c1", ("bob",))]
     s.apply(cmd("answered", "a", call_id="c1", agent="bob"), 13.0, WALL0 + 13)
-    assert offers(s.step(13.0, WALL0 + 13)) == []
+    assert node_offers(s.step(13.0, WALL0 + 13)) == []
     s.apply(cmd("ended", "a", agent="bob"), 20.0, WALL0 + 20)
-    assert offers(s.step(20.0, WALL0 + 20)) == [("b", "c2", ("bob",))]
+    assert node_offers(s.step(20.0, WALL0 + 20)) == [("b", "c2", ("bob",))]
 
 
 def test_arrival_time_at_the_node_decides_the_order() -> None:
     s = LeaderState(QUEUES, token=1)
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("presence", "b", agent="bob", event="set_not_ready"), 0.0, WALL0)
     # c2's command reached the leader first, but c1 arrived earlier at its node
     s.apply(cmd("enqueue", "b", call_id="c2", at=WALL0 + 5, queue="sales"), 6.0, WALL0 + 6)
@@ -108,7 +70,7 @@ def test_arrival_time_at_the_node_decides_the_order() -> None:
 
 def test_answer_to_an_offer_gone_tells_the_node_to_drop_the_leg() -> None:
     s = LeaderState(QUEUES, token=1)
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("enqueue", "a", call_id="c1", queue="sales"), 1.0, WALL0 + 1)
     s.step(1.0, WALL0 + 1)
     s.apply(cmd("leave", "a", call_id="c1", reason="abandoned"), 2.0, WALL0 + 2)
@@ -133,7 +95,7 @@ def test_full_queue_overflow_goes_back_to_the_callers_node() -> None:
 def test_successor_rebuilds_states_offers_calls_and_places() -> None:
     s, m = LeaderState(QUEUES, token=1), Mirror()
     for name in ("bob", "carol", "dave", "erin", "fred"):
-        agent_up(s, name, "b", 0.0)
+        apply_agent_up(s, name, "b", 0.0)
     s.apply(cmd("presence", "b", agent="erin", event="set_not_ready", reason="lunch"), 0.0, WALL0)
     s.apply(cmd("presence", "b", agent="fred", event="set_offline"), 0.0, WALL0)
     s.apply(cmd("define", "b", agent="gina", skills={"other": 1}), 0.0, WALL0)
@@ -162,7 +124,7 @@ def test_successor_rebuilds_states_offers_calls_and_places() -> None:
     t = LeaderState(QUEUES, token=2)
     t.restore(m.agents, m.waiting, alive={"a", "b"}, now=500.0, wall=WALL0 + 10)
     out = t.step(500.0, WALL0 + 10)
-    assert offers(out) == []  # the offers ringing are not sent twice
+    assert node_offers(out) == []  # the offers ringing are not sent twice
     board = t.router.agents
     assert {a.name: a.state for a in board} == {
         "bob": AgentState.ON_CALL,
@@ -183,15 +145,15 @@ def test_successor_rebuilds_states_offers_calls_and_places() -> None:
     out = t.step(501.0, WALL0 + 11)
     assert board["carol"].state is AgentState.ON_CALL
     # bob (free again) and dave (c3 back in line) share c3 and c4: one offer each
-    got = sorted((c, a) for _, c, a in offers(out))
+    got = sorted((c, a) for _, c, a in node_offers(out))
     assert [c for c, _ in got] == ["c3", "c4"] and {a[0] for _, a in got} == {"bob", "dave"}
     assert ("c3", ("dave",)) not in got  # dave just missed c3: it goes to bob
 
 
 def test_a_dead_node_takes_its_callers_and_calls_with_it() -> None:
     s, m = LeaderState(QUEUES, token=1), Mirror()
-    agent_up(s, "bob", "b", 0.0)
-    agent_up(s, "carol", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "carol", "b", 0.0)
     s.apply(cmd("enqueue", "a", call_id="c1", queue="sales"), 1.0, WALL0 + 1)
     s.apply(cmd("enqueue", "a", call_id="c2", queue="sales"), 1.0, WALL0 + 1)
     s.apply(cmd("enqueue", "a", call_id="c3", queue="sales"), 1.0, WALL0 + 1)
@@ -218,10 +180,10 @@ def test_queue_made_in_the_admin_console_reaches_the_leader_and_its_successor() 
         "support", skills={"de": 1}, escalations=(Escalation(30.0, {"en": 1}),), wrap_up_s=5.0
     )
     s.apply(cmd("queue", "a", **queue_to_json(support)), 0.0, WALL0)
-    agent_up(s, "bob", "b", 0.0, skills={"de": 3})
+    apply_agent_up(s, "bob", "b", 0.0, skills={"de": 3})
     s.apply(cmd("enqueue", "a", call_id="c1", queue="support"), 1.0, WALL0 + 1)
     out = s.step(1.0, WALL0 + 1)
-    assert offers(out) == [("a", "c1", ("bob",))]
+    assert node_offers(out) == [("a", "c1", ("bob",))]
     saved = {w.field: json.loads(w.value) for w in out.writes if w.key == "queues" and w.value}
     t = LeaderState(QUEUES, token=2)
     t.restore({}, {}, alive=set(), now=0.0, wall=WALL0, queues=saved)
@@ -232,7 +194,7 @@ def test_queue_made_in_the_admin_console_reaches_the_leader_and_its_successor() 
 
 def test_a_restarted_node_says_hello_and_its_old_calls_are_dropped() -> None:
     s = LeaderState(QUEUES, token=1)
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("enqueue", "a", call_id="c1", queue="sales"), 1.0, WALL0 + 1)
     s.apply(cmd("enqueue", "a", call_id="c2", queue="sales"), 1.0, WALL0 + 1)
     s.step(1.0, WALL0 + 1)
@@ -242,12 +204,12 @@ def test_a_restarted_node_says_hello_and_its_old_calls_are_dropped() -> None:
     s.apply(cmd("hello", "a"), 3.0, WALL0 + 3)
     s.apply(cmd("enqueue", "a", call_id="c3", queue="sales"), 3.0, WALL0 + 3)
     out = s.step(3.0, WALL0 + 3)
-    assert list(s.router.waiting) == ["c3"] and offers(out) == [("a", "c3", ("bob",))]  # bob was freed
+    assert list(s.router.waiting) == ["c3"] and node_offers(out) == [("a", "c3", ("bob",))]  # bob was freed
 
 
 def test_callback_keeps_the_place_and_is_offered_to_the_node_holding_it() -> None:
     s, m = LeaderState(QUEUES, token=1), Mirror()
-    agent_up(s, "bob", "b", 0.0)
+    apply_agent_up(s, "bob", "b", 0.0)
     s.apply(cmd("presence", "b", agent="bob", event="set_not_ready"), 0.0, WALL0)
     s.apply(cmd("enqueue", "a", call_id="c1", at=WALL0 + 1, queue="sales"), 1.0, WALL0 + 1)
     s.apply(cmd("enqueue", "b", call_id="c2", at=WALL0 + 2, queue="sales"), 2.0, WALL0 + 2)

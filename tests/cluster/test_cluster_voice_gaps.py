@@ -5,7 +5,6 @@ after a failover — on the sans-I/O LeaderState with a hand-stepped clock, then
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +14,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import leader_model
 import pytest
+from leader_model import agent_up, cmd, offers, run
 from redis.asyncio import Redis
 from sqlalchemy import create_engine
 
@@ -41,50 +42,8 @@ QUEUES = {
 }
 
 
-class Mirror:
-    """What Redis would hold: the hashes the leader's writes update."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[str, Any]] = {}
-
-    def take(self, out: Output) -> Output:
-        for w in out.writes:
-            table = self.tables.setdefault(w.key, {})
-            if w.value is None:
-                table.pop(w.field, None)
-            else:
-                table[w.field] = json.loads(w.value)
-        return out
-
-    def get(self, key: str) -> dict[str, Any]:
-        return self.tables.get(key, {})
-
-    def successor(self, now: float, alive: set[str], **kw: Any) -> LeaderState:
-        t = LeaderState(QUEUES, token=2, timezone=BERLIN, **kw)
-        t.restore(
-            self.get("agents"), self.get("waiting"), alive, now, WALL0 + now,
-            stats=self.get("stats"), recent=self.get("recent"),
-        )  # fmt: skip
-        return t
-
-
-def cmd(op: str, node: str, *, call_id: str | None = None, agent: str | None = None, **args: Any) -> Command:
-    return Command(op, node, call_id, agent, 0.0, args)  # type: ignore[arg-type]
-
-
-def run(s: LeaderState, m: Mirror, now: float, *cmds: Command) -> Output:
-    for c in cmds:
-        s.apply(c, now, WALL0 + now)
-    return m.take(s.step(now, WALL0 + now))
-
-
-def agent_up(s: LeaderState, m: Mirror, name: str, now: float = 0.0) -> None:
-    run(s, m, now, cmd("define", "b", agent=name, skills={"sales": 1}),
-        cmd("presence", "b", agent=name, event="login"))  # fmt: skip
-
-
-def offers(out: Output) -> list[tuple[str, tuple[str, ...]]]:
-    return [(n.call_id, n.agents) for _, n in out.notices if n.op == "offer"]
+class Mirror(leader_model.Mirror):
+    queues, wall0, timezone = QUEUES, WALL0, BERLIN
 
 
 def call(s: LeaderState, m: Mirror, call_id: str, queue: str, start: float, end: float) -> str:
