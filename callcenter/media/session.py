@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 RELATCH_AFTER = 1.0
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2 minimum, randomised ×[0.5, 1.5] (§6.3.1)
 EARLY_TOLERANCE = 0.001  # s; a scheduler wake-up this early still serves the tick
+DROP_AFTER_FAILURES = 50  # ticks in a row (1 s at 20 ms) a stream may fail before it is dropped
 DSCP_EF_TOS = 0xB8  # DSCP 46 "expedited forwarding" for voice (RFC 4594)
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
 PT_CODEC = {0: "PCMU", 8: "PCMA"}
@@ -84,6 +85,7 @@ class MediaScheduler:
         self._groups: list[dict[Ticking, None]] = [{} for _ in range(phases)]
         self._orders: list[tuple[Ticking, ...]] = [() for _ in range(phases)]
         self._phase_of: dict[Ticking, int] = {}
+        self._failures: dict[Ticking, int] = {}  # stream → ticks failed in a row
         self._pacer: Pacer | None = None  # the sub-tick grid
         self._served = -1  # the last sub-tick index served
         self._task: asyncio.Task[None] | None = None
@@ -110,6 +112,7 @@ class MediaScheduler:
         return self._pacer.deadline(index)
 
     def remove(self, stream: Ticking) -> None:
+        self._failures.pop(stream, None)
         phase = self._phase_of.pop(stream, None)
         if phase is not None:
             self._groups[phase].pop(stream, None)
@@ -131,10 +134,23 @@ class MediaScheduler:
                 try:
                     stream.on_tick(now)
                 except Exception:
-                    # One broken stream must not silence every call.
-                    log.exception("media stream failed in the scheduler; dropping it")
-                    self.remove(stream)
+                    self._failed(stream)
+                else:
+                    self._failures.pop(stream, None)
         return pacer.next_deadline()
+
+    def _failed(self, stream: Ticking) -> None:
+        """One broken stream must not silence every call, nor one bad tick a whole leg: a dropped leg
+        goes on relaying (packet-driven) but its own sending, RTCP and audio taps (recording, ASR,
+        a supervisor's mix) stop for the rest of the call. So a stream is dropped only after failing
+        ``DROP_AFTER_FAILURES`` ticks in a row; the first failure is logged with its traceback."""
+        n = self._failures.get(stream, 0) + 1
+        self._failures[stream] = n
+        if n == 1:
+            log.exception("media stream failed in the scheduler (%r); serving it on", stream)
+        if n >= DROP_AFTER_FAILURES:
+            log.error("media stream failed %d ticks in a row; dropping it (%r)", n, stream)
+            self.remove(stream)
 
     def _ensure_task(self) -> None:
         if self._closed or (self._task is not None and not self._task.done()):

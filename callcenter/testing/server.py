@@ -126,6 +126,22 @@ class ServerProcess:
                     pass
         return out
 
+    def errors(self) -> list[str]:
+        """What the server logged at level error or worse, and any traceback it printed: an e2e test's
+        server is expected to log none (an exception swallowed and logged is still a bug)."""
+        out: list[str] = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    level = json.loads(line).get("level")
+                except (ValueError, AttributeError):
+                    continue
+                if level in ("error", "critical"):
+                    out.append(line)
+            elif line.startswith("Traceback (most recent call last)"):
+                out.append(line)
+        return out
+
     def wait_for_event(self, event: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
         """The first logged `event` whose fields equal `fields`; polls the log, bounded by `timeout`."""
         deadline = time.monotonic() + timeout

@@ -59,3 +59,5 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     finally:
         for server in servers:
             server.stop()
+    errors = {str(server.data_dir): server.errors() for server in servers if server.log_path.exists()}
+    assert not any(errors.values()), f"the server logged errors: {errors}"

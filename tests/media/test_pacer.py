@@ -6,7 +6,7 @@ import pytest
 from callcenter.core.clock import FakeClock
 from callcenter.media import g711, rtp, tones
 from callcenter.media.pacer import Pacer, RtpSender, encode_frames, looping
-from callcenter.media.session import MediaScheduler
+from callcenter.media.session import DROP_AFTER_FAILURES, MediaScheduler
 
 T0 = 1000.0
 
@@ -161,31 +161,48 @@ def test_encode_frames_cuts_and_pads():
     assert np.array_equal(joined, g711.alaw_decode(g711.alaw_encode(pcm)))
 
 
+class Flaky:
+    def __init__(self, name, calls, fail=0):
+        self.name, self.calls, self.fail = name, calls, fail  # fail: the next ``fail`` ticks raise
+
+    def on_tick(self, now):
+        self.calls.append(self.name)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("boom")
+
+
 def test_scheduler_serves_streams_in_fixed_order_and_survives_a_broken_one():
     sched = MediaScheduler(tick=0.02, clock=FakeClock(T0))
     calls: list[str] = []
-
-    class S:
-        def __init__(self, name, fail=False):
-            self.name, self.fail = name, fail
-
-        def on_tick(self, now):
-            calls.append(self.name)
-            if self.fail:
-                raise RuntimeError("boom")
-
-    a, b, c = S("a"), S("b", fail=True), S("c")
+    a, b, c = Flaky("a", calls), Flaky("b", calls, fail=10**6), Flaky("c", calls)
     for s in (a, b, c):
         sched.add(s)
-    sched.tick(T0)
-    sched.tick(T0 + 0.02)
-    assert calls == ["a", "b", "c", "a", "c"]
+    for i in range(DROP_AFTER_FAILURES + 1):
+        sched.tick(T0 + 0.02 * i)
+    # b failed every tick: served (and failing) until the limit, then dropped; the others never missed one
+    assert calls.count("a") == calls.count("c") == DROP_AFTER_FAILURES + 1
+    assert calls.count("b") == DROP_AFTER_FAILURES
+    assert calls[-2:] == ["a", "c"]
     sched.remove(a)
     sched.remove(a)  # harmless
     calls.clear()
-    sched.tick(T0 + 0.04)
+    sched.tick(T0 + 0.02 * (DROP_AFTER_FAILURES + 1))
     assert calls == ["c"]
     assert len(sched) == 1
+
+
+def test_a_stream_failing_now_and_then_is_never_dropped():
+    # One bad tick must not end a leg's own sending, RTCP and audio taps for the rest of the call.
+    sched = MediaScheduler(tick=0.02, clock=FakeClock(T0))
+    calls: list[str] = []
+    leg = Flaky("leg", calls)
+    sched.add(leg)
+    for i in range(5 * DROP_AFTER_FAILURES):
+        if i % DROP_AFTER_FAILURES == 0:
+            leg.fail = DROP_AFTER_FAILURES - 1  # a bad patch just short of the limit
+        sched.tick(T0 + 0.02 * i)
+    assert len(calls) == 5 * DROP_AFTER_FAILURES and len(sched) == 1
 
 
 def test_phased_scheduler_spreads_streams_over_sub_ticks_and_serves_each_every_tick():

@@ -68,6 +68,8 @@ def start_web(tmp_path: Path) -> Iterator[StartWeb]:
     finally:
         for server in servers:
             server.stop()
+    errors = {str(server.data_dir): server.errors() for server in servers if server.log_path.exists()}
+    assert not any(errors.values()), f"the server logged errors: {errors}"
 
 
 @pytest.fixture
