@@ -21,6 +21,8 @@ from pathlib import Path
 
 from callcenter.testing.server import free_port
 
+START_ATTEMPTS = 5  # starts tried when a picked port turned out taken
+
 MODULE_PATH = "/usr/lib/baresip/modules"
 
 # What baresip 1.0.0 prints (console, no -v):
@@ -72,10 +74,22 @@ class Baresip:
         self.record_dir = record_dir
         self.life_s = life_s
         self.sip_trace = sip_trace
-        self.sip_port = free_port()
-        self.cons_port = free_port()  # the cons module's UDP console: keys, incl. DTMF digits
+        self.sip_port, self.cons_port = self._ports()
         self.log_path = workdir / "baresip.out"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _ports() -> tuple[int, int]:
+        """(SIP, console) ports. baresip also listens for SIP over TLS on the SIP port + 1 (TCP)."""
+        for _ in range(50):
+            sip = free_port()
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", sip + 1))
+            except OSError:
+                continue
+            return sip, free_port()  # the cons module's UDP console: keys, incl. DTMF digits
+        raise RuntimeError("no free port pair found")
 
     def _write_config(self) -> Path:
         cfg = self.workdir / ".baresip"
@@ -115,15 +129,24 @@ class Baresip:
         if shutil.which("stdbuf"):
             cmd = ["stdbuf", "-oL", "-eL", *cmd]  # line-buffered: its output is readable while it runs
         env = {**os.environ, "HOME": str(self.workdir)}
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.workdir,
-            )
+        # A port free when picked can be taken before baresip binds it (another process's outgoing
+        # connection gets it from the same ephemeral range): then pick new ports and start again.
+        for _ in range(START_ATTEMPTS):
+            with self.log_path.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.workdir,
+                )
+            if self.wait_for_output("baresip is ready.", timeout=15) is not None:
+                break
+            if self.proc.poll() is None or "Address already in use" not in self.output():
+                break  # something else: the test sees it
+            self.sip_port, self.cons_port = self._ports()
+            self._write_config()
         return self
 
     def output(self) -> str:

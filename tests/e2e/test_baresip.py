@@ -10,6 +10,7 @@ one: that is why `sip.digest_algorithms` defaults to MD5 only, and these tests r
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,19 @@ def test_baresip_calls_in_and_hears_the_tone(
     assert call["rtp"]["packets_received"] > 0, call  # the server heard baresip's microphone
     [heard] = phone.recordings("dec")
     assert tone_energy_fraction(heard, 440) > 0.8  # baresip heard the 440 Hz demo tone
+
+
+def test_a_phone_whose_port_was_taken_meanwhile_starts_on_other_ports(tmp_path: Path) -> None:
+    # A port picked free can be taken before baresip binds it (here: its TLS port, SIP port + 1).
+    phone = Baresip(tmp_path / "phone", "<sip:nobody@127.0.0.1:9>;regint=0", life_s=10)
+    taken = phone.sip_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken + 1))
+        squatter.listen()
+        try:
+            phone.start()
+            assert phone.proc is not None and phone.proc.poll() is None, phone.output()
+            assert "baresip is ready." in phone.output()
+            assert phone.sip_port != taken
+        finally:
+            phone.stop()
