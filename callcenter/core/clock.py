@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 from typing import Protocol
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class Clock(Protocol):
@@ -31,6 +31,16 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self._now += seconds
         return self._now
+
+
+def iana_zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; ValueError for anything else. ``ZoneInfo`` itself raises several
+    kinds for user input: not found, a path ("../x"), a folder ("Europe": IsADirectoryError), a name
+    too long for the file system (OSError)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{name[:60]!r} is not a known timezone (e.g. Europe/Berlin)") from None
 
 
 def local_day(wall: float, zone: ZoneInfo | None) -> tuple[str, float]:

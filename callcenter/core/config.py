@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import types
-import zoneinfo
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from callcenter import __version__
+from callcenter.core.clock import iana_zone
 from callcenter.core.errors import ConfigError
 from callcenter.core.yamlsafe import SafeLoader
 
@@ -603,8 +603,8 @@ class RoutingSettings(_Section):
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            iana_zone(value)
+        except ValueError:
             raise _custom("expected an IANA timezone such as Europe/Berlin") from None
         return value
 
@@ -640,8 +640,8 @@ class SlaCalendarSettings(_Section):
     @classmethod
     def _zone(cls, value: str) -> str:
         try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            iana_zone(value)
+        except ValueError:
             raise _custom("expected an IANA timezone such as Europe/Berlin") from None
         return value
 

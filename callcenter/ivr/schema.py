@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callcenter.core.clock import iana_zone
 from callcenter.ivr.expr import ExprError, parse, parse_template
 
 __all__ = [
@@ -505,9 +506,9 @@ def parse_time_range(text: str) -> tuple[time, time]:
 
 def _check_schedule(timezone: str, weekly: dict[str, list[str]] | None) -> None:
     try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise _err(f"{timezone!r} is not a known timezone (e.g. Europe/Berlin)", "timezone") from None
+        iana_zone(timezone)
+    except ValueError as exc:
+        raise _err(str(exc), "timezone") from None
     for key, ranges in (weekly or {}).items():
         try:
             parse_days(key)

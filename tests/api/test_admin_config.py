@@ -264,6 +264,8 @@ def test_business_hours_from_config_are_read_only_and_console_ones_reach_the_ivr
     ("body", "field"),
     [
         ({"name": "x", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"name": "x", "timezone": "Europe"}, "timezone"),  # a folder of zones, not one
+        ({"name": "x", "timezone": "Europe/" + "x" * 300}, "timezone"),  # too long for a file name
         ({"name": "x", "weekly": {"someday": ["09:00-17:00"]}}, "weekly"),
         ({"name": "x", "weekly": {"mon": ["17:00-09:00"]}}, "weekly"),
         ({"name": "x", "holidays": ["not a date"]}, "holidays"),

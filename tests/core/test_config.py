@@ -208,3 +208,10 @@ def test_a_whole_section_as_override_merges_with_the_file(tmp_path: Path) -> Non
     config = write(tmp_path / "c.yaml", YAML)
     settings = load_settings(config, {"sip": {"port": 5099}}, env={})
     assert (settings.sip.port, settings.sip.realm) == (5099, "acme")
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "Europe", "Europe/" + "x" * 300, "../etc/passwd"])
+def test_a_timezone_that_is_none_is_a_config_error_naming_the_key(tmp_path: Path, zone: str) -> None:
+    # ZoneInfo raises IsADirectoryError for "Europe" and OSError for a name too long: still one clear line
+    message = error_of(tmp_path, f"routing:\n  timezone: {zone!r}\n")
+    assert "routing.timezone" in message and "IANA timezone" in message, message
